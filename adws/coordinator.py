@@ -1,0 +1,2078 @@
+#!/usr/bin/env python3
+"""TAC coordinator: turns labelled GitHub issues into pull requests.
+
+One polling loop reads the open issues that carry the trigger label (through
+`gh api`), keeps the queue in tasks.md, gives each issue a git worktree and a
+`claude -p` worker, supervises the worker, and ends every task as a pull
+request, a Blocked entry or a clear failure, with the issue told what happened.
+
+This file is the daemon, read top to bottom:
+
+    1. Configuration            strict TOML, one clean error per mistake
+    2. Small helpers            time, logging, secrets, /proc
+    3. GitHub, through gh api   one error type, conditional requests
+    4. Git and worktrees
+    5. Workers                  the process state machine, spawning, stopping
+    6. Policy                   pure decisions: retries, backoff, outcomes
+    7. The coordinator          tick(now): reap, supervise, poll, dispatch, publish
+    8. Doctor (--check)
+    9. Signals, systemd, main()
+
+It is the only writer of tasks.md. What the tools share with it lives in
+small sibling modules (tasks, transcript, ledger, metrics), so no tool ever
+imports this file.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+# `python adws/coordinator.py` puts adws/ itself on sys.path, not the project
+# root; the shared modules are imported as the package `adws` either way.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from adws import ledger, metrics, tasks, transcript  # noqa: E402
+from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa: E402
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Raspberry Pi OS Bullseye (3.9)
+    import tomli as tomllib
+
+log = logging.getLogger("tac")
+
+EX_OK, EX_FAIL, EX_CONFIG = 0, 1, 78  # 78 = EX_CONFIG: systemd won't restart-loop on it
+
+
+# ===========================================================================
+# 1. Configuration
+# ===========================================================================
+
+class ConfigError(Exception):
+    """A config problem, already phrased for the user: 'FILE: [section] key ...'."""
+
+
+# (section, key) -> (default, type check, description). The shipped
+# config.toml documents every key; this table is what the daemon enforces.
+_INT, _NUM, _STR, _BOOL, _STRLIST, _INTLIST = "integer", "number", "string", "boolean", "list of strings", "list of integers"
+
+CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
+    "github": {
+        "repo": (None, _STR),
+        "label": ("rpi-auto", _STR),
+        "poll_interval": (30, _NUM),
+        "trusted_users": ([], _STRLIST),
+    },
+    "repo": {
+        "path": (".", _STR),
+        "base_branch": ("main", _STR),
+        "branch_prefix": ("auto/", _STR),
+        "remote": ("origin", _STR),
+    },
+    "workers": {
+        "max_concurrent": ("auto", "\"auto\" or an integer"),
+        "command": (["claude", "-p", "--output-format", "stream-json", "--verbose",
+                     "--dangerously-skip-permissions"], _STRLIST),
+        "timeout": (3600, _NUM),
+        "startup_grace": (10, _NUM),
+        "startup_backoff": ([300, 600, 1200], _INTLIST),
+        "breaker_threshold": (3, _INT),
+        "max_attempts": (2, _INT),
+        "retry_backoff": ([600, 1800], _INTLIST),
+        "stall_timeout": (900, _NUM),
+        "result_exit_grace": (30, _NUM),
+        "api_retry_limit": (6, _INT),
+        "stop_grace": (5, _NUM),
+        "min_free_memory_mb": (1500, _INT),
+        "max_turns": (0, _INT),
+        "pass_env": ([], _STRLIST),
+        "allowed_tools": ([], _STRLIST),
+        "disallowed_tools": ([], _STRLIST),
+    },
+    "budget": {
+        "daily_usd": (0, _NUM),
+        "monthly_usd": (0, _NUM),
+        "per_run_usd": (0, _NUM),
+    },
+    "paths": {
+        "tasks": ("tasks.md", _STR),
+        "template": ("worker_template.md", _STR),
+        "trees": ("trees", _STR),
+        "logs": ("logs", _STR),
+    },
+}
+
+
+@dataclass
+class Config:
+    """The validated configuration; paths are absolute."""
+    file: Path
+    repo: str
+    label: str
+    poll_interval: float
+    trusted_users: List[str]
+    repo_path: Path
+    base_branch: str
+    branch_prefix: str
+    remote: str
+    max_concurrent: Any  # "auto" or int; see worker_cap()
+    command: List[str]
+    timeout: float
+    startup_grace: float
+    startup_backoff: List[int]
+    breaker_threshold: int
+    max_attempts: int
+    retry_backoff: List[int]
+    stall_timeout: float
+    result_exit_grace: float
+    api_retry_limit: int
+    stop_grace: float
+    min_free_memory_mb: int
+    max_turns: int
+    pass_env: List[str]
+    allowed_tools: List[str]
+    disallowed_tools: List[str]
+    daily_usd: float
+    monthly_usd: float
+    per_run_usd: float
+    tasks_path: Path
+    template_path: Path
+    trees: Path
+    logs: Path
+
+    @property
+    def owner(self) -> str:
+        return self.repo.split("/", 1)[0]
+
+    @property
+    def state_dir(self) -> Path:
+        """tasks.md's folder: the lock, PAUSE and metrics.json live beside it."""
+        return self.tasks_path.parent
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.state_dir / "metrics.json"
+
+    @property
+    def pause_path(self) -> Path:
+        return self.state_dir / "PAUSE"
+
+    @property
+    def archive_path(self) -> Path:
+        return self.state_dir / "tasks-archive.md"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.logs / "usage.jsonl"
+
+
+def _check_type(value: Any, kind: str) -> bool:
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUM:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _STRLIST:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == _INTLIST:
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return True  # special forms are checked by hand below
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate config.toml. Unknown keys are errors: a typo must
+    never silently fall back to a default."""
+    path = Path(path).resolve()
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: not found (copy config.toml from the project and edit [github] repo)")
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot read: {e.strerror}")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not UTF-8 text")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{name}: {e}")  # tomllib names the line and column
+
+    values: Dict[str, Any] = {}
+    for section, body in data.items():
+        if section not in CONFIG_SCHEMA:
+            raise ConfigError(f"{name}: unknown section [{section}] (known: {', '.join(CONFIG_SCHEMA)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{name}: {section} must be a [section], not a value")
+        for key, value in body.items():
+            if key not in CONFIG_SCHEMA[section]:
+                known = ", ".join(CONFIG_SCHEMA[section])
+                raise ConfigError(f"{name}: unknown key [{section}] {key} (known: {known})")
+            _, kind = CONFIG_SCHEMA[section][key]
+            if not _check_type(value, kind):
+                raise ConfigError(f"{name}: [{section}] {key} must be a {kind}, got {value!r}")
+            values[f"{section}.{key}"] = value
+
+    def get(section: str, key: str) -> Any:
+        default = CONFIG_SCHEMA[section][key][0]
+        return values.get(f"{section}.{key}", default)
+
+    repo = get("github", "repo")
+    if not repo:
+        raise ConfigError(f"{name}: [github] repo is required, e.g. repo = \"acme/widgets\"")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
+        raise ConfigError(f"{name}: [github] repo must be owner/name, got {repo!r}")
+    label = get("github", "label")
+    if not label.strip():
+        raise ConfigError(f"{name}: [github] label must not be empty")
+    mc = get("workers", "max_concurrent")
+    if not (mc == "auto" or (isinstance(mc, int) and not isinstance(mc, bool) and mc >= 1)):
+        raise ConfigError(f"{name}: [workers] max_concurrent must be \"auto\" or an integer >= 1, got {mc!r}")
+    command = get("workers", "command")
+    if not command:
+        raise ConfigError(f"{name}: [workers] command must not be empty")
+    for section, key in (("github", "poll_interval"), ("workers", "timeout"), ("workers", "startup_grace"),
+                         ("workers", "stall_timeout"), ("workers", "stop_grace")):
+        if get(section, key) <= 0:
+            raise ConfigError(f"{name}: [{section}] {key} must be greater than 0")
+    for key in ("startup_backoff", "retry_backoff"):
+        if not get("workers", key) or any(v < 0 for v in get("workers", key)):
+            raise ConfigError(f"{name}: [workers] {key} must be a non-empty list of seconds >= 0")
+    if get("workers", "max_attempts") < 1:
+        raise ConfigError(f"{name}: [workers] max_attempts must be at least 1")
+    prefix = get("repo", "branch_prefix")
+    if not re.fullmatch(r"[A-Za-z0-9._/-]*", prefix) or ".." in prefix:
+        raise ConfigError(f"{name}: [repo] branch_prefix may hold only letters, digits and . _ / -, got {prefix!r}")
+
+    base = path.parent
+
+    def rel(p: str) -> Path:
+        return (base / os.path.expanduser(p)).resolve()
+
+    return Config(
+        file=path, repo=repo, label=label, poll_interval=float(get("github", "poll_interval")),
+        trusted_users=list(get("github", "trusted_users")),
+        repo_path=rel(get("repo", "path")), base_branch=get("repo", "base_branch"),
+        branch_prefix=prefix, remote=get("repo", "remote"),
+        max_concurrent=mc, command=list(command), timeout=float(get("workers", "timeout")),
+        startup_grace=float(get("workers", "startup_grace")),
+        startup_backoff=list(get("workers", "startup_backoff")),
+        breaker_threshold=get("workers", "breaker_threshold"), max_attempts=get("workers", "max_attempts"),
+        retry_backoff=list(get("workers", "retry_backoff")), stall_timeout=float(get("workers", "stall_timeout")),
+        result_exit_grace=float(get("workers", "result_exit_grace")),
+        api_retry_limit=get("workers", "api_retry_limit"), stop_grace=float(get("workers", "stop_grace")),
+        min_free_memory_mb=get("workers", "min_free_memory_mb"), max_turns=get("workers", "max_turns"),
+        pass_env=list(get("workers", "pass_env")), allowed_tools=list(get("workers", "allowed_tools")),
+        disallowed_tools=list(get("workers", "disallowed_tools")),
+        daily_usd=float(get("budget", "daily_usd")), monthly_usd=float(get("budget", "monthly_usd")),
+        per_run_usd=float(get("budget", "per_run_usd")),
+        tasks_path=rel(get("paths", "tasks")), template_path=rel(get("paths", "template")),
+        trees=rel(get("paths", "trees")), logs=rel(get("paths", "logs")),
+    )
+
+
+# ===========================================================================
+# 2. Small helpers: time, logging, secrets, /proc
+# ===========================================================================
+
+def local_time(epoch: float) -> str:
+    return tasks.format_time(epoch)
+
+
+def clock_time(epoch: float) -> str:
+    return time.strftime("%H:%M", time.localtime(epoch))
+
+
+# Tokens that must never reach a log line, an issue comment or a terminal.
+_SECRET_PATTERNS = [
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
+    re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{10,}"),
+]
+_SECRET_ENV = ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "ANTHROPIC_API_KEY",
+               "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "AWS_SECRET_ACCESS_KEY")
+
+
+def redact(text: str, env: Optional[Dict[str, str]] = None) -> str:
+    """Replace tokens and the values of known secret variables with [redacted]."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub("[redacted]", text)
+    env = os.environ if env is None else env
+    for var in _SECRET_ENV:
+        value = env.get(var, "")
+        if len(value) >= 8:  # short values (tests' "x") would redact ordinary words
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        return True
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """One line per event on stderr. Under systemd (JOURNAL_STREAM set) the
+    journal adds its own timestamps, so ours are left out."""
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(_RedactingFilter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def proc_start_time(pid: int) -> Optional[int]:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), None if gone.
+    PID plus start time names a process for good; a PID alone is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses.
+    rest = data[data.rfind(")") + 2:].split()
+    try:
+        if rest[0] == "Z":
+            return None  # a zombie has finished; only its parent can reap it
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: Optional[int], start: Optional[int]) -> bool:
+    if not pid:
+        return False
+    now_start = proc_start_time(pid)
+    return now_start is not None and (start is None or now_start == start)
+
+
+def processes_tagged(tag: str) -> List[int]:
+    """PIDs whose environment holds TAC_WORKER_ID=<tag>. The Claude CLI runs
+    each Bash command in its own session, so a worker's grandchildren escape
+    its process group; they keep the environment variable, though."""
+    needle = f"TAC_WORKER_ID={tag}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in env.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def mem_available_mb() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def mem_total_mb() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def pi_model() -> str:
+    """'Raspberry Pi 4 Model B Rev 1.4' on a Pi, '' elsewhere."""
+    try:
+        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\0\n ")
+    except OSError:
+        return ""
+
+
+def worker_cap(setting: Any) -> int:
+    """max_concurrent: an integer as given; "auto" is 1 on a Raspberry Pi and
+    otherwise one worker per ~3 GB of memory (a claude worker plus the
+    tests it runs)."""
+    if setting != "auto":
+        return int(setting)
+    if "raspberry pi" in pi_model().lower():
+        return 1
+    total = mem_total_mb() or 3072
+    return max(1, min(8, total // 3072))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ===========================================================================
+# 3. GitHub, through `gh api`
+# ===========================================================================
+# Only REST through `gh api`: `gh issue list` / `gh pr list` go through
+# GraphQL and their --json fields differ between gh versions (Raspberry Pi OS
+# ships gh 2.23). `-i` puts the status line first, so every outcome is read
+# from the HTTP status, never from error text.
+
+COMMENT_MARKER = "<!-- tac-coordinator -->"  # every comment we write carries it
+DONE_LABELS = {COMPLETED: "tac:done", BLOCKED: "tac:blocked", FAILED: "tac:failed"}
+
+
+class GitHubError(Exception):
+    """A failed GitHub call. status 0 means no HTTP answer at all (network, gh missing)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Dict[str, str]
+    data: Any
+
+
+def parse_gh_include(stdout: str) -> Tuple[int, Dict[str, str], str]:
+    """Split `gh api -i` output into (status, headers, body). The status
+    comes from the first line, e.g. 'HTTP/1.1 304 Not Modified'."""
+    head, sep, body = stdout.partition("\r\n\r\n")
+    if not sep:
+        head, sep, body = stdout.partition("\n\n")
+    lines = head.splitlines()
+    m = re.match(r"HTTP/[\d.]+\s+(\d{3})", lines[0]) if lines else None
+    if not m:
+        return 0, {}, stdout
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return int(m.group(1)), headers, body
+
+
+class GitHub:
+    """The repository on GitHub, as far as the coordinator needs it."""
+
+    PERMISSION_TTL = 600.0
+
+    def __init__(self, repo: str, gh: str = "gh", env: Optional[Dict[str, str]] = None,
+                 clock: Callable[[], float] = time.time):
+        self.repo = repo
+        self.owner = repo.split("/", 1)[0]
+        self.gh = gh
+        self.env = env
+        self.clock = clock
+        self.rate_remaining: Optional[int] = None
+        self.rate_reset: Optional[int] = None
+        self.counted = 0          # requests that count against the rate limit
+        self.not_modified = 0     # 304 answers, which do not
+        self._etags: Dict[str, Tuple[str, Any]] = {}
+        self._permissions: Dict[str, Tuple[float, str]] = {}
+        self._labellers: Dict[Tuple[int, str], Tuple[str, str, str]] = {}
+
+    # -- the one way in --------------------------------------------------------
+    def api(self, method: str, path: str, body: Any = None, etag: str = "") -> Response:
+        argv = [self.gh, "api", "-i", "--method", method, path,
+                "-H", "Accept: application/vnd.github+json"]
+        if etag:
+            argv += ["-H", f"If-None-Match: {etag}"]
+        stdin = None
+        if body is not None:
+            # Bodies go through stdin: issue text never reaches argv.
+            argv += ["--input", "-"]
+            stdin = json.dumps(body)
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                                  timeout=60, env=self.env)
+        except FileNotFoundError:
+            raise GitHubError(0, f"{self.gh}: command not found (install gh: apt-get install gh)")
+        except subprocess.TimeoutExpired:
+            raise GitHubError(0, f"gh api {method} {path}: no answer in 60 s")
+        status, headers, text = parse_gh_include(proc.stdout)
+        if "x-ratelimit-remaining" in headers:
+            try:
+                self.rate_remaining = int(headers["x-ratelimit-remaining"])
+                self.rate_reset = int(headers.get("x-ratelimit-reset", "0")) or None
+            except ValueError:
+                pass
+        if status == 304:
+            self.not_modified += 1
+            return Response(304, headers, None)
+        if status == 0:
+            err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise GitHubError(0, f"gh api {method} {path}: {err}")
+        self.counted += 1
+        try:
+            data = json.loads(text) if text.strip() else None
+        except ValueError:
+            data = text
+        if status >= 400:
+            message = data.get("message", "") if isinstance(data, dict) else str(data)[:200]
+            if isinstance(data, dict) and data.get("errors"):
+                details = [e.get("message") or e.get("code", "") for e in data["errors"] if isinstance(e, dict)]
+                message = f"{message}: {'; '.join(d for d in details if d)}"
+            if status == 403 and self.rate_remaining == 0:
+                message = f"rate limit exhausted until {clock_time(self.rate_reset or 0)}"
+            raise GitHubError(status, message or f"{method} {path} failed")
+        return Response(status, headers, data)
+
+    def get_conditional(self, path: str) -> Any:
+        """GET with the ETag of the last answer: an unchanged list costs a
+        304, which does not count against the rate limit."""
+        etag, cached = self._etags.get(path, ("", None))
+        resp = self.api("GET", path, etag=etag)
+        if resp.status == 304:
+            return cached
+        data = resp.data
+        # Follow pagination (rare: more than 100 labelled issues).
+        nxt = _next_link(resp.headers.get("link", ""))
+        while nxt and isinstance(data, list):
+            page = self.api("GET", nxt)
+            data = data + (page.data or [])
+            nxt = _next_link(page.headers.get("link", ""))
+        if resp.headers.get("etag"):
+            self._etags[path] = (resp.headers["etag"], data)
+        return data
+
+    # -- what the coordinator asks --------------------------------------------
+    def labelled_issues(self, label: str) -> List[dict]:
+        """Open issues with the label; pull requests (which the issues list
+        also returns) are left out."""
+        q = _quote(label)
+        items = self.get_conditional(f"repos/{self.repo}/issues?state=open&labels={q}&per_page=100")
+        return [i for i in items or [] if isinstance(i, dict) and "pull_request" not in i]
+
+    def labeller(self, number: int, label: str, updated_at: str) -> Optional[Tuple[str, str, str]]:
+        """(login, user type, time) of whoever last applied `label`, from the
+        issue's events. Cached per issue state: relabelling changes updated_at."""
+        key = (number, updated_at)
+        if key in self._labellers:
+            return self._labellers[key]
+        events = self.get_conditional(f"repos/{self.repo}/issues/{number}/events?per_page=100") or []
+        found = None
+        for ev in events:
+            if ev.get("event") == "labeled" and (ev.get("label") or {}).get("name") == label:
+                actor = ev.get("actor") or {}
+                found = (actor.get("login", ""), actor.get("type", "User"), ev.get("created_at", ""))
+        if found:
+            self._labellers[key] = found
+        return found
+
+    def permission(self, login: str) -> str:
+        """admin / write / read / none (maintain reports as write, triage as read)."""
+        now = self.clock()
+        hit = self._permissions.get(login)
+        if hit and now - hit[0] < self.PERMISSION_TTL:
+            return hit[1]
+        try:
+            data = self.api("GET", f"repos/{self.repo}/collaborators/{_quote(login)}/permission").data
+            perm = (data or {}).get("permission", "none")
+        except GitHubError as e:
+            if e.status != 404:
+                raise
+            perm = "none"
+        self._permissions[login] = (now, perm)
+        return perm
+
+    def recent_pulls(self) -> List[dict]:
+        """The 100 most recently updated pull requests in any state: one
+        conditional call covers every active branch."""
+        return self.get_conditional(
+            f"repos/{self.repo}/pulls?state=all&sort=updated&direction=desc&per_page=100") or []
+
+    def pulls_for_head(self, branch: str) -> List[dict]:
+        # head needs OWNER:BRANCH; without the owner GitHub ignores it and returns every PR.
+        return self.api("GET", f"repos/{self.repo}/pulls?state=all&head={_quote(self.owner + ':' + branch)}").data or []
+
+    def issue(self, number: int) -> dict:
+        return self.api("GET", f"repos/{self.repo}/issues/{number}").data
+
+    def comment(self, number: int, body: str) -> int:
+        data = self.api("POST", f"repos/{self.repo}/issues/{number}/comments",
+                        body={"body": f"{body}\n\n{COMMENT_MARKER}"}).data
+        return int(data["id"])
+
+    def edit_comment(self, comment_id: int, body: str) -> None:
+        self.api("PATCH", f"repos/{self.repo}/issues/comments/{comment_id}",
+                 body={"body": f"{body}\n\n{COMMENT_MARKER}"})
+
+    def create_pull(self, title: str, head: str, base: str, body: str, draft: bool) -> dict:
+        return self.api("POST", f"repos/{self.repo}/pulls",
+                        body={"title": title, "head": head, "base": base, "body": body, "draft": draft}).data
+
+    def add_labels(self, number: int, labels: List[str]) -> None:
+        self.api("POST", f"repos/{self.repo}/issues/{number}/labels", body={"labels": labels})
+
+    def remove_label(self, number: int, label: str) -> None:
+        try:
+            self.api("DELETE", f"repos/{self.repo}/issues/{number}/labels/{_quote(label)}")
+        except GitHubError as e:
+            if e.status != 404:  # already gone: what we wanted
+                raise
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+    return quote(text, safe="")
+
+
+def _next_link(link: str) -> str:
+    for part in link.split(","):
+        if 'rel="next"' in part:
+            url = part[part.find("<") + 1:part.find(">")]
+            # gh api takes a path; strip scheme and host.
+            m = re.match(r"https?://[^/]+/(?:api/v3/)?(.*)", url)
+            return m.group(1) if m else url
+    return ""
+
+
+def is_bot(user: Optional[dict]) -> bool:
+    user = user or {}
+    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
+
+
+# ===========================================================================
+# 4. Git and worktrees
+# ===========================================================================
+
+class GitError(Exception):
+    pass
+
+
+def git(args: Sequence[str], cwd: Path, timeout: float = 300) -> str:
+    """Run git; raise GitError with git's own last line on failure."""
+    try:
+        proc = subprocess.run(["git", *args], cwd=str(cwd), capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except FileNotFoundError:
+        raise GitError("git: command not found")
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {args[0]}: no answer in {timeout:.0f} s")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise GitError(f"git {' '.join(args[:2])}: {last}")
+    return proc.stdout
+
+
+def branch_for(cfg: Config, issue: int, attempt: int) -> str:
+    """Derived from the number only, never from the title."""
+    name = f"{cfg.branch_prefix}gh-{issue}"
+    return name if attempt <= 1 else f"{name}-{attempt}"
+
+
+def tree_for(cfg: Config, issue: int) -> Path:
+    return cfg.trees / f"gh-{issue}"
+
+
+def remove_worktree(cfg: Config, tree: Path) -> bool:
+    """Remove a worktree or a stale directory where one should be. Returns
+    True if something was there."""
+    if not tree.exists() and not tree.is_symlink():
+        try:
+            git(["worktree", "prune"], cfg.repo_path)
+        except GitError:
+            pass
+        return False
+    try:
+        git(["worktree", "remove", "--force", "--force", str(tree)], cfg.repo_path)
+    except GitError:
+        pass
+    if tree.exists() or tree.is_symlink():
+        if tree.is_dir() and not tree.is_symlink():
+            shutil.rmtree(tree, ignore_errors=True)
+        else:
+            tree.unlink()
+    try:
+        git(["worktree", "prune"], cfg.repo_path)
+    except GitError:
+        pass
+    return True
+
+
+def prepare_worktree(cfg: Config, issue: int, branch: str) -> Tuple[Path, bool]:
+    """A fresh worktree on a new branch from a freshly fetched base.
+    Idempotent: whatever an earlier run left at that path is cleared first.
+    Returns (path, repaired)."""
+    tree = tree_for(cfg, issue)
+    git(["fetch", "--quiet", cfg.remote, cfg.base_branch], cfg.repo_path)
+    repaired = remove_worktree(cfg, tree)
+    cfg.trees.mkdir(parents=True, exist_ok=True)
+    # -B: a crash after `worktree add` but before tasks.md recorded it leaves
+    # the branch behind; resetting it is what makes this step repeatable.
+    git(["worktree", "add", "--quiet", "-B", branch, str(tree), f"{cfg.remote}/{cfg.base_branch}"], cfg.repo_path)
+    return tree, repaired
+
+
+def commits_ahead(cfg: Config, branch: str) -> int:
+    try:
+        out = git(["rev-list", "--count", f"{cfg.remote}/{cfg.base_branch}..{branch}"], cfg.repo_path)
+        return int(out.strip() or 0)
+    except (GitError, ValueError):
+        return 0
+
+
+def head_sha(cfg: Config, branch: str) -> str:
+    try:
+        return git(["rev-parse", "--short=7", branch], cfg.repo_path).strip()
+    except GitError:
+        return ""
+
+
+def push_branch(cfg: Config, branch: str) -> None:
+    # The branch namespace is ours; a retry of a crashed completion may push
+    # the same branch again, so force is the idempotent choice.
+    git(["push", "--quiet", "--force", cfg.remote, f"{branch}:refs/heads/{branch}"], cfg.repo_path)
+
+
+# ===========================================================================
+# 5. Workers: the process state machine, spawning, stopping
+# ===========================================================================
+# A worker is one `claude -p` process (and everything it starts) for one
+# attempt at one issue. Its life, supervisor-style:
+#
+#   STARTING --model turn or startup_grace--> RUNNING
+#   STARTING/RUNNING --stop requested--> STOPPING --SIGINT, SIGTERM, SIGKILL--> EXITED
+#   STARTING/RUNNING --process ended--> EXITED
+#
+# What happens to the *task* afterwards (retry later = BACKOFF, give up =
+# FATAL) is decided by the policy functions in section 6 and recorded in
+# tasks.md as Pending-with-Next-attempt or Failed.
+
+STARTING, RUNNING, STOPPING, EXITED = "STARTING", "RUNNING", "STOPPING", "EXITED"
+_ARCS = {
+    (STARTING, RUNNING), (STARTING, STOPPING), (STARTING, EXITED),
+    (RUNNING, STOPPING), (RUNNING, EXITED),
+    (STOPPING, EXITED),
+}
+STOP_BY_USER = "stopped by user"
+CANCELLED = "cancelled in tasks.md"
+
+
+@dataclass
+class Worker:
+    issue: int
+    worker_id: str
+    attempt: int
+    branch: str
+    tree: Path
+    log_path: Path
+    stderr_path: Path
+    stderr_offset: int
+    pid: int
+    pid_start: Optional[int]
+    started_at: float
+    follower: Any  # transcript.TranscriptFollower
+    popen: Optional[subprocess.Popen] = None  # None when adopted after a restart
+    state: str = STARTING
+    stop_reason: str = ""
+    stop_stage: int = 0
+    stop_next_at: float = 0.0
+    returncode: Optional[int] = None
+    exited_at: Optional[float] = None
+    result_seen_at: Optional[float] = None
+    last_output_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"gh-{self.issue}"
+
+    def change_state(self, new: str, now: float) -> None:
+        assert (self.state, new) in _ARCS, f"{self.name}: no transition {self.state} -> {new}"
+        log.debug("%s %s -> %s", self.name, self.state, new)
+        self.state = new
+        if new == EXITED:
+            self.exited_at = now
+
+    def poll_exit(self) -> bool:
+        """True once the process has ended. Our own children are reaped by
+        PID through Popen.poll(); never waitpid(-1), which would steal the
+        exit status of every git and gh call."""
+        if self.popen is not None:
+            rc = self.popen.poll()
+            if rc is None:
+                return False
+            self.returncode = rc
+            return True
+        # Adopted after a restart: not our child, so watch it through /proc.
+        return not process_alive(self.pid, self.pid_start)
+
+
+def describe_exit(returncode: Optional[int]) -> str:
+    if returncode is None:
+        return "exit status unknown (adopted after a restart)"
+    if returncode < 0:
+        try:
+            return f"terminated by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"terminated by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def signal_worker(w: Worker, sig: int) -> None:
+    """Signal the worker's process group, and at SIGKILL also every process
+    still carrying its tag (the CLI's Bash tool runs commands in sessions of
+    their own, outside the group)."""
+    # The group is only ours while the leader is the process we started.
+    if process_alive(w.pid, w.pid_start) or (w.popen is not None and w.returncode is None):
+        try:
+            os.killpg(w.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if sig == signal.SIGKILL:
+        sweep_tagged(w)
+
+
+def sweep_tagged(w: Worker) -> int:
+    killed = 0
+    for pid in processes_tagged(w.worker_id):
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    if killed:
+        log.info("%s killed %d leftover process(es) of %s", w.name, killed, w.worker_id)
+    return killed
+
+
+# Environment a worker gets: an allow-list, not the coordinator's whole
+# environment. No GH_TOKEN, no cloud credentials; `gh` inside the worker
+# sees an empty config dir, so the agent cannot act as the operator.
+_ENV_ALLOW = {"PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
+              "IS_SANDBOX", "DISABLE_AUTOUPDATER", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "NO_PROXY", "no_proxy"}
+_ENV_PREFIXES = ("LC_", "ANTHROPIC_", "CLAUDE_", "TAC_")
+
+
+def worker_env(cfg: Config, base: Dict[str, str], extra: Dict[str, str]) -> Dict[str, str]:
+    env = {k: v for k, v in base.items()
+           if k in _ENV_ALLOW or k.startswith(_ENV_PREFIXES) or k in cfg.pass_env}
+    gh_dir = cfg.state_dir / ".gh-empty"
+    gh_dir.mkdir(parents=True, exist_ok=True)
+    env["GH_CONFIG_DIR"] = str(gh_dir)
+    env.setdefault("PATH", os.defpath)
+    env.update(extra)
+    return env
+
+
+def worker_argv(cfg: Config) -> List[str]:
+    argv = list(cfg.command)
+    if cfg.per_run_usd > 0:
+        argv += ["--max-budget-usd", f"{cfg.per_run_usd:g}"]
+    if cfg.max_turns > 0:
+        argv += ["--max-turns", str(cfg.max_turns)]
+    if cfg.allowed_tools:
+        argv += ["--allowedTools", ",".join(cfg.allowed_tools)]
+    if cfg.disallowed_tools:
+        argv += ["--disallowedTools", ",".join(cfg.disallowed_tools)]
+    return argv
+
+
+def last_line(path: Path, offset: int = 0, limit: int = 160) -> str:
+    """The last non-empty line written to `path` after `offset` (stderr of a
+    failed start usually says what went wrong)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(offset, os.path.getsize(path) - 8192))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return redact(lines[-1])[:limit] if lines else ""
+
+
+# ===========================================================================
+# 6. Policy: pure decisions about a task after its worker ended
+# ===========================================================================
+
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+                        "\U000e0000-\U000e007f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_HTML_COMMENT = re.compile(r"<!--.*?(-->|\Z)", re.S)
+_HIDDEN_HTML = re.compile(
+    r"<(\w+)\b[^>]*(\bhidden\b|display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0)[^>]*>.*?</\1\s*>",
+    re.S | re.I)
+ISSUE_TEXT_LIMIT = 20_000
+
+
+def clean_issue_text(text: str, limit: int = ISSUE_TEXT_LIMIT) -> str:
+    """Issue text as data for the prompt: no HTML comments, hidden HTML,
+    invisible or control characters; size-capped with a note."""
+    text = (text or "").replace("\r\n", "\n")
+    text = _HTML_COMMENT.sub("", text)
+    text = _HIDDEN_HTML.sub("", text)
+    text = _INVISIBLE.sub("", text)
+    text = _CONTROL.sub("", text)
+    # The template delimits issue text with <issue-...> tags; the text must
+    # not be able to close them.
+    text = re.sub(r"</?\s*issue-", lambda m: m.group(0).replace("<", "&lt;"), text, flags=re.I)
+    if len(text.encode("utf-8")) > limit:
+        text = text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+        text += f"\n\n[... issue text cut at {limit // 1000} KB by the coordinator ...]"
+    return text
+
+
+def render_template(template: str, values: Dict[str, str]) -> str:
+    """Fill {name} placeholders in one pass. Not str.format: a `{` in an
+    issue title must neither crash nor reach Python's formatting machinery,
+    and a value is never expanded again."""
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def priority_of(labels: Iterable[dict]) -> int:
+    for lab in labels or []:
+        m = re.fullmatch(r"priority:p([0-3])", str((lab or {}).get("name", "")), re.I)
+        if m:
+            return int(m.group(1))
+    return 2
+
+
+@dataclass
+class Outcome:
+    kind: str        # completed | blocked | open_pr | failed | startup_error
+    reason: str = ""
+    draft: bool = False
+
+
+def decide_outcome(*, pr_url: str, blocked_reason: Optional[str], commits: int, stop_reason: str,
+                   returncode: Optional[int], summary: Any, elapsed: float, startup_grace: float) -> Outcome:
+    """The completion order: an existing PR, then BLOCKED.md, then commits
+    (we open the PR), then failure. A run that showed no model turn, or
+    ended inside the startup grace, with nothing to show had a startup error."""
+    if pr_url:
+        return Outcome("completed")
+    if blocked_reason is not None:
+        return Outcome("blocked", blocked_reason or "BLOCKED.md gives no reason")
+    ended_well = (stop_reason == "" and returncode in (0, None)
+                  and getattr(summary, "saw_result", False) and not getattr(summary, "is_error", False))
+    how = stop_reason or describe_exit(returncode)
+    subtype = getattr(summary, "result_subtype", "")
+    if subtype and not stop_reason:
+        how = f"{how}, result {subtype}"
+    if commits > 0:
+        return Outcome("open_pr", "" if ended_well else f"the run did not end in success ({how})",
+                       draft=not ended_well)
+    if stop_reason in (STOP_BY_USER, CANCELLED):
+        return Outcome("failed", stop_reason)
+    # A fast run that still reached a result is a real (failed) run; a
+    # quick exit with no result, or a run with no model turn, is a start-up
+    # problem (missing CLI, bad auth, no network) and not the task's fault.
+    turns = getattr(summary, "assistant_turns", 0)
+    quick = elapsed < startup_grace and not stop_reason and not getattr(summary, "saw_result", False)
+    if turns == 0 or quick:
+        return Outcome("startup_error", how)
+    return Outcome("failed", f"worker exited without commits ({how})")
+
+
+def after_startup_error(task: Task, cfg: Config, now: float, why: str) -> None:
+    """BACKOFF, or FATAL after the last step. Startup errors are not the
+    task's own failures: attempts stay as they were."""
+    task.startup_errors += 1
+    task.pid = task.pid_start = None
+    k = task.startup_errors
+    if k > len(cfg.startup_backoff):
+        task.state = FAILED
+        task.reason = f"{k} startup errors in a row, last: {why}"
+        task.next_attempt = ""
+    else:
+        task.state = PENDING
+        task.next_attempt = local_time(now + cfg.startup_backoff[k - 1])
+        task.reason = f"startup error: {why}"
+
+
+def after_failed_run(task: Task, cfg: Config, now: float, why: str) -> None:
+    """A run that got going and failed: retry with backoff up to max_attempts."""
+    task.startup_errors = 0
+    task.pid = task.pid_start = None
+    if task.attempts >= cfg.max_attempts:
+        task.state = FAILED
+        task.reason = why if task.attempts <= 1 else f"{why} (attempt {task.attempts} of {cfg.max_attempts})"
+        task.next_attempt = ""
+    else:
+        delay = cfg.retry_backoff[min(task.attempts - 1, len(cfg.retry_backoff) - 1)]
+        task.state = PENDING
+        task.next_attempt = local_time(now + delay)
+        task.reason = f"attempt {task.attempts} failed: {why}"
+
+
+def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file: bool) -> str:
+    """Why a live worker must be stopped now, or ''. Pure: time comes in as `now`."""
+    if stop_file:
+        return STOP_BY_USER
+    if now - w.started_at > cfg.timeout:
+        return f"timed out after {cfg.timeout:.0f} s"
+    if now - w.last_output_at > cfg.stall_timeout:
+        return f"stalled: no output for {cfg.stall_timeout:.0f} s"
+    if w.result_seen_at is not None and now - w.result_seen_at > cfg.result_exit_grace:
+        return f"did not exit {cfg.result_exit_grace:.0f} s after its result"
+    if cfg.per_run_usd > 0 and summary.cost > cfg.per_run_usd:
+        return f"run cost ${summary.cost:.2f} over per_run_usd ${cfg.per_run_usd:.2f}"
+    if summary.assistant_turns == 0 and summary.api_retries >= cfg.api_retry_limit:
+        return f"API unreachable: {summary.api_retries} retries ({summary.last_api_error or 'no answer'})"
+    return ""
+
+
+# ===========================================================================
+# 7. The coordinator: tick(now) = reap, supervise, finish, poll, notify, dispatch, publish
+# ===========================================================================
+# Two detail lines of our own ride in Task.extra:
+#   - Finished: when the task ended (a later trigger label means "run again")
+#   - GitHub: pending    the comment and label swap are still owed; set in
+#     the same write that ends the task, cleared once GitHub has them, so a
+#     crash in between is caught up after the restart, never forgotten.
+
+FINISHED, OUTBOX = "Finished", "GitHub"
+
+
+def get_extra(task: Task, key: str) -> str:
+    for k, v in task.extra:
+        if k.lower() == key.lower():
+            return v
+    return ""
+
+
+def set_extra(task: Task, key: str, value: str) -> None:
+    task.extra = [(k, v) for k, v in task.extra if k.lower() != key.lower()]
+    if value:
+        task.extra.append((key, value))
+
+
+def new_worker_id() -> str:
+    return "w-" + os.urandom(3).hex()
+
+
+class Coordinator:
+    """Owns the workers and is the only writer of tasks.md."""
+
+    def __init__(self, cfg: Config, github: Optional[GitHub] = None,
+                 clock: Callable[[], float] = time.time, dry_run: bool = False,
+                 environ: Optional[Dict[str, str]] = None):
+        self.cfg = cfg
+        self.github = github or GitHub(cfg.repo)
+        self.clock = clock
+        self.dry_run = dry_run
+        self.environ = dict(os.environ if environ is None else environ)
+        now = clock()
+        self.started_at = now
+        self.workers: Dict[int, Worker] = {}
+        self.max_concurrent = worker_cap(cfg.max_concurrent)
+        # GitHub
+        self.issues: Dict[int, dict] = {}     # the last good listing, by number
+        self.listing_ok = False               # is self.issues current?
+        self.next_poll_at = 0.0
+        self.last_poll_at: Optional[float] = None
+        self.poll_failures = 0
+        self.github_down_since: Optional[float] = None
+        self.github_error = ""
+        # spawning
+        self.paused_by_signal = False
+        self.breaker_count = 0
+        self.breaker_error = ""
+        self.spawn_block_until = 0.0
+        self.spawn_block_reason = ""
+        self.spend = ledger.SpendTracker(cfg.ledger_path, now)
+        self.counters = {k: 0 for k in ("launched", "completed", "failed", "blocked", "startup_errors",
+                                        "prs_opened", "github_errors", "worktree_repairs")}
+        self._said: set = set()               # one-time log lines (skipped issues, tasks.md problems)
+        self._status_line = ""
+        self._metrics_at = 0.0
+        self.ready = False                    # first successful cycle done (systemd READY=1)
+        self._dry_doc: Optional[tasks.TaskFile] = None
+
+    # -- helpers -----------------------------------------------------------------
+    def say_once(self, key: Any, message: str, *args: Any) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            log.info(message, *args)
+
+    def load(self) -> tasks.TaskFile:
+        if self.dry_run and self._dry_doc is not None:
+            return self._dry_doc  # --dry-run: changes live in memory only
+        doc, problems, _ = tasks.load(self.cfg.tasks_path)
+        if self.dry_run:
+            self._dry_doc = doc
+        for p in problems:
+            self.say_once(("tasks.md", p), "tasks.md: %s", p)
+        return doc
+
+    def update(self, change: Callable[[tasks.TaskFile], Any]) -> Any:
+        """Apply `change` to the current tasks.md and write it atomically. If
+        a person edited the file meanwhile, the change is re-applied to their
+        version: their edit is never overwritten."""
+        if self.dry_run:
+            return change(self.load())
+        _, result = tasks.update(self.cfg.tasks_path, change)
+        return result
+
+    def live_workers(self) -> List[Worker]:
+        return [w for w in self.workers.values() if w.state != EXITED]
+
+    @property
+    def paused(self) -> str:
+        if self.paused_by_signal:
+            return "paused by SIGUSR1"
+        if self.cfg.pause_path.exists():
+            return f"paused by {self.cfg.pause_path.name} file"
+        return ""
+
+    # -- the tick ----------------------------------------------------------------
+    def tick(self, now: float, force_poll: bool = False) -> None:
+        """One cycle, in this order (each step may rely on the ones before):
+        1. reap workers whose process ended (by PID)
+        2. supervise live workers: read new log lines, STOP file, timeouts, budget
+        3. finish ended workers from their evidence (PR, BLOCKED.md, commits)
+        4. poll GitHub when due and reconcile the queue with it
+        5. deliver owed comments and label swaps
+        6. dispatch pending tasks into free slots
+        7. publish: tasks.md status line, metrics.json, systemd"""
+        doc = self.load()
+        self.reap(now)
+        self.supervise(now, doc)
+        self.finish_exited(now)
+        polled = False
+        if force_poll or now >= self.next_poll_at:
+            polled = self.poll(now)
+        if self.listing_ok:
+            self.deliver_outbox(now)
+            self.dispatch(now)
+        self.publish(now, polled)
+
+    # 1 ------------------------------------------------------------------------
+    def reap(self, now: float) -> None:
+        for w in list(self.workers.values()):
+            if w.state != EXITED and w.poll_exit():
+                w.follower.poll()
+                w.change_state(EXITED, now)
+                log.info("%s exited pid=%d %s after %s", w.name, w.pid, describe_exit(w.returncode),
+                         _duration(now - w.started_at))
+
+    # 2 ------------------------------------------------------------------------
+    def supervise(self, now: float, doc: tasks.TaskFile) -> None:
+        for w in self.live_workers():
+            if w.follower.poll():
+                w.last_output_at = now
+            s = w.follower.summary
+            if s.saw_result and w.result_seen_at is None:
+                w.result_seen_at = now
+            if w.state == STARTING and (s.assistant_turns > 0 or now - w.started_at >= self.cfg.startup_grace):
+                w.change_state(RUNNING, now)
+            if w.state == STOPPING:
+                self.advance_stop(w, now)
+                continue
+            task = doc.governing(w.issue)
+            if task is None or task.state != ACTIVE:
+                # A person moved the entry out of Active (e.g. to Failed): that cancels it.
+                reason = CANCELLED
+            else:
+                reason = stop_reason_for(w, self.cfg, now, s, (w.tree / "STOP").exists())
+            if reason:
+                self.begin_stop(w, reason, now)
+
+    def begin_stop(self, w: Worker, reason: str, now: float) -> None:
+        log.info("%s stopping pid=%d: %s", w.name, w.pid, reason)
+        w.stop_reason = reason
+        w.change_state(STOPPING, now)
+        w.stop_stage = 0
+        self.advance_stop(w, now)
+
+    def advance_stop(self, w: Worker, now: float) -> None:
+        """SIGINT (the CLI stops its tools), then SIGTERM, then SIGKILL to the
+        group and every tagged process; stop_grace seconds between stages."""
+        if now < w.stop_next_at:
+            return
+        stages = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+        if w.stop_stage < len(stages):
+            sig = stages[w.stop_stage]
+            log.debug("%s sending %s to group %d", w.name, sig.name, w.pid)
+            signal_worker(w, sig)
+            w.stop_stage += 1
+            w.stop_next_at = now + self.cfg.stop_grace
+        elif not w.poll_exit():
+            sweep_tagged(w)
+
+    # 3 ------------------------------------------------------------------------
+    def finish_exited(self, now: float) -> None:
+        for w in [w for w in self.workers.values() if w.state == EXITED]:
+            sweep_tagged(w)  # nothing a worker started outlives it
+            try:
+                self.finish(w, now)
+            except GitHubError as e:
+                # Evidence is on GitHub; without it we cannot decide. The task
+                # stays Active and the next tick tries again.
+                self.say_once(("finish", w.issue, str(e)), "%s finishing deferred: github: %s", w.name, e)
+                self.github_failed(now, e)
+                continue
+            del self.workers[w.issue]
+
+    def finish(self, w: Worker, now: float) -> None:
+        cfg = self.cfg
+        w.follower.poll()
+        s = w.follower.summary
+        elapsed = (w.exited_at or now) - w.started_at
+        doc = self.load()
+        task = doc.governing(w.issue)
+        if task is None or task.state != ACTIVE or task.worker != w.worker_id:
+            log.info("%s ended after a person changed its entry; leaving the entry as they set it", w.name)
+            self.record_run(w, s, CANCELLED, now)
+            return
+        prs = self.github.pulls_for_head(w.branch)
+        pr_url = prs[0].get("html_url", "") if prs else ""
+        blocked_file = w.tree / "BLOCKED.md"
+        blocked_reason = None
+        if blocked_file.exists():
+            try:
+                first = blocked_file.read_text(errors="replace").strip().splitlines()
+            except OSError:
+                first = []
+            blocked_reason = redact(first[0].lstrip("# ").strip()[:300]) if first else ""
+        commits = commits_ahead(cfg, w.branch)
+        outcome = decide_outcome(pr_url=pr_url, blocked_reason=blocked_reason, commits=commits,
+                                 stop_reason=w.stop_reason, returncode=w.returncode, summary=s,
+                                 elapsed=elapsed, startup_grace=cfg.startup_grace)
+        if outcome.kind == "startup_error":
+            why = last_line(w.stderr_path, w.stderr_offset) or outcome.reason
+            outcome.reason = why
+        else:
+            self.breaker_count = 0
+
+        if outcome.kind == "blocked" and commits > 0:
+            try:
+                push_branch(cfg, w.branch)
+            except GitError as e:
+                log.warning("%s could not push %s: %s", w.name, w.branch, e)
+        if outcome.kind == "open_pr":
+            push_branch(cfg, w.branch)
+            issue = self.issues.get(w.issue) or {}
+            title = (issue.get("title") or task.title)[:200]
+            body = f"Closes #{w.issue}\n\nOpened by the TAC coordinator from `{w.branch}`."
+            if outcome.reason:
+                body += f"\n\n**Draft:** {outcome.reason}."
+            body += f"\n\n{_run_facts(s, elapsed)}"
+            try:
+                pr = self.github.create_pull(title, w.branch, cfg.base_branch, redact(body), outcome.draft)
+                pr_url = pr.get("html_url", "")
+                self.counters["prs_opened"] += 1
+            except GitHubError as e:
+                if e.status != 422:
+                    raise
+                prs = self.github.pulls_for_head(w.branch)  # opened by an earlier, interrupted finish
+                if not prs:
+                    raise
+                pr_url = prs[0].get("html_url", "")
+            log.info("%s pr opened %s%s", w.name, pr_url, " (draft)" if outcome.draft else "")
+        sha = head_sha(cfg, w.branch) if outcome.kind in ("completed", "open_pr") else ""
+
+        def apply(doc: tasks.TaskFile) -> Optional[Task]:
+            t = doc.governing(w.issue)
+            if t is None or t.state != ACTIVE or t.worker != w.worker_id:
+                return None
+            if outcome.kind != "startup_error":
+                t.attempts = max(t.attempts, w.attempt)
+            if outcome.kind in ("completed", "open_pr"):
+                doc.move(t, COMPLETED)
+                t.pr, t.commit, t.completed, t.reason = pr_url, sha, local_time(now), outcome.reason
+            elif outcome.kind == "blocked":
+                doc.move(t, BLOCKED)
+                t.reason = outcome.reason
+            elif outcome.kind == "startup_error":
+                after_startup_error(t, cfg, now, outcome.reason)
+                doc.move(t, t.state)
+            else:
+                after_failed_run(t, cfg, now, outcome.reason)
+                doc.move(t, t.state)
+            t.pid = t.pid_start = None
+            if t.state in tasks.TERMINAL:
+                set_extra(t, FINISHED, local_time(now))
+                set_extra(t, OUTBOX, "pending")
+            return dataclasses.replace(t, extra=list(t.extra))
+
+        ended = self.update(apply)
+        self.record_run(w, s, outcome.reason or outcome.kind, now)
+        if ended is None:
+            log.info("%s entry changed by a person while finishing; left as they set it", w.name)
+            return
+        if outcome.kind == "startup_error":
+            self.counters["startup_errors"] += 1
+            self.breaker_count += 1
+            self.breaker_error = outcome.reason
+            log.info("%s startup error: %s; %s", w.name, outcome.reason,
+                     f"next attempt {ended.next_attempt}" if ended.state == PENDING else "giving up")
+            if self.breaker_count >= cfg.breaker_threshold:
+                self.spawn_block_until = now + cfg.startup_backoff[0]
+                self.spawn_block_reason = (f"spawning paused: {self.breaker_count} startup errors in a row "
+                                           f"({self.breaker_error})")
+                log.warning("%s until %s", self.spawn_block_reason, clock_time(self.spawn_block_until))
+        elif ended.state == PENDING:
+            log.info("%s failed: %s; retry at %s", w.name, outcome.reason, ended.next_attempt)
+        else:
+            key = {COMPLETED: "completed", BLOCKED: "blocked", FAILED: "failed"}[ended.state]
+            self.counters[key] += 1
+            log.info("%s %s%s", w.name, key, f": {ended.pr or ended.reason}" if (ended.pr or ended.reason) else "")
+        if ended.state == COMPLETED:
+            remove_worktree(cfg, w.tree)
+        if ended.state in tasks.TERMINAL:
+            self.notify(ended)
+        elif ended.comment_id:
+            self.try_comment(ended, f"⏳ Attempt did not finish: {ended.reason}. "
+                                    f"Next attempt at {ended.next_attempt}.")
+
+    def record_run(self, w: Worker, s: Any, exit_reason: str, now: float) -> None:
+        """One ledger line per run, and the separator the viewer shows."""
+        record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, now)
+        try:
+            ledger.append(self.cfg.ledger_path, record)
+            self.spend.add(record, now)
+            with open(w.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"type": "tac", "subtype": "end", "issue": w.issue, "attempt": w.attempt,
+                                    "exit": describe_exit(w.returncode), "reason": exit_reason}) + "\n")
+        except OSError as e:
+            log.error("%s could not write the ledger: %s", w.name, e)
+
+    # 4 ------------------------------------------------------------------------
+    def github_failed(self, now: float, e: GitHubError) -> None:
+        self.counters["github_errors"] += 1
+        if self.github_down_since is None:
+            self.github_down_since = now
+            log.warning("github: unreachable since %s: %s", clock_time(now), e)
+        self.github_error = str(e)
+
+    def poll(self, now: float) -> bool:
+        """Fetch the labelled issues and reconcile tasks.md with them. A
+        failed fetch means 'unknown': nothing is dropped, and the next poll
+        backs off with jitter."""
+        self.last_poll_at = now
+        try:
+            listing = self.github.labelled_issues(self.cfg.label)
+            decisions = self.intake(listing, now)
+        except GitHubError as e:
+            self.listing_ok = False
+            self.poll_failures += 1
+            self.github_failed(now, e)
+            delay = min(self.cfg.poll_interval * 2 ** self.poll_failures, 900)
+            if e.status == 403 and self.github.rate_reset:
+                delay = max(delay, self.github.rate_reset - now + 5)
+            self.next_poll_at = now + delay * random.uniform(0.8, 1.2)
+            return False
+        if self.github_down_since is not None:
+            log.info("github: reachable again after %s", _duration(now - self.github_down_since))
+        self.github_down_since, self.github_error, self.poll_failures = None, "", 0
+        self.issues = {i["number"]: i for i in listing}
+        self.listing_ok = True
+        interval = self.cfg.poll_interval
+        remaining = self.github.rate_remaining
+        if remaining is not None and remaining < 200:
+            interval *= 4  # slow down before GitHub starts answering 403
+            self.say_once(("slow", int(now // 3600)), "github: %d requests left, polling every %ds",
+                          remaining, interval)
+        self.next_poll_at = now + interval
+        if decisions:
+            self.update(lambda doc: [d(doc) for d in decisions])
+        return True
+
+    def intake(self, listing: List[dict], now: float) -> List[Callable[[tasks.TaskFile], Any]]:
+        """Work out how tasks.md must change for this listing. Returns the
+        changes as functions, so they can be re-applied if a person edits
+        tasks.md in between."""
+        doc = self.load()
+        changes: List[Callable[[tasks.TaskFile], Any]] = []
+        listed = {i["number"] for i in listing}
+        for issue in sorted(listing, key=lambda i: i["number"]):
+            n = issue["number"]
+            task = doc.governing(n)
+            if task is not None and task.state in (PENDING, ACTIVE):
+                continue
+            if is_bot(issue.get("user")):
+                self.say_once(("bot", n), "gh-%d skipped: opened by bot %s", n, issue["user"].get("login"))
+                continue
+            who = self.github.labeller(n, self.cfg.label, issue.get("updated_at", ""))
+            if task is not None:  # ended before: is this label a new request, or one we have yet to remove?
+                finished = tasks.parse_time(get_extra(task, FINISHED) or task.completed or "")
+                labelled_at = _iso_epoch(who[2]) if who else None
+                if finished is None or labelled_at is None or labelled_at <= finished:
+                    if not get_extra(task, OUTBOX):
+                        changes.append(_owe_notice(n, local_time(now)))
+                    continue
+            if not self.trusted(n, who):
+                continue
+            fresh = Task(issue=n, title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
+                         body_sha=_body_sha(issue))
+            log.info("gh-%d queued {p%d} labelled by %s%s", n, fresh.priority, who[0] if who else "?",
+                     " (again)" if task is not None else "")
+            changes.append(_requeue(fresh))
+        for t in doc.in_state(PENDING):
+            if t.issue not in listed:
+                log.info("gh-%d dropped from the queue: the label is gone or the issue is closed", t.issue)
+                changes.append(_drop_pending(t.issue))
+        return changes
+
+    def trusted(self, n: int, who: Optional[Tuple[str, str, str]]) -> bool:
+        """Only a label applied by a collaborator with write, maintain or
+        admin permission, or by a trusted user, queues an issue: issue forms
+        apply labels for anyone, and the worker runs with full tool access."""
+        if who is None:
+            self.say_once(("untrusted", n, None), "gh-%d skipped: no label event found", n)
+            return False
+        login, kind, _ = who
+        if login in self.cfg.trusted_users:
+            return True
+        if kind == "Bot":
+            self.say_once(("untrusted", n, login), "gh-%d skipped: labelled by bot %s", n, login)
+            return False
+        perm = self.github.permission(login)
+        if perm in ("admin", "write", "maintain"):
+            return True
+        self.say_once(("untrusted", n, login), "gh-%d skipped: labelled by %s (permission %s)", n, login, perm)
+        return False
+
+    # 5 ------------------------------------------------------------------------
+    def deliver_outbox(self, now: float) -> None:
+        for t in self.load().tasks:
+            if t.state in tasks.TERMINAL and get_extra(t, OUTBOX):
+                self.notify(t)
+
+    def notify(self, t: Task) -> None:
+        """Tell the issue how the task ended and swap the trigger label for
+        tac:done / tac:blocked / tac:failed, then clear the owed mark."""
+        if self.dry_run:
+            return
+        tree = tree_for(self.cfg, t.issue)
+        if t.state == COMPLETED:
+            text = f"✅ Done: {t.pr}" if t.pr else "✅ Done."
+            if t.reason:
+                text += f" (draft: {t.reason})"
+        elif t.state == BLOCKED:
+            text = (f"⏰ The agent needs a human: {t.reason}\n\nBranch `{t.branch}` is pushed if it has commits; "
+                    f"the worktree is kept at `{tree.name}` on the coordinator's machine.")
+        else:
+            text = (f"❌ Failed: {t.reason}\n\nThe worktree is kept at `{tree.name}` for inspection. "
+                    f"Re-apply the `{self.cfg.label}` label to try again.")
+        try:
+            if t.comment_id:
+                self.github.edit_comment(t.comment_id, redact(text))
+            else:
+                self.github.comment(t.issue, redact(text))
+            self.github.remove_label(t.issue, self.cfg.label)
+            self.github.add_labels(t.issue, [DONE_LABELS[t.state]])
+        except GitHubError as e:
+            self.say_once(("notify", t.issue, str(e)), "gh-%d notice owed, will retry: %s", t.issue, e)
+            self.github_failed(self.clock(), e)
+            return
+        log.info("gh-%d issue told: %s, label %s", t.issue, t.state.lower(), DONE_LABELS[t.state])
+
+        def clear(doc: tasks.TaskFile) -> None:
+            cur = doc.governing(t.issue)
+            if cur is not None and cur.state == t.state:
+                set_extra(cur, OUTBOX, "")
+        self.update(clear)
+
+    def try_comment(self, t: Task, text: str) -> Optional[int]:
+        """Post or edit the task's status comment; a failure here costs nothing but the comment."""
+        if self.dry_run:
+            return None
+        try:
+            if t.comment_id:
+                self.github.edit_comment(t.comment_id, redact(text))
+                return t.comment_id
+            return self.github.comment(t.issue, redact(text))
+        except GitHubError as e:
+            log.warning("gh-%d comment not posted: %s", t.issue, e)
+            return None
+
+    # 6 ------------------------------------------------------------------------
+    def spawn_block(self, now: float) -> str:
+        """Why no worker may start now, or ''."""
+        if self.paused:
+            return self.paused
+        if now < self.spawn_block_until:
+            return f"{self.spawn_block_reason} until {clock_time(self.spawn_block_until)}"
+        budget = ledger.budget_block(self.spend.totals(now), self.cfg.daily_usd or None,
+                                     self.cfg.monthly_usd or None)
+        if budget:
+            return budget
+        return ""
+
+    def dispatch(self, now: float) -> None:
+        block = self.spawn_block(now)
+        slots = self.max_concurrent - len(self.live_workers())
+        if slots <= 0:
+            return
+        due = [t for t in self.load().in_state(PENDING)
+               if t.issue not in self.workers and t.issue in self.issues
+               and (tasks.parse_time(t.next_attempt) or 0) <= now]
+        if not due:
+            return
+        if block:
+            self.say_once(("block", block), "not spawning: %s", block)
+            return
+        due.sort(key=lambda t: (t.priority, t.issue))
+        for t in due[:slots]:
+            free = mem_available_mb()
+            if free is not None and free < self.cfg.min_free_memory_mb:
+                self.say_once(("mem", int(now // 600)), "not spawning: %d MB available, below min_free_memory_mb %d",
+                              free, self.cfg.min_free_memory_mb)
+                return
+            if self.dry_run:
+                print(f"would start gh-{t.issue} {{p{t.priority}}} {t.title}")
+                continue
+            self.spawn(t, self.issues[t.issue], now)
+
+    def spawn(self, t: Task, issue: dict, now: float) -> None:
+        cfg = self.cfg
+        n = t.issue
+        attempt = t.attempts + 1
+        branch = branch_for(cfg, n, attempt)
+        tree = tree_for(cfg, n)
+        worker_id = new_worker_id()
+        cfg.logs.mkdir(parents=True, exist_ok=True)
+        log_path, err_path = cfg.logs / f"gh-{n}.jsonl", cfg.logs / f"gh-{n}.stderr.log"
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
+        err_offset = err_path.stat().st_size if err_path.exists() else 0
+
+        # 1. Record the intent before anything runs. A crash after this
+        #    leaves an Active entry without PID; recovery looks for a process
+        #    tagged with this worker id, else finishes from the evidence.
+        def activate(doc: tasks.TaskFile) -> bool:
+            cur = doc.governing(n)
+            if cur is None or cur.state != PENDING:
+                return False
+            doc.move(cur, ACTIVE)
+            cur.worker, cur.branch, cur.worktree, cur.log = worker_id, branch, str(tree), str(log_path)
+            cur.log_offset, cur.started, cur.pid, cur.pid_start = log_offset, local_time(now), None, None
+            cur.next_attempt = ""
+            return True
+        if not self.update(activate):
+            return
+
+        def fail_start(why: str) -> None:
+            log.warning("gh-%d could not start: %s", n, why)
+            self.counters["startup_errors"] += 1
+            self.breaker_count += 1
+            self.breaker_error = why
+
+            def back(doc: tasks.TaskFile) -> None:
+                cur = doc.governing(n)
+                if cur is not None and cur.state == ACTIVE and cur.worker == worker_id:
+                    after_startup_error(cur, cfg, now, why)
+                    doc.move(cur, cur.state)
+                    if cur.state in tasks.TERMINAL:
+                        set_extra(cur, FINISHED, local_time(now))
+                        set_extra(cur, OUTBOX, "pending")
+            self.update(back)
+            if self.breaker_count >= cfg.breaker_threshold:
+                self.spawn_block_until = now + cfg.startup_backoff[0]
+                self.spawn_block_reason = f"spawning paused: {self.breaker_count} startup errors in a row ({why})"
+                log.warning("%s until %s", self.spawn_block_reason, clock_time(self.spawn_block_until))
+
+        # 2. The worktree.
+        try:
+            tree, repaired = prepare_worktree(cfg, n, branch)
+        except (GitError, OSError) as e:
+            return fail_start(f"worktree: {e}")
+        if repaired:
+            self.counters["worktree_repairs"] += 1
+            log.info("gh-%d worktree repaired: cleared what an earlier run left at %s", n, tree)
+
+        # 3. The prompt, on stdin: issue text never goes into argv or a shell.
+        try:
+            template = cfg.template_path.read_text(encoding="utf-8")
+        except OSError as e:
+            return fail_start(f"template {cfg.template_path}: {e.strerror}")
+        prompt = render_template(template, {
+            "issue_number": str(n), "title": clean_issue_text(issue.get("title", ""), 1000),
+            "body": clean_issue_text(issue.get("body") or ""), "branch": branch, "repo": cfg.repo,
+            "base_branch": cfg.base_branch, "worktree": str(tree)})
+        prompt_path = cfg.logs / f"gh-{n}.prompt.md"
+        atomic_write(prompt_path, prompt)
+
+        # 4. The process, in its own session so it can be stopped as a whole.
+        env = worker_env(cfg, self.environ, {
+            "TAC_ISSUE_NUMBER": str(n), "TAC_BRANCH": branch, "TAC_REPO": cfg.repo,
+            "TAC_WORKTREE": str(tree), "TAC_WORKER_ID": worker_id, "TAC_ATTEMPT": str(attempt)})
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"type": "tac", "subtype": "attempt", "issue": n, "attempt": attempt,
+                                "worker": worker_id, "branch": branch, "started": local_time(now)}) + "\n")
+        log_offset = log_path.stat().st_size
+        try:
+            with open(prompt_path, "rb") as stdin, open(log_path, "ab") as out, open(err_path, "ab") as err:
+                popen = subprocess.Popen(worker_argv(cfg), cwd=str(tree), stdin=stdin, stdout=out, stderr=err,
+                                         env=env, start_new_session=True, close_fds=True)
+        except OSError as e:
+            why = f"{cfg.command[0]}: command not found" if e.errno == errno.ENOENT else f"{cfg.command[0]}: {e.strerror}"
+            return fail_start(why)
+        pid_start = proc_start_time(popen.pid)
+        w = Worker(issue=n, worker_id=worker_id, attempt=attempt, branch=branch, tree=tree, log_path=log_path,
+                   stderr_path=err_path, stderr_offset=err_offset, pid=popen.pid, pid_start=pid_start,
+                   started_at=now, follower=transcript.TranscriptFollower(log_path, log_offset), popen=popen,
+                   last_output_at=now)
+        self.workers[n] = w
+        self.counters["launched"] += 1
+
+        # 5. Now the PID is known; record it for crash recovery.
+        def running(doc: tasks.TaskFile) -> None:
+            cur = doc.governing(n)
+            if cur is not None and cur.worker == worker_id:
+                cur.pid, cur.pid_start = popen.pid, pid_start
+        self.update(running)
+        log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, popen.pid, branch, attempt, worker_id)
+        comment = self.try_comment(t, f"🤖 Started work on branch `{branch}` (attempt {attempt}, {local_time(now)}).")
+        if comment and comment != t.comment_id:
+            def remember(doc: tasks.TaskFile) -> None:
+                cur = doc.governing(n)
+                if cur is not None:
+                    cur.comment_id = comment
+            self.update(remember)
+
+    # 7 ------------------------------------------------------------------------
+    def publish(self, now: float, polled: bool) -> None:
+        doc = self.load()
+        counts = {s: len(doc.in_state(s)) for s in tasks.SECTIONS}
+        block = self.spawn_block(now) if not self.paused else ""
+        parts = []
+        if self.paused:
+            parts.append(self.paused)
+        elif block:
+            parts.append(block)
+        else:
+            parts.append("running")
+        if self.github_down_since is not None:
+            parts.append(f"github: unreachable since {clock_time(self.github_down_since)}")
+        parts.append(f"{counts[ACTIVE]} active · {counts[PENDING]} pending")
+        line = " · ".join(parts)
+        if line != self._status_line and not self.dry_run:
+            self._status_line = line
+
+            def set_status(d: tasks.TaskFile) -> None:
+                d.status = line
+            self.update(set_status)
+            log.info("status: %s", line)
+        if polled or now - self._metrics_at >= 5 or not self.ready:
+            self.write_metrics(now, counts, block)
+        if polled and self.listing_ok and not self.ready:
+            self.ready = True
+            sd_notify("READY=1")
+        spend = self.spend.totals(now)
+        sd_notify(f"WATCHDOG=1\nSTATUS={counts[ACTIVE]} active, {counts[PENDING]} pending, "
+                  f"${spend.today_usd:.2f} today{' · ' + parts[0] if parts[0] != 'running' else ''}")
+
+    def write_metrics(self, now: float, counts: Dict[str, int], block: str) -> None:
+        if self.dry_run:
+            return
+        self._metrics_at = now
+        spend = self.spend.totals(now)
+        gh_state = "ok" if self.github_down_since is None else "unreachable"
+        if self.github.rate_remaining == 0:
+            gh_state = "rate_limited"
+        data = {
+            "version": 1, "pid": os.getpid(), "started_at": self.started_at, "updated_at": now,
+            "last_poll_at": self.last_poll_at, "last_poll_ok": self.listing_ok and self.github_down_since is None,
+            "poll_interval": self.cfg.poll_interval, "paused": bool(self.paused), "pause_reason": self.paused,
+            "spawn_block": block, "counters": dict(self.counters),
+            "github": {"state": gh_state, "since": self.github_down_since, "error": redact(self.github_error),
+                       "rate_remaining": self.github.rate_remaining, "rate_reset": self.github.rate_reset},
+            "active": [{"issue": w.issue, "title": (self.issues.get(w.issue) or {}).get("title", ""), "pid": w.pid,
+                        "started_at": w.started_at, "attempt": w.attempt, "cost_usd": w.follower.summary.cost,
+                        "last_tool": w.follower.summary.last_tool, "log": str(w.log_path), "state": w.state}
+                       for w in self.workers.values()],
+            "spend": {"today_usd": spend.today_usd, "month_usd": spend.month_usd,
+                      "daily_usd": self.cfg.daily_usd or None, "monthly_usd": self.cfg.monthly_usd or None},
+            "max_concurrent": self.max_concurrent, "queue": {k: v for k, v in counts.items()},
+        }
+        level, reason = metrics.health(data, now)
+        data["health"] = {"level": level, "reason": reason}
+        try:
+            metrics.write(self.cfg.metrics_path, data)
+        except OSError as e:
+            self.say_once(("metrics", str(e)), "metrics.json not written: %s", e)
+
+    # -- start-up: recovery ---------------------------------------------------------
+    def recover(self, now: float) -> None:
+        """Re-adopt workers that outlived a restart; finish the others from
+        their evidence. Never a second worker for the same issue."""
+        try:
+            git(["worktree", "prune"], self.cfg.repo_path)
+        except GitError as e:
+            log.warning("git worktree prune: %s", e)
+        self.archive(now)
+        for t in self.load().in_state(ACTIVE):
+            pid, start = t.pid, t.pid_start
+            if not pid and t.worker:
+                tagged = [p for p in processes_tagged(t.worker) if _pgid(p) == p]
+                if tagged:
+                    pid, start = tagged[0], proc_start_time(tagged[0])
+            log_path = Path(t.log) if t.log else self.cfg.logs / f"gh-{t.issue}.jsonl"
+            follower = transcript.TranscriptFollower(log_path, t.log_offset or 0)
+            follower.poll()
+            w = Worker(issue=t.issue, worker_id=t.worker, attempt=t.attempts + 1,
+                       branch=t.branch or branch_for(self.cfg, t.issue, t.attempts + 1),
+                       tree=Path(t.worktree) if t.worktree else tree_for(self.cfg, t.issue),
+                       log_path=log_path, stderr_path=self.cfg.logs / f"gh-{t.issue}.stderr.log", stderr_offset=0,
+                       pid=pid or 0, pid_start=start, started_at=tasks.parse_time(t.started) or now,
+                       follower=follower, last_output_at=now)
+            if pid and process_alive(pid, start):
+                w.state = RUNNING
+                log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)
+            else:
+                w.state = EXITED
+                w.exited_at = now
+                log.info("gh-%d worker gone while we were down (pid=%s); finishing from its evidence",
+                         t.issue, pid or "none")
+            self.workers[t.issue] = w
+
+    def archive(self, now: float) -> None:
+        """Completed entries older than today move to tasks-archive.md, once
+        GitHub has been told (the label swap is what stops a re-run)."""
+        today = local_time(now)[:10]
+        doc = self.load()
+        if not any(not get_extra(t, OUTBOX) and t.completed[:10] < today for t in doc.in_state(COMPLETED)
+                   if t.completed):
+            return
+        moved: List[Task] = []
+
+        def cut(d: tasks.TaskFile) -> None:
+            old = tasks.split_old_completed(d, today)
+            for t in old:
+                if get_extra(t, OUTBOX):  # still owed to GitHub: keep it here
+                    d.add(t)
+            moved[:] = [t for t in old if not get_extra(t, OUTBOX)]
+            tasks.append_archive(self.cfg.archive_path, moved)
+        self.update(cut)
+        if moved:
+            log.info("archived %d completed task(s) to %s", len(moved), self.cfg.archive_path.name)
+
+    # -- the loop ------------------------------------------------------------------
+    def next_wake(self, now: float) -> float:
+        """Seconds to sleep: short while workers need watching, else until
+        the next poll or the next backoff expiry. SIGCHLD cuts it short."""
+        if self.workers:
+            return 1.0
+        return max(0.05, min(self.next_poll_at - now, 60.0))
+
+
+def _owe_notice(n: int, when: str) -> Callable[[tasks.TaskFile], None]:
+    def change(doc: tasks.TaskFile) -> None:
+        t = doc.governing(n)
+        if t is not None and t.state in tasks.TERMINAL:
+            if not get_extra(t, FINISHED):
+                set_extra(t, FINISHED, when)  # ended by a person's edit
+            set_extra(t, OUTBOX, "pending")
+    return change
+
+
+def _requeue(fresh: Task) -> Callable[[tasks.TaskFile], None]:
+    def change(doc: tasks.TaskFile) -> None:
+        t = doc.governing(fresh.issue)
+        if t is not None and t.state in (PENDING, ACTIVE):
+            return
+        if t is not None:
+            doc.remove(t)
+        doc.add(dataclasses.replace(fresh, extra=[]))
+    return change
+
+
+def _drop_pending(n: int) -> Callable[[tasks.TaskFile], None]:
+    def change(doc: tasks.TaskFile) -> None:
+        t = doc.governing(n)
+        if t is not None and t.state == PENDING:
+            doc.remove(t)
+    return change
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return -1
+
+
+def _iso_epoch(text: str) -> Optional[float]:
+    import calendar
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except (ValueError, TypeError):
+        return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join((text or "").split())
+
+
+def _body_sha(issue: dict) -> str:
+    data = f"{issue.get('title', '')}\n{issue.get('body') or ''}".encode("utf-8", "replace")
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _run_facts(s: Any, elapsed: float) -> str:
+    return (f"Run: {getattr(s, 'num_turns', 0) or getattr(s, 'assistant_turns', 0)} turns, "
+            f"${getattr(s, 'cost', 0.0):.2f}, {_duration(elapsed)}.")
+
+
+# ===========================================================================
+# 8. Doctor: --check
+# ===========================================================================
+
+def doctor(cfg: Config, github: GitHub, out: Callable[[str], None] = print) -> bool:
+    """One line per check, ✓ or ✗, and for each ✗ the exact fix."""
+    ok = True
+
+    def check(passed: bool, what: str, fix: str = "") -> bool:
+        nonlocal ok
+        ok = ok and passed
+        out(f"{'✓' if passed else '✗'} {what}" + ("" if passed or not fix else f"\n    fix: {fix}"))
+        return passed
+
+    check(sys.version_info >= (3, 9), f"python {sys.version.split()[0]}", "install Python 3.9 or newer")
+    check(True, f"config {cfg.file}")
+    gh_path = shutil.which(github.gh)
+    if check(gh_path is not None, f"gh found: {gh_path or github.gh}", "sudo apt-get install gh"):
+        try:
+            user = github.api("GET", "user").data or {}
+            check(True, f"gh authenticated as {user.get('login', '?')}")
+            try:
+                repo = github.api("GET", f"repos/{cfg.repo}").data or {}
+                check(True, f"repo {repo.get('full_name', cfg.repo)} reachable")
+                try:
+                    github.api("GET", f"repos/{cfg.repo}/labels/{_quote(cfg.label)}")
+                    check(True, f"label {cfg.label} exists")
+                except GitHubError as e:
+                    check(False, f"label {cfg.label}: {e}", f"gh label create {cfg.label} --repo {cfg.repo}")
+            except GitHubError as e:
+                check(False, f"repo {cfg.repo}: {e}", "check [github] repo and that your gh account can see it")
+        except GitHubError as e:
+            check(False, f"gh not authenticated: {e}", "gh auth login")
+    try:
+        inside = git(["rev-parse", "--is-inside-work-tree"], cfg.repo_path).strip() == "true"
+        remote = git(["remote", "get-url", cfg.remote], cfg.repo_path).strip()
+        check(inside, f"git clone at {cfg.repo_path} ({cfg.remote} = {remote})")
+    except GitError as e:
+        check(False, f"git clone at {cfg.repo_path}: {e}", f"git clone <your repo> {cfg.repo_path}")
+    exe = shutil.which(cfg.command[0])
+    check(exe is not None, f"worker command found: {exe or cfg.command[0]}",
+          "npm install -g @anthropic-ai/claude-code" if cfg.command[0] == "claude" else
+          "fix [workers] command in the config")
+    try:
+        rendered = render_template(cfg.template_path.read_text(encoding="utf-8"), {
+            "issue_number": "1", "title": "{title}", "body": "body", "branch": "b", "repo": cfg.repo,
+            "base_branch": cfg.base_branch, "worktree": "/tmp"})
+        check(bool(rendered.strip()), f"template {cfg.template_path.name} renders")
+    except OSError as e:
+        check(False, f"template {cfg.template_path}: {e.strerror}", "copy worker_template.md from the project")
+    free = mem_available_mb()
+    if free is not None:
+        check(free >= cfg.min_free_memory_mb, f"memory available: {free} MB (min_free_memory_mb {cfg.min_free_memory_mb})",
+              "stop other programs, or lower [workers] min_free_memory_mb")
+    cfg.trees.mkdir(parents=True, exist_ok=True) if cfg.trees.parent.exists() else None
+    probe = cfg.trees if cfg.trees.exists() else cfg.trees.parent
+    try:
+        disk = shutil.disk_usage(str(probe)).free // (1024 * 1024)
+        check(disk >= 1024, f"disk free for worktrees: {disk} MB", "free disk space where [paths] trees points")
+    except OSError:
+        pass
+    model = pi_model()
+    out(f"✓ machine: {model or 'not a Raspberry Pi'}; worker cap {worker_cap(cfg.max_concurrent)} "
+        f"(max_concurrent = {cfg.max_concurrent!r})")
+    return ok
+
+
+# ===========================================================================
+# 9. Signals, systemd, the lock, main()
+# ===========================================================================
+
+def sd_notify(message: str, environ: Optional[Dict[str, str]] = None) -> bool:
+    """Tell systemd (Type=notify) how we are: READY=1, WATCHDOG=1, STATUS=...
+    A datagram to $NOTIFY_SOCKET; nothing at all without it."""
+    path = (environ if environ is not None else os.environ).get("NOTIFY_SOCKET", "")
+    if not path:
+        return False
+    if path.startswith("@"):
+        path = "\0" + path[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(path)
+            s.sendall(message.encode("utf-8"))
+        return True
+    except OSError:
+        return False
+
+
+class LockHeld(Exception):
+    pass
+
+
+def take_lock(cfg: Config):
+    """One coordinator per tasks.md: flock on a file beside it, holding our PID."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg.state_dir / f".{cfg.tasks_path.name}.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise LockHeld(f"another coordinator (pid {holder}) is already running on {cfg.tasks_path}")
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+class Daemon:
+    """The run loop: signal handlers only record what arrived; the loop acts."""
+
+    def __init__(self, coordinator: Coordinator, config_path: Path):
+        self.c = coordinator
+        self.config_path = config_path
+        self.signals: List[int] = []
+        self.stop = False
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)
+
+    def install(self) -> Tuple[int, int]:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w)  # SIGCHLD wakes select() at once
+        for sig in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._record)
+        return r, w
+
+    def handle_signals(self) -> bool:
+        """Returns True if a poll should happen now."""
+        poll_now = False
+        while self.signals:
+            sig = self.signals.pop(0)
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                log.info("%s received: exiting, %d worker(s) left running (re-adopted on restart)",
+                         signal.Signals(sig).name, len(self.c.live_workers()))
+                self.stop = True
+            elif sig == signal.SIGUSR1:
+                self.c.paused_by_signal = not self.c.paused_by_signal
+                log.info("spawning %s by SIGUSR1", "paused" if self.c.paused_by_signal else "resumed")
+            elif sig == signal.SIGHUP:
+                try:
+                    new = load_config(self.config_path)
+                except ConfigError as e:
+                    log.error("config not reloaded, keeping the last good one: %s", e)
+                else:
+                    self.c.cfg = new
+                    self.c.max_concurrent = worker_cap(new.max_concurrent)
+                    log.info("config reloaded from %s", self.config_path)
+                poll_now = True
+        return poll_now
+
+    def run(self) -> int:
+        r, _ = self.install()
+        poll_now = True
+        while True:
+            poll_now = self.handle_signals() or poll_now
+            if self.stop:
+                return EX_OK
+            now = self.c.clock()
+            self.c.tick(now, force_poll=poll_now)
+            poll_now = False
+            timeout = self.c.next_wake(self.c.clock())
+            if not self.signals:
+                try:
+                    select.select([r], [], [], timeout)
+                except InterruptedError:
+                    pass
+            try:
+                while os.read(r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="coordinator.py",
+        description="Turn labelled GitHub issues into pull requests with claude -p workers.")
+    parser.add_argument("--config", default=str(_ROOT / "config.toml"), help="config file (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="check config and environment, then exit")
+    parser.add_argument("--once", action="store_true", help="run one cycle (poll, update, spawn) and exit")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be spawned; change nothing")
+    parser.add_argument("--demo", action="store_true", help="run the whole loop in a local sandbox (no account needed)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log state transitions too")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if args.demo:
+        from adws import demo
+        return demo.main()
+    try:
+        cfg = load_config(Path(args.config))
+    except ConfigError as e:
+        print(f"coordinator: config error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    github = GitHub(cfg.repo)
+    if args.check:
+        return EX_OK if doctor(cfg, github) else EX_FAIL
+    coordinator = Coordinator(cfg, github, dry_run=args.dry_run)
+    if args.dry_run:
+        coordinator.tick(time.time(), force_poll=True)
+        if not coordinator.listing_ok:
+            print(f"github: {coordinator.github_error or 'unknown'} (the queue state is unknown)", file=sys.stderr)
+            return EX_FAIL
+        return EX_OK
+    try:
+        lock = take_lock(cfg)  # noqa: F841 - held until the process exits
+    except LockHeld as e:
+        print(f"coordinator: {e}", file=sys.stderr)
+        return EX_FAIL
+    log.info("coordinator started pid=%d repo=%s label=%s max_concurrent=%d tasks=%s",
+             os.getpid(), cfg.repo, cfg.label, coordinator.max_concurrent, cfg.tasks_path)
+    coordinator.recover(time.time())
+    if args.once:
+        coordinator.tick(time.time(), force_poll=True)
+        return EX_OK if coordinator.listing_ok else EX_FAIL
+    return Daemon(coordinator, Path(args.config)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,842 @@
+"""A fake GitHub REST API on loopback, for the demo, the benchmark and the tests.
+
+It owns one repository's worth of state (issues, pull requests, labels, label
+events, comments, collaborator permissions, a rate-limit budget) behind one
+lock, and serves it with GitHub's JSON shapes, checked against the recorded
+exchanges in /work/shared/samples/github/. Tests drive it through the real
+`gh` binary, so what passes here is what `gh api` really sends and prints.
+
+How gh 2.23 reaches it (seen, not guessed): with `GH_HOST=github.localhost`
+gh talks plain HTTP to `api.github.localhost` with no `/api/v3` prefix, and
+`HTTP_PROXY=http://127.0.0.1:PORT` sends every request here in proxy form::
+
+    GET http://api.github.localhost/repos/acme/widgets/issues?per_page=100 HTTP/1.1
+    Host: api.github.localhost
+    Authorization: token x
+    Accept: (empty)            User-Agent: GitHub CLI 2.23.0
+
+so the server accepts absolute-form targets, origin-form paths and an
+`/api/v3` prefix alike. `FakeGitHub.env()` gives the variables. `--paginate`
+appends `per_page=100` when the path has none and follows `Link: rel="next"`.
+Without GH_TOKEN, gh still sends the request for this host, unauthenticated.
+
+What it fakes faithfully: the issues list (pull requests included, carrying
+`pull_request`), all-labels filtering, pagination with a `Link` header whose
+next pages live under `/repositories/{id}/...` as on github.com; ETags and
+`If-None-Match` -> 304 (not counted against the rate limit); `X-RateLimit-*`
+headers on every response and a 403 once the budget is spent; 422 validation
+errors for duplicate or empty pull requests; 404 bodies; 401 without a token.
+
+What it does not: GraphQL (so `gh issue list` / `gh pr list` cannot work),
+search, merges, reviews, checks, assignees, milestones, reactions, gzip,
+unauthenticated access to public data, secondary rate limits. Every endpoint
+requires a token, and any token is accepted.
+
+A login never given `set_permission` is reported as GitHub reports a
+non-collaborator on a public repository: permission "read", role_name "read".
+Timestamps are whole seconds like GitHub's, but strictly increasing per
+change, so an edit always moves `updated_at` even within one second.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from http.client import responses
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+GH_HOST = "github.localhost"
+API = "http://api.github.localhost"
+WEB = "https://github.localhost"
+DOCS = "https://docs.github.com/rest"
+RATE_LIMIT_DOCS = DOCS + "/overview/resources-in-the-rest-api#rate-limiting"
+# role_name -> the legacy `permission` GitHub reports for it.
+ROLES = {"admin": "admin", "maintain": "write", "write": "write",
+         "triage": "read", "read": "read", "none": "none"}
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str  # without scheme, host, /api/v3 or query; still percent-encoded
+    query: Dict[str, str]
+    status: int
+    counted: bool  # against the rate limit: False for 304s and /rate_limit
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, errors: Optional[list] = None):
+        super().__init__(message)
+        self.status, self.message, self.errors = status, message, errors
+
+
+def _not_found() -> HTTPError:
+    return HTTPError(404, "Not Found")
+
+
+def _invalid(resource: str, **error: str) -> HTTPError:
+    return HTTPError(422, "Validation Failed", [dict(resource=resource, **error)])
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _fake_sha(*parts: Any) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()
+
+
+def _git(git_dir: str, *args: str) -> Optional[str]:
+    proc = subprocess.run(["git", "--git-dir", git_dir, *args],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+# -- The fake ---------------------------------------------------------------
+
+class FakeGitHub:
+    """One repository on a fake api.github.localhost; see the module docstring."""
+
+    def __init__(self, repo: str = "acme/widgets", origin_path: Optional[str] = None,
+                 operator: str = "operator") -> None:
+        self.repo, self.operator = repo, operator
+        self.owner, self.name = repo.split("/")
+        # A bare git repo; when set, POST /pulls checks branches against it.
+        # Public so a test can attach one to an already-started fake.
+        self.origin_path = origin_path
+        self.clock = time.time  # replaceable by a test
+        self._lock = threading.RLock()
+        self._server: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+        self.port = 0
+        self._next_id, self._next_number = 1000, 1
+        self._repo_id = self._new_id()
+        self._users: Dict[str, Tuple[int, str]] = {}
+        self._user(self.owner, "Organization")
+        self._perms: Dict[str, str] = {operator: "admin"}
+        self._labels: Dict[str, dict] = {}  # lower-cased name -> label
+        self._issues: Dict[int, dict] = {}  # issues and pull requests by number
+        self._events: Dict[int, List[dict]] = {}
+        self._comments: Dict[int, dict] = {}  # by comment id
+        self._requests: List[RequestRecord] = []
+        self._outage: Optional[int] = None
+        self._failures: List[int] = []
+        self._rl_limit, self._rl_remaining = 5000, 5000
+        self._rl_reset = int(self.clock()) + 3600
+
+    # -- lifecycle --
+
+    def start(self) -> "FakeGitHub":
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
+        self._server.fake = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name="fakegithub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def env(self, config_dir: str) -> Dict[str, str]:
+        """What gh needs to talk to this fake (merge it over os.environ)."""
+        proxy = "http://127.0.0.1:%d" % self.port
+        return {"GH_HOST": GH_HOST, "GH_TOKEN": "x", "GH_CONFIG_DIR": config_dir,
+                "HTTP_PROXY": proxy, "http_proxy": proxy,
+                # Go takes the first non-empty of NO_PROXY/no_proxy.
+                "NO_PROXY": "", "no_proxy": "",
+                "GH_PROMPT_DISABLED": "1", "GH_NO_UPDATE_NOTIFIER": "1", "NO_COLOR": "1"}
+
+    # -- state set-up --
+
+    def set_permission(self, login: str, permission: str) -> None:
+        if permission not in ROLES:
+            raise ValueError("unknown permission %r" % permission)
+        with self._lock:
+            self._perms[login] = permission
+
+    def add_label(self, name: str, color: str = "ededed", description: Optional[str] = None) -> None:
+        with self._lock:
+            self._label(name, color, description)
+
+    def add_issue(self, title: str, body: str = "", labels: Sequence[str] = (),
+                  author: str = "alice", labeller: Optional[str] = None,
+                  author_type: str = "User", number: Optional[int] = None,
+                  is_pull: bool = False) -> int:
+        with self._lock:
+            self._user(author, author_type)
+            if number is None:
+                number = self._next_number
+            if number in self._issues:
+                raise ValueError("issue #%d exists" % number)
+            self._next_number = max(self._next_number, number + 1)
+            now = int(self.clock())
+            self._issues[number] = {
+                "id": self._new_id(), "number": number, "title": title, "body": body,
+                "state": "open", "labels": [], "author": author, "created": now,
+                "updated": now, "closed": None, "pull": None}
+            self._events[number] = []
+            if is_pull:
+                self._issues[number]["pull"] = self._pull_fields("feature-%d" % number, "main", False)
+            self._add_labels(number, labels, labeller or author, bump=False)
+            return number
+
+    def create_pull(self, head: str, title: str = "PR", base: str = "main",
+                    state: str = "open", author: str = "alice", draft: bool = False) -> int:
+        """state is "open", "closed" or "merged" (closed with merged_at)."""
+        with self._lock:
+            number = self.add_issue(title, author=author)
+            rec = self._issues[number]
+            rec["pull"] = self._pull_fields(head, base, draft)
+            if state != "open":
+                self._close(rec, merged=(state == "merged"))
+            return number
+
+    def label_issue(self, number: int, label: str, actor: str) -> None:
+        with self._lock:
+            self._add_labels(number, [label], actor)
+
+    def unlabel_issue(self, number: int, label: str, actor: str) -> None:
+        with self._lock:
+            self._remove_label(number, label, actor)
+
+    def edit_issue(self, number: int, title: Optional[str] = None,
+                   body: Optional[str] = None, actor: str = "alice") -> None:
+        # actor is accepted for symmetry; GitHub records no event for edits.
+        with self._lock:
+            rec = self._get(number)
+            rec["title"] = rec["title"] if title is None else title
+            rec["body"] = rec["body"] if body is None else body
+            rec["updated"] = self._stamp(rec["updated"])
+
+    def close_issue(self, number: int) -> None:
+        with self._lock:
+            self._close(self._get(number))
+
+    def set_outage(self, status: Optional[int]) -> None:
+        with self._lock:
+            self._outage = status
+
+    def fail_next(self, count: int, status: int = 502) -> None:
+        with self._lock:
+            self._failures.extend([status] * count)
+
+    def set_rate_limit(self, remaining: int, reset_epoch: Optional[int] = None) -> None:
+        with self._lock:
+            self._rl_remaining = remaining
+            self._rl_reset = int(reset_epoch if reset_epoch is not None else self.clock() + 3600)
+
+    # -- inspection (copies, safe to keep) --
+
+    def issue(self, number: int) -> dict:
+        with self._lock:
+            return self._render_issue(self._get(number))
+
+    def issue_labels(self, number: int) -> List[str]:
+        with self._lock:
+            return list(self._get(number)["labels"])
+
+    def comments(self, number: int) -> List[dict]:
+        with self._lock:
+            return [self._render_comment(c) for c in self._comments.values()
+                    if c["issue"] == number]
+
+    def pulls(self) -> List[dict]:
+        with self._lock:
+            return [self._render_pull(r) for r in self._issues.values() if r["pull"]]
+
+    @property
+    def requests(self) -> List[RequestRecord]:
+        with self._lock:
+            return list(self._requests)
+
+    def counted_requests(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._requests if r.counted)
+
+    def reset_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    # -- internal state changes (callers hold the lock) --
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _stamp(self, previous: int) -> int:
+        """Now, but later than `previous`: a change must move updated_at even
+        within one second, or a client comparing updated_at would miss it."""
+        return max(int(self.clock()), previous + 1)
+
+    def _user(self, login: str, kind: Optional[str] = None) -> dict:
+        if login not in self._users or kind:
+            uid = self._users[login][0] if login in self._users else self._new_id()
+            kind = kind or ("Bot" if login.endswith("[bot]") else "User")
+            self._users[login] = (uid, kind)
+        uid, kind = self._users[login]
+        return {"login": login, "id": uid, "node_id": "U_%d" % uid,
+                "avatar_url": "https://avatars.githubusercontent.com/u/%d?v=4" % uid,
+                "gravatar_id": "", "url": "%s/users/%s" % (API, login),
+                "html_url": "%s/%s" % (WEB, login), "type": kind, "site_admin": False}
+
+    def _label(self, name: str, color: str = "ededed", description: Optional[str] = None) -> dict:
+        key = name.lower()
+        if key not in self._labels:
+            self._labels[key] = {"id": self._new_id(), "name": name, "color": color,
+                                 "description": description}
+        return self._labels[key]
+
+    def _get(self, number: int) -> dict:
+        if number not in self._issues:
+            raise _not_found()
+        return self._issues[number]
+
+    def _pull_fields(self, head: str, base: str, draft: bool) -> dict:
+        """A pull request's own fields; shas and commits come from origin_path
+        when it is set (None where a branch is missing there)."""
+        out = {"head": head, "base": base, "draft": draft, "merged": None,
+               "sha": _fake_sha(head, self._next_id), "base_sha": _fake_sha(base), "commits": 1}
+        if self.origin_path:
+            ref = "refs/heads/%s^{commit}"
+            out["sha"] = _git(self.origin_path, "rev-parse", "--verify", "-q", ref % head)
+            out["base_sha"] = _git(self.origin_path, "rev-parse", "--verify", "-q", ref % base)
+            if out["sha"] and out["base_sha"]:
+                out["commits"] = int(_git(self.origin_path, "rev-list", "--count",
+                                          "%s..%s" % (out["base_sha"], out["sha"])) or 0)
+        return out
+
+    def _close(self, rec: dict, merged: bool = False) -> None:
+        rec["state"], rec["updated"] = "closed", self._stamp(rec["updated"])
+        rec["closed"] = rec["updated"]
+        if merged and rec["pull"]:
+            rec["pull"]["merged"] = rec["updated"]
+
+    def _record_event(self, number: int, event: str, label: dict, actor: str) -> None:
+        self._user(actor)
+        self._events[number].append({"id": self._new_id(), "event": event, "actor": actor,
+                                     "label": label["name"], "color": label["color"],
+                                     "created": int(self.clock())})
+
+    def _add_labels(self, number: int, names: Sequence[str], actor: str,
+                    bump: bool = True) -> None:
+        rec = self._get(number)
+        for name in names:
+            label = self._label(name)
+            if label["name"] not in rec["labels"]:
+                rec["labels"].append(label["name"])
+                self._record_event(number, "labeled", label, actor)
+                if bump:
+                    rec["updated"] = self._stamp(rec["updated"])
+
+    def _remove_label(self, number: int, name: str, actor: str, bump: bool = True) -> None:
+        rec, label = self._get(number), self._labels.get(name.lower())
+        if label is None or label["name"] not in rec["labels"]:
+            raise HTTPError(404, "Label does not exist")
+        rec["labels"].remove(label["name"])
+        self._record_event(number, "unlabeled", label, actor)
+        if bump:
+            rec["updated"] = self._stamp(rec["updated"])
+
+    # -- rendering GitHub's JSON --
+
+    @property
+    def _api_repo(self) -> str:
+        return "%s/repos/%s" % (API, self.repo)
+
+    def _association(self, login: str) -> str:
+        if login.lower() == self.owner.lower():
+            return "OWNER"
+        return "COLLABORATOR" if self._perms.get(login, "none") != "none" else "NONE"
+
+    def _render_label(self, name: str) -> dict:
+        label = self._labels[name.lower()]
+        return {"id": label["id"], "node_id": "LA_%d" % label["id"],
+                "url": "%s/labels/%s" % (self._api_repo, quote(label["name"])),
+                "name": label["name"], "color": label["color"], "default": False,
+                "description": label["description"]}
+
+    def _render_issue(self, rec: dict) -> dict:
+        n, pull = rec["number"], rec["pull"]
+        url = "%s/issues/%d" % (self._api_repo, n)
+        html = "%s/%s/%s/%d" % (WEB, self.repo, "pull" if pull else "issues", n)
+        closed = rec["state"] == "closed"
+        out = {
+            "url": url, "repository_url": self._api_repo,
+            "labels_url": url + "/labels{/name}", "comments_url": url + "/comments",
+            "events_url": url + "/events", "html_url": html, "id": rec["id"],
+            "node_id": ("PR_%d" if pull else "I_%d") % rec["id"], "number": n,
+            "title": rec["title"], "user": self._user(rec["author"]),
+            "labels": [self._render_label(x) for x in rec["labels"]],
+            "state": rec["state"], "locked": False, "assignee": None, "assignees": [],
+            "milestone": None,
+            "comments": sum(1 for c in self._comments.values() if c["issue"] == n),
+            "created_at": _iso(rec["created"]), "updated_at": _iso(rec["updated"]),
+            "closed_at": _iso(rec["closed"]) if closed else None,
+            "author_association": self._association(rec["author"]),
+            "active_lock_reason": None, "body": rec["body"] or None,
+            "timeline_url": url + "/timeline", "performed_via_github_app": None,
+            "state_reason": "completed" if closed and not pull else None}
+        if pull:
+            out["draft"] = pull["draft"]
+            out["pull_request"] = {
+                "url": "%s/pulls/%d" % (self._api_repo, n), "html_url": html,
+                "diff_url": html + ".diff", "patch_url": html + ".patch",
+                "merged_at": _iso(pull["merged"]) if pull["merged"] else None}
+        return out
+
+    def _render_pull(self, rec: dict, full: bool = False) -> dict:
+        n, pull = rec["number"], rec["pull"]
+        html = "%s/%s/pull/%d" % (WEB, self.repo, n)
+        repo = {"id": self._repo_id, "name": self.name, "full_name": self.repo,
+                "private": False, "owner": self._user(self.owner),
+                "html_url": "%s/%s" % (WEB, self.repo), "url": self._api_repo}
+
+        def ref(name: str, sha: str) -> dict:
+            return {"label": "%s:%s" % (self.owner, name), "ref": name, "sha": sha,
+                    "user": self._user(self.owner), "repo": repo}
+        issue = self._render_issue(rec)
+        out = {
+            "url": "%s/pulls/%d" % (self._api_repo, n), "id": rec["id"],
+            "node_id": issue["node_id"], "html_url": html, "diff_url": html + ".diff",
+            "patch_url": html + ".patch", "issue_url": issue["url"], "number": n,
+            "state": rec["state"], "locked": False, "title": rec["title"],
+            "user": issue["user"], "body": issue["body"], "labels": issue["labels"],
+            "milestone": None, "created_at": issue["created_at"],
+            "updated_at": issue["updated_at"], "closed_at": issue["closed_at"],
+            "merged_at": issue["pull_request"]["merged_at"], "merge_commit_sha": None,
+            "assignee": None, "assignees": [], "requested_reviewers": [],
+            "draft": pull["draft"],
+            "head": ref(pull["head"], pull["sha"] or _fake_sha(pull["head"], n)),
+            "base": ref(pull["base"], pull["base_sha"] or _fake_sha(pull["base"])),
+            "author_association": issue["author_association"], "auto_merge": None}
+        if full:  # the single-PR endpoints add these
+            out.update(merged=bool(pull["merged"]), mergeable=None, comments=issue["comments"],
+                       commits=pull["commits"], additions=0, deletions=0, changed_files=0)
+        return out
+
+    def _render_comment(self, c: dict) -> dict:
+        url = "%s/issues/comments/%d" % (self._api_repo, c["id"])
+        return {"url": url, "html_url": "%s/%s/issues/%d#issuecomment-%d" % (
+                    WEB, self.repo, c["issue"], c["id"]),
+                "issue_url": "%s/issues/%d" % (self._api_repo, c["issue"]),
+                "id": c["id"], "node_id": "IC_%d" % c["id"], "user": self._user(c["author"]),
+                "created_at": _iso(c["created"]), "updated_at": _iso(c["updated"]),
+                "author_association": self._association(c["author"]), "body": c["body"],
+                "performed_via_github_app": None}
+
+    def _render_event(self, e: dict) -> dict:
+        actor = self._user(e["actor"])
+        return {"id": e["id"], "node_id": "LE_%d" % e["id"],
+                "url": "%s/issues/events/%d" % (self._api_repo, e["id"]),
+                "actor": actor, "event": e["event"], "commit_id": None, "commit_url": None,
+                "created_at": _iso(e["created"]),
+                "label": {"name": e["label"], "color": e["color"]},
+                "performed_via_github_app": None}
+
+    def _rate(self) -> dict:
+        return {"limit": self._rl_limit, "used": self._rl_limit - self._rl_remaining,
+                "remaining": self._rl_remaining, "reset": self._rl_reset, "resource": "core"}
+
+    # -- HTTP: one request in, (status, headers, body) out --
+
+    def _handle(self, method: str, target: str, headers: Any, raw: bytes
+                ) -> Tuple[int, List[Tuple[str, str]], bytes]:
+        parts = urlsplit(target)  # absolute form (via proxy) or origin form
+        path = re.sub(r"^/api/v3(?=/)", "", parts.path).rstrip("/") or "/"
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        with self._lock:
+            extra: List[Tuple[str, str]] = []
+            counted = path != "/rate_limit"
+            if int(self.clock()) >= self._rl_reset:  # a new rate-limit window
+                self._rl_remaining, self._rl_reset = self._rl_limit, int(self.clock()) + 3600
+            try:
+                if self._outage or self._failures:
+                    status = self._outage or self._failures.pop(0)
+                    raise HTTPError(status, "Bad credentials" if status == 401
+                                    else responses.get(status, "Error"))
+                if not headers.get("Authorization", "").strip():
+                    raise HTTPError(401, "Requires authentication")
+                if counted and self._rl_remaining <= 0:
+                    raise HTTPError(403, "API rate limit exceeded for user ID 1.")
+                try:
+                    payload = json.loads(raw) if raw.strip() else {}
+                except ValueError:
+                    payload = None
+                if isinstance(payload, list):  # POST .../labels also takes a bare array
+                    payload = {"labels": payload}
+                if not isinstance(payload, dict):
+                    raise HTTPError(400, "Problems parsing JSON")
+                status, data, extra = self._route(method, path, query, payload)
+            except HTTPError as e:
+                status = e.status
+                docs = RATE_LIMIT_DOCS if "rate limit" in e.message else DOCS
+                data = {"message": e.message, "documentation_url": docs, "status": str(status)}
+                if e.errors:
+                    data["errors"] = e.errors
+            body = b"" if data is None else json.dumps(data, separators=(",", ":")).encode()
+            if method == "GET" and 200 <= status < 300:
+                etag = '"%s"' % hashlib.md5(body).hexdigest()
+                extra.append(("ETag", etag))
+                sent = headers.get("If-None-Match", "")
+                if etag in [t.strip().replace("W/", "", 1) for t in sent.split(",")]:
+                    status, body, counted = 304, b"", False
+            if counted and self._rl_remaining > 0:
+                self._rl_remaining -= 1
+            self._requests.append(RequestRecord(method, path, query, status, counted))
+            out = [("X-RateLimit-Limit", str(self._rl_limit)),
+                   ("X-RateLimit-Remaining", str(self._rl_remaining)),
+                   ("X-RateLimit-Used", str(self._rl_limit - self._rl_remaining)),
+                   ("X-RateLimit-Reset", str(self._rl_reset)),
+                   ("X-RateLimit-Resource", "core"),
+                   ("X-GitHub-Media-Type", "github.v3; format=json")] + extra
+            if status not in (204, 304):
+                out += [("Content-Type", "application/json; charset=utf-8"),
+                        ("Content-Length", str(len(body)))]
+            return status, out, body
+
+    def _route(self, method: str, path: str, query: Dict[str, str], payload: Any
+               ) -> Tuple[int, Any, List[Tuple[str, str]]]:
+        if path == "/user" and method == "GET":
+            return 200, dict(self._user(self.operator), name=None, email=None), []
+        if path == "/rate_limit" and method == "GET":
+            rate = self._rate()
+            return 200, {"resources": {"core": rate}, "rate": rate}, []
+        m = (re.fullmatch(r"/repos/([^/]+)/([^/]+)(/.*)?", path)
+             or re.fullmatch(r"/repositories/(\d+)()(/.*)?", path))
+        if not m:
+            raise _not_found()
+        if m.group(2):
+            if ("%s/%s" % (m.group(1), m.group(2))).lower() != self.repo.lower():
+                raise _not_found()
+        elif int(m.group(1)) != self._repo_id:
+            raise _not_found()
+        sub = m.group(3) or ""
+        for verb, pattern, handler in _REPO_ROUTES:
+            hit = re.fullmatch(pattern, sub)
+            if hit and verb == method:
+                args = [unquote(g) for g in hit.groups()]
+                return getattr(self, handler)(query, payload, *args)
+        raise _not_found()
+
+    def _paginate(self, items: List[Any], query: Dict[str, str], sub: str
+                  ) -> Tuple[int, Any, List[Tuple[str, str]]]:
+        def number(key: str, default: int) -> int:
+            try:
+                return int(query.get(key, default))
+            except ValueError:
+                return default
+        per_page = min(max(number("per_page", 30), 1), 100)
+        page = max(number("page", 1), 1)
+        last = max(1, -(-len(items) // per_page))
+
+        def link(p: int, rel: str) -> str:
+            q = dict(query, page=str(p))
+            return '<%s/repositories/%d%s?%s>; rel="%s"' % (
+                API, self._repo_id, sub, urlencode(q, safe=",:"), rel)
+        links = ([link(page - 1, "prev")] if page > 1 else []) + (
+            [link(page + 1, "next"), link(last, "last")] if page < last else []) + (
+            [link(1, "first")] if page > 1 else [])
+        chunk = items[(page - 1) * per_page:page * per_page]
+        return 200, chunk, [("Link", ", ".join(links))] if links else []
+
+    @staticmethod
+    def _sorted(recs: List[dict], query: Dict[str, str]) -> List[dict]:
+        key = {"updated": "updated"}.get(query.get("sort", ""), "created")
+        return sorted(recs, key=lambda r: (r[key], r["number"]),
+                      reverse=query.get("direction", "desc") != "asc")
+
+    # -- endpoint handlers: (query, payload, *path args) -> (status, data, headers) --
+
+    def get_repo(self, q: dict, p: Any):
+        role = ROLES[self._perms.get(self.operator, "read")]
+        return 200, {
+            "id": self._repo_id, "node_id": "R_%d" % self._repo_id, "name": self.name,
+            "full_name": self.repo, "private": False, "owner": self._user(self.owner),
+            "html_url": "%s/%s" % (WEB, self.repo), "description": None, "fork": False,
+            "url": self._api_repo, "default_branch": "main", "visibility": "public",
+            "open_issues_count": sum(1 for r in self._issues.values() if r["state"] == "open"),
+            "permissions": {"admin": role == "admin", "maintain": role == "admin",
+                            "push": role in ("admin", "write"), "triage": role != "none",
+                            "pull": role != "none"}}, []
+
+    def list_issues(self, q: dict, p: Any):
+        state = q.get("state", "open")
+        wanted = [x.strip().lower() for x in q.get("labels", "").split(",") if x.strip()]
+        recs = [r for r in self._issues.values()
+                if state in ("all", r["state"])
+                and all(w in [x.lower() for x in r["labels"]] for w in wanted)
+                and (not q.get("creator") or r["author"] == q["creator"])
+                and (not q.get("since") or _iso(r["updated"]) >= q["since"])]
+        return self._paginate([self._render_issue(r) for r in self._sorted(recs, q)], q, "/issues")
+
+    def get_issue(self, q: dict, p: Any, n: str):
+        return 200, self._render_issue(self._get(int(n))), []
+
+    def patch_issue(self, q: dict, p: Any, n: str):
+        rec = self._get(int(n))
+        for key in ("title", "body"):
+            if key in p:
+                rec[key] = p[key] or ""
+        if "labels" in p:
+            wanted = [x["name"] if isinstance(x, dict) else x for x in p["labels"]]
+            for name in [x for x in rec["labels"] if x.lower() not in [w.lower() for w in wanted]]:
+                self._remove_label(int(n), name, self.operator, bump=False)
+            self._add_labels(int(n), wanted, self.operator, bump=False)
+        if p.get("state") == "closed" and rec["state"] == "open":
+            self._close(rec)  # bumps updated_at
+        else:
+            if p.get("state") == "open":
+                rec["state"], rec["closed"] = "open", None
+            rec["updated"] = self._stamp(rec["updated"])
+        return 200, self._render_issue(rec), []
+
+    def list_events(self, q: dict, p: Any, n: str):
+        self._get(int(n))
+        return self._paginate([self._render_event(e) for e in self._events[int(n)]],
+                              q, "/issues/%s/events" % n)
+
+    def list_issue_labels(self, q: dict, p: Any, n: str):
+        return 200, [self._render_label(x) for x in self._get(int(n))["labels"]], []
+
+    def add_issue_labels(self, q: dict, p: Any, n: str):
+        names = p.get("labels")
+        if not isinstance(names, list) or not names:
+            raise _invalid("Label", field="labels", code="missing_field")
+        self._add_labels(int(n), [x["name"] if isinstance(x, dict) else x for x in names],
+                         self.operator)
+        return self.list_issue_labels(q, p, n)
+
+    def remove_issue_label(self, q: dict, p: Any, n: str, name: str):
+        self._remove_label(int(n), name, self.operator)
+        return self.list_issue_labels(q, p, n)
+
+    def list_comments(self, q: dict, p: Any, n: str):
+        self._get(int(n))
+        return self._paginate(self.comments(int(n)), q, "/issues/%s/comments" % n)
+
+    def create_comment(self, q: dict, p: Any, n: str):
+        rec = self._get(int(n))
+        if not p.get("body"):
+            raise _invalid("IssueComment", field="body", code="missing_field")
+        cid, now = self._new_id(), int(self.clock())
+        self._comments[cid] = {"id": cid, "issue": int(n), "author": self.operator,
+                               "body": p["body"], "created": now, "updated": now}
+        rec["updated"] = self._stamp(rec["updated"])
+        data = self._render_comment(self._comments[cid])
+        return 201, data, [("Location", data["url"])]
+
+    def _comment(self, cid: str) -> dict:
+        if int(cid) not in self._comments:
+            raise _not_found()
+        return self._comments[int(cid)]
+
+    def get_comment(self, q: dict, p: Any, cid: str):
+        return 200, self._render_comment(self._comment(cid)), []
+
+    def patch_comment(self, q: dict, p: Any, cid: str):
+        c = self._comment(cid)
+        if not p.get("body"):
+            raise _invalid("IssueComment", field="body", code="missing_field")
+        c["body"], c["updated"] = p["body"], self._stamp(c["updated"])
+        return 200, self._render_comment(c), []
+
+    def delete_comment(self, q: dict, p: Any, cid: str):
+        del self._comments[self._comment(cid)["id"]]
+        return 204, None, []
+
+    def get_permission(self, q: dict, p: Any, login: str):
+        role = self._perms.get(login, "read")  # non-collaborator, public repo
+        perm = ROLES[role]
+        user = dict(self._user(login), role_name=role, permissions={
+            "admin": perm == "admin", "maintain": role in ("admin", "maintain"),
+            "push": perm in ("admin", "write"), "triage": role not in ("read", "none"),
+            "pull": perm != "none"})
+        return 200, {"permission": perm, "role_name": role, "user": user}, []
+
+    def list_labels(self, q: dict, p: Any):
+        return self._paginate([self._render_label(x) for x in self._labels], q, "/labels")
+
+    def get_label(self, q: dict, p: Any, name: str):
+        if name.lower() not in self._labels:
+            raise _not_found()
+        return 200, self._render_label(name), []
+
+    def create_label(self, q: dict, p: Any):
+        name = p.get("name")
+        if not name:
+            raise _invalid("Label", field="name", code="missing_field")
+        if name.lower() in self._labels:
+            raise _invalid("Label", field="name", code="already_exists")
+        self._label(name, p.get("color", "ededed").lstrip("#"), p.get("description"))
+        data = self._render_label(name)
+        return 201, data, [("Location", data["url"])]
+
+    def list_pulls(self, q: dict, p: Any):
+        state, head, branch = q.get("state", "open"), q.get("head", ""), ""
+        if ":" in head:  # GitHub ignores a head filter without the OWNER: prefix
+            owner, _, branch = head.partition(":")
+            if owner.lower() != self.owner.lower():
+                branch = "\0none"
+        recs = [r for r in self._issues.values() if r["pull"]
+                and state in ("all", r["state"])
+                and (":" not in head or r["pull"]["head"] == branch)
+                and (not q.get("base") or r["pull"]["base"] == q["base"])]
+        return self._paginate([self._render_pull(r) for r in self._sorted(recs, q)], q, "/pulls")
+
+    def get_pull(self, q: dict, p: Any, n: str):
+        rec = self._get(int(n))
+        if not rec["pull"]:
+            raise _not_found()
+        return 200, self._render_pull(rec, full=True), []
+
+    def create_pull_api(self, q: dict, p: Any):
+        for key in ("head", "base"):
+            if not p.get(key):
+                raise _invalid("PullRequest", field=key, code="missing_field")
+        head, base = p["head"], p["base"]
+        if ":" in head:
+            owner, _, head = head.partition(":")
+            if owner.lower() != self.owner.lower():
+                raise _invalid("PullRequest", field="head", code="invalid")
+        for r in self._issues.values():
+            if r["pull"] and r["state"] == "open" and r["pull"]["head"] == head \
+                    and r["pull"]["base"] == base:
+                raise _invalid("PullRequest", code="custom", message=(
+                    "A pull request already exists for %s:%s." % (self.owner, head)))
+        fields = self._pull_fields(head, base, bool(p.get("draft")))
+        if not fields["base_sha"]:
+            raise _invalid("PullRequest", field="base", code="invalid")
+        if not fields["sha"]:
+            raise _invalid("PullRequest", field="head", code="invalid")
+        if fields["commits"] == 0:
+            raise _invalid("PullRequest", code="custom",
+                           message="No commits between %s and %s" % (base, head))
+        number = self.add_issue(p.get("title") or head, p.get("body") or "", author=self.operator)
+        self._issues[number]["pull"] = fields
+        data = self._render_pull(self._issues[number], full=True)
+        return 201, data, [("Location", data["url"])]
+
+
+# (method, path under /repos/{owner}/{repo}, handler); first match wins.
+_REPO_ROUTES = [
+    ("GET", r"", "get_repo"),
+    ("GET", r"/issues", "list_issues"),
+    ("GET", r"/issues/(\d+)", "get_issue"),
+    ("PATCH", r"/issues/(\d+)", "patch_issue"),
+    ("GET", r"/issues/(\d+)/(?:events|timeline)", "list_events"),
+    ("GET", r"/issues/(\d+)/labels", "list_issue_labels"),
+    ("POST", r"/issues/(\d+)/labels", "add_issue_labels"),
+    ("DELETE", r"/issues/(\d+)/labels/([^/]+)", "remove_issue_label"),
+    ("GET", r"/issues/(\d+)/comments", "list_comments"),
+    ("POST", r"/issues/(\d+)/comments", "create_comment"),
+    ("GET", r"/issues/comments/(\d+)", "get_comment"),
+    ("PATCH", r"/issues/comments/(\d+)", "patch_comment"),
+    ("DELETE", r"/issues/comments/(\d+)", "delete_comment"),
+    ("GET", r"/collaborators/([^/]+)/permission", "get_permission"),
+    ("GET", r"/labels", "list_labels"),
+    ("POST", r"/labels", "create_label"),
+    ("GET", r"/labels/([^/]+)", "get_label"),
+    ("GET", r"/pulls", "list_pulls"),
+    ("POST", r"/pulls", "create_pull_api"),
+    ("GET", r"/pulls/(\d+)", "get_pull"),
+]
+
+
+# -- HTTP plumbing ------------------------------------------------------------
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # many gh processes may connect at once
+    fake: FakeGitHub
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every response has a length
+    server_version, sys_version = "GitHub.com", ""
+    timeout = 30  # idle keep-alive connections release their thread
+    server: _Server
+
+    def _read_chunked(self) -> bytes:
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline()  # the CRLF after each chunk
+
+    def _dispatch(self) -> None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            raw = self._read_chunked()  # gh sends `--input -` bodies chunked
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+        try:
+            status, headers, body = self.server.fake._handle(
+                self.command, self.path, self.headers, raw)
+        except Exception as e:  # deliberate catch-all: a bug in the fake is a loud 500, not a hang
+            traceback.print_exc()
+            body = json.dumps({"message": "fakegithub bug: %r" % e}).encode()
+            status, headers = 500, [("Content-Type", "application/json; charset=utf-8"),
+                                    ("Content-Length", str(len(body)))]
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if os.environ.get("FAKEGITHUB_DEBUG") == "1":
+            sys.stderr.write("fakegithub: %s\n" % (format % args))
+
+
+# -- CLI -----------------------------------------------------------------------
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Serve a fake GitHub until Ctrl-C and print the environment gh needs."""
+    ap = argparse.ArgumentParser(prog="python -m adws.fakegithub", description=main.__doc__)
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--repo", default="acme/widgets")
+    ap.add_argument("--origin", help="bare git repo that POST /pulls checks branches against")
+    ap.add_argument("--label", default="tac", help="label given to each --issue")
+    ap.add_argument("--issue", action="append", default=[], metavar="TITLE")
+    args = ap.parse_args(argv)
+    fake = FakeGitHub(args.repo, origin_path=args.origin)
+    fake.port = args.port
+    for title in args.issue:
+        fake.add_issue(title, labels=[args.label])
+    fake.start()
+    try:
+        for key, value in fake.env(tempfile.mkdtemp(prefix="gh-config-")).items():
+            print("export %s=%s" % (key, value))
+        print("# e.g. gh api repos/%s/issues   (Ctrl-C stops)" % args.repo, flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

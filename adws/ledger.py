@@ -1,0 +1,262 @@
+"""The cost ledger: ``<logs>/usage.jsonl``, one JSON object per finished run.
+
+The daemon appends one record after each run it reaps; ``tools/status.py`` and
+``tools/usage_report.py`` read it, and the daemon keeps a ``SpendTracker`` so
+that budget checks never re-read the whole file on every tick.
+
+A record looks like this (every field may be missing in old or hand-edited
+lines, and readers must cope)::
+
+    {"ts": "2026-11-21T17:38:45Z", "date": "2026-11-21", "issue": 7,
+     "attempt": 1, "session_id": "...", "models": ["claude-sonnet-4-6"],
+     "input_tokens": 10, "output_tokens": 900, "cache_creation_tokens": 5000,
+     "cache_read_tokens": 120000, "total_tokens": 125910, "cost_usd": 0.4312,
+     "cost_source": "result", "num_turns": 12, "duration_ms": 312000,
+     "subtype": "success", "is_error": false, "exit_reason": "exit status 0",
+     "api_retries": 0, "model_usage": {...}}
+
+Why the data is shaped this way:
+
+- ``date`` is the *local* date the run was recorded on. Budgets are "per day"
+  in the user's sense, so a run belongs to the day the user saw it end, and
+  readers group by this field without any time-zone arithmetic. ``ts`` (UTC)
+  is kept for exact ordering and is the fallback when ``date`` is missing.
+- Money is summed as ``Decimal`` built from each value's shortest repr, i.e.
+  exactly the digits written in the file, and turned into ``float`` only in
+  the returned totals. A sum of thousands of four-decimal costs therefore
+  equals the hand-computed (and the CLI's own) total to the cent, with no
+  binary drift; callers round only when they display.
+- Corrupt lines (a torn write, a hand edit, a disk error) are skipped and
+  counted, never fatal: ``read()`` returns a ``Scan`` whose ``corrupt``
+  attribute holds the count once it has been iterated.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Dict, Iterator, Optional
+
+ZERO = Decimal(0)
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+def stamp(record: dict, now: float) -> dict:
+    """Return ``record`` with ``ts`` (UTC) and ``date`` (local) filled in if missing."""
+    out = dict(record)
+    out.setdefault("ts", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
+    out.setdefault("date", local_day(now))
+    return out
+
+
+def append(path, record: dict, now: Optional[float] = None) -> None:
+    """Append ``record`` as one line, creating the folder if needed.
+
+    The line goes out in a single ``write`` on an ``O_APPEND`` descriptor, so
+    a concurrent reader never sees half of it, and is fsynced so a power cut
+    on the Pi does not lose money already spent. Missing ``ts``/``date`` are
+    filled from ``now`` (default: the current time).
+    """
+    record = stamp(record, time.time() if now is None else now)
+    line = (json.dumps(record, separators=(", ", ": "), ensure_ascii=False) + "\n").encode("utf-8")
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+class Scan:
+    """Iterator over a ledger's records that counts what it had to skip.
+
+    ``for rec in read(path)`` streams one dict at a time (constant memory).
+    After the loop, ``scan.corrupt`` is the number of skipped lines (not JSON,
+    or JSON that is not an object) and ``scan.records`` the number yielded.
+    Blank lines are ignored without being counted. A missing file is an empty
+    ledger (``scan.exists`` is then False).
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.corrupt = 0
+        self.records = 0
+        self.exists = os.path.exists(self.path)
+        self._it = self._lines()
+
+    def __iter__(self) -> "Scan":
+        return self
+
+    def __next__(self) -> dict:
+        return next(self._it)
+
+    def _lines(self) -> Iterator[dict]:
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            self.exists = False
+            return
+        with f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+                    self.corrupt += 1
+                    continue
+                if not isinstance(rec, dict):
+                    self.corrupt += 1
+                    continue
+                self.records += 1
+                yield rec
+
+
+def read(path) -> Scan:
+    """Stream the ledger's records; see ``Scan`` for the corrupt-line count."""
+    return Scan(path)
+
+
+# ---------------------------------------------------------------------------
+# Field helpers shared by every reader
+# ---------------------------------------------------------------------------
+
+def local_day(now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(now))
+
+
+def cost(record: dict) -> Decimal:
+    """The record's ``cost_usd`` as an exact Decimal; 0 if missing or not a number."""
+    value = record.get("cost_usd")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ZERO
+    try:
+        d = Decimal(repr(value))
+    except InvalidOperation:
+        return ZERO
+    return d if d.is_finite() else ZERO
+
+
+def record_day(record: dict) -> Optional[str]:
+    """The local ``YYYY-MM-DD`` a record counts for, or None if it cannot tell.
+
+    ``date`` wins (it was written in the daemon's local time); else ``ts`` is
+    converted from UTC to local time.
+    """
+    day = record.get("date")
+    if isinstance(day, str) and len(day) == 10:
+        try:
+            _dt.date.fromisoformat(day)
+            return day
+        except ValueError:
+            pass
+    ts = record.get("ts")
+    if isinstance(ts, str):
+        try:
+            when = _dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=_dt.timezone.utc)
+        return local_day(when.timestamp())
+    return None
+
+
+def tokens(record: dict, key: str) -> int:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return int(value)
+
+
+# ---------------------------------------------------------------------------
+# Spend and budgets
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Spend:
+    today_usd: float
+    month_usd: float
+    day: str    # local "YYYY-MM-DD" the totals are for
+    month: str  # local "YYYY-MM"
+
+
+def spend(path, now: float) -> Spend:
+    """Today's and this month's totals (local time) from the whole ledger."""
+    tracker = SpendTracker(path, now)
+    return tracker.totals(now)
+
+
+class SpendTracker:
+    """The daemon's in-memory running totals.
+
+    Built from one read of the ledger; afterwards ``add`` each record the
+    daemon appends. Sums are kept per local day for the current month only
+    (at most 31 numbers), so ``totals`` rolls over by itself: after midnight
+    the new day's key has no entries yet (today = 0) and after the first of
+    the month the previous month's days are dropped.
+    """
+
+    def __init__(self, path, now: float):
+        self.corrupt = 0
+        self._by_day: Dict[str, Decimal] = {}
+        month = local_day(now)[:7]
+        scan = read(path)
+        for rec in scan:
+            day = record_day(rec)
+            # Later months are kept too: a clock that stepped back must not
+            # lose runs recorded "in the future".
+            if day is not None and day[:7] >= month:
+                self._by_day[day] = self._by_day.get(day, ZERO) + cost(rec)
+        self.corrupt = scan.corrupt
+
+    def add(self, record: dict, now: float) -> None:
+        day = record_day(record) or local_day(now)
+        self._by_day[day] = self._by_day.get(day, ZERO) + cost(record)
+
+    def totals(self, now: float) -> Spend:
+        day = local_day(now)
+        month = day[:7]
+        for old in [d for d in self._by_day if d[:7] < month]:
+            del self._by_day[old]
+        month_sum = sum((v for d, v in self._by_day.items() if d[:7] == month), ZERO)
+        return Spend(
+            today_usd=float(self._by_day.get(day, ZERO)),
+            month_usd=float(month_sum),
+            day=day,
+            month=month,
+        )
+
+
+def usd(amount: float) -> str:
+    """Money as users see it everywhere: ``$5.02``."""
+    return "${:,.2f}".format(amount)
+
+
+def budget_block(spend: Spend, daily_usd: Optional[float], monthly_usd: Optional[float]) -> str:
+    """Why spawning must stop for budget reasons, or "" if it may go on.
+
+    A budget of None or 0 means no limit (config.toml's ``[budget]`` keys
+    default to 0 = off). The monthly reason is given first when both are
+    reached, because it will not clear at midnight and the user needs to know.
+    """
+    if monthly_usd and spend.month_usd >= monthly_usd:
+        return "monthly budget reached: {} of {} in {}".format(
+            usd(spend.month_usd), usd(monthly_usd), spend.month)
+    if daily_usd and spend.today_usd >= daily_usd:
+        return "daily budget reached: {} of {} today".format(
+            usd(spend.today_usd), usd(daily_usd))
+    return ""

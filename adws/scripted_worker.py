@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""A stand-in for `claude -p` that prints stream-json and does what a script says.
+
+The tests and `--demo` use it instead of the real CLI: it reads the prompt on
+stdin like the CLI, prints init / assistant / tool_result / result lines in
+the CLI's shapes, and commits, writes BLOCKED.md, crashes, hangs, ignores
+SIGTERM or leaves children behind, as told. The script is a JSON file named
+by $TAC_SCRIPT:
+
+    {"default": {...}, "7": {...}, "9": {"attempts": [{...first...}, {...second...}]}}
+
+keyed by $TAC_ISSUE_NUMBER. Options (all optional):
+    exit: int             exit status (default 0)
+    stderr: str           a line written to stderr before anything else
+    crash: bool           exit at once with `exit` (default 2) before any output: a startup error
+    retries: int          system/api_retry events before the first turn
+    turns: int            assistant turns to print (default 1; 0 = never a model turn)
+    commit: str           write this file name and `git commit` it
+    blocked: str          write BLOCKED.md whose first line is this reason
+    sleep: float          seconds to sleep before the result (printing nothing: a stall)
+    result: str|null      result subtype (default "success"; null = no result line)
+    cost: float           total_cost_usd of the result (default 0.01)
+    after_result_sleep: float  seconds to hang after printing the result
+    ignore_sigterm: bool  ignore SIGINT and SIGTERM (SIGKILL is the only way out)
+    children: int         start this many `sleep 600` children in sessions of their own
+    tool: str             the Bash command shown in the tool call (default "git status")
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+
+def emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def plan() -> dict:
+    path = os.environ.get("TAC_SCRIPT", "")
+    script = {}
+    if path:
+        with open(path, encoding="utf-8") as f:
+            script = json.load(f)
+    issue = os.environ.get("TAC_ISSUE_NUMBER", "0")
+    opts = script.get(issue, script.get("default", {}))
+    if "attempts" in opts:
+        attempts = opts["attempts"]
+        k = int(os.environ.get("TAC_ATTEMPT", "1")) - 1
+        opts = attempts[min(k, len(attempts) - 1)]
+    return opts
+
+
+def main() -> int:
+    opts = plan()
+    sys.stdin.read()  # the prompt, as the CLI reads it
+    if opts.get("stderr"):
+        print(opts["stderr"], file=sys.stderr, flush=True)
+    if opts.get("crash"):
+        return int(opts.get("exit", 2))
+    if opts.get("ignore_sigterm"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for _ in range(int(opts.get("children", 0))):
+        # Like the CLI's Bash tool: each command in a session of its own.
+        subprocess.Popen(["sleep", "600"], start_new_session=True)
+    session = str(uuid.uuid4())
+    model = opts.get("model", "claude-sonnet-4-6")
+    emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": session, "model": model,
+          "tools": ["Bash", "Edit", "Read", "Write"], "permissionMode": "bypassPermissions",
+          "claude_code_version": "scripted"})
+    for i in range(int(opts.get("retries", 0))):
+        emit({"type": "system", "subtype": "api_retry", "attempt": i + 1, "max_retries": 10,
+              "retry_delay_ms": 500, "error_status": None, "error": "connection refused", "session_id": session})
+        time.sleep(0.05)
+    turns = int(opts.get("turns", 1))
+    if turns == 0 and opts.get("retries"):
+        while True:  # like the real CLI with no API: never exits by itself
+            time.sleep(1)
+    tool = opts.get("tool", "git status")
+    usage = {"input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    for t in range(turns):
+        emit({"type": "assistant", "session_id": session, "parent_tool_use_id": None,
+              "message": {"id": f"msg_{t}", "type": "message", "role": "assistant", "model": model,
+                          "content": [{"type": "tool_use", "id": f"toolu_{t}", "name": "Bash",
+                                       "input": {"command": tool}}], "usage": usage}})
+        emit({"type": "user", "session_id": session, "parent_tool_use_id": None,
+              "message": {"role": "user", "content": [{"tool_use_id": f"toolu_{t}", "type": "tool_result",
+                                                       "content": "ok", "is_error": False}]}})
+    if opts.get("commit"):
+        name = opts["commit"]
+        with open(name, "a", encoding="utf-8") as f:
+            f.write(f"change for issue {os.environ.get('TAC_ISSUE_NUMBER')}\n")
+        subprocess.run(["git", "add", name], check=True)
+        subprocess.run(["git", "commit", "-q", "-m", f"Fix #{os.environ.get('TAC_ISSUE_NUMBER')}"], check=True)
+    if opts.get("blocked"):
+        with open("BLOCKED.md", "w", encoding="utf-8") as f:
+            f.write(opts["blocked"] + "\n\nMore detail for the human.\n")
+    time.sleep(float(opts.get("sleep", 0)))
+    subtype = opts.get("result", "success")
+    if subtype is not None:
+        emit({"type": "result", "subtype": subtype, "is_error": subtype != "success", "duration_ms": 1000,
+              "num_turns": turns, "session_id": session, "total_cost_usd": float(opts.get("cost", 0.01)),
+              "usage": {"input_tokens": 100 * turns, "output_tokens": 50 * turns,
+                        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}})
+    time.sleep(float(opts.get("after_result_sleep", 0)))
+    return int(opts.get("exit", 0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

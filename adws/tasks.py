@@ -1,0 +1,547 @@
+"""The tasks.md format: the coordinator's queue, which people read and edit.
+
+This module owns the file's shape and nothing else: the Task record and its
+five states, pure parse() and render(), load()/save()/update() that write
+atomically and never overwrite a person's edit, and the archive of old
+completed entries. The daemon (adws/coordinator.py) is the only writer;
+tools read it through here so they never import the daemon.
+
+Why the format is shaped as it is:
+
+- The section an entry sits in IS its state. A person re-queues or cancels
+  work by moving a line, so parse trusts the heading over the entry's marker,
+  and render writes the canonical marker back.
+- Everything the daemon needs to resume after a restart is a "- Key: value"
+  line under its entry; there is no second state file to drift out of sync.
+- Titles and values are backslash-escaped onto one line, so any str survives
+  a round trip and a title containing a newline or "## Active" cannot forge
+  an entry or a section.
+- parse() never raises and never drops a line. What it does not understand
+  (notes, unknown sections, malformed entries, bad values) is kept in place
+  and reported: a lost entry once meant the same issue got a second worker.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+
+T = TypeVar("T")
+
+# -- States and records -------------------------------------------------------
+
+PENDING, ACTIVE, COMPLETED, FAILED, BLOCKED = (
+    "Pending", "Active", "Completed Today", "Failed", "Blocked")
+SECTIONS = (PENDING, ACTIVE, COMPLETED, FAILED, BLOCKED)  # also the render order
+TERMINAL = (COMPLETED, FAILED, BLOCKED)
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"   # local time, as users read it
+DEFAULT_TITLE = "TAC coordinator — tasks"
+
+_EMOJI = {ACTIVE: "🟡", COMPLETED: "✅", FAILED: "❌", BLOCKED: "⏰"}
+# Which copy of a duplicated issue decides scheduling: a task that is running
+# or has ended must never be started again because a stray Pending copy exists.
+_RANK = {ACTIVE: 0, COMPLETED: 1, FAILED: 1, BLOCKED: 1, PENDING: 2}
+
+# Detail lines in render order: (key as rendered, Task attribute, kind).
+# "int" is Optional[int] (None = absent); "count" is an int where 0 = absent.
+_DETAILS = (
+    ("PID", "pid", "int"), ("PID start", "pid_start", "int"),
+    ("Started", "started", "str"), ("Branch", "branch", "str"),
+    ("Worktree", "worktree", "str"), ("Log", "log", "str"),
+    ("Log offset", "log_offset", "int"), ("Attempts", "attempts", "count"),
+    ("Startup errors", "startup_errors", "count"),
+    ("Next attempt", "next_attempt", "str"), ("Completed", "completed", "str"),
+    ("PR", "pr", "str"), ("Reason", "reason", "str"),
+    ("Comment", "comment_id", "int"), ("Body SHA", "body_sha", "str"),
+)
+_BY_KEY = {key.lower(): (attr, kind) for key, attr, kind in _DETAILS}
+
+
+@dataclass
+class Task:
+    """One entry. `state` mirrors the section it is rendered under."""
+    issue: int
+    title: str
+    state: str = PENDING
+    priority: int = 2          # {p0} is most urgent; rendered clamped to 0-9
+    worker: str = ""           # "w-ee4608"; not rendered for Pending ("[]")
+    commit: str = ""           # short sha; rendered for Completed only
+    pid: Optional[int] = None
+    pid_start: Optional[int] = None   # /proc/PID/stat field 22: tells PID reuse apart
+    started: str = ""
+    branch: str = ""
+    worktree: str = ""
+    log: str = ""
+    log_offset: Optional[int] = None
+    attempts: int = 0
+    startup_errors: int = 0
+    next_attempt: str = ""
+    completed: str = ""
+    pr: str = ""
+    reason: str = ""
+    comment_id: Optional[int] = None
+    body_sha: str = ""
+    extra: List[Tuple[str, str]] = field(default_factory=list)  # unknown or unparseable "- Key: value"
+    # A person's lines found under this entry, kept verbatim and rendered after
+    # its details. They travel with the entry when it moves.
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"gh-{self.issue}"
+
+
+@dataclass
+class TaskFile:
+    """A parsed tasks.md. Entries render grouped by state in SECTIONS order,
+    in list order within a section; the other fields keep a person's text."""
+    tasks: List[Task] = field(default_factory=list)
+    status: str = ""                   # the daemon's "> Status: ..." line
+    title: str = DEFAULT_TITLE         # the "# ..." line
+    preamble: List[str] = field(default_factory=list)       # other lines before the first section
+    heads: Dict[str, List[str]] = field(default_factory=dict)  # lines before a section's first entry
+    # Unknown "## Other" sections: (known section they follow, "" = before all;
+    # [heading line, *lines verbatim]).
+    others: List[Tuple[str, List[str]]] = field(default_factory=list)
+
+    def in_state(self, state: str) -> List[Task]:
+        return [t for t in self.tasks if t.state == state]
+
+    def governing(self, issue: int) -> Optional[Task]:
+        """The entry that decides what happens to `issue` (see _RANK); on a
+        tie, the first in the file."""
+        best = None
+        for t in self.tasks:
+            if t.issue == issue and (best is None or _RANK.get(t.state, 3) < _RANK.get(best.state, 3)):
+                best = t
+        return best
+
+    def add(self, task: Task) -> None:
+        _check_state(task.state)
+        self.tasks.append(task)
+
+    def move(self, task: Task, state: str) -> None:
+        """Put `task` (this very object) at the end of section `state`."""
+        _check_state(state)
+        del self.tasks[self._index(task)]
+        task.state = state
+        self.tasks.append(task)
+
+    def remove(self, task: Task) -> None:
+        """Drop `task`; a person's notes under it stay where they were."""
+        i = self._index(task)
+        del self.tasks[i]
+        if task.notes:
+            before = [t for t in self.tasks[:i] if t.state == task.state]
+            home = before[-1].notes if before else self.heads.setdefault(task.state, [])
+            home.extend(task.notes)
+            task.notes = []
+
+    def _index(self, task: Task) -> int:
+        for i, t in enumerate(self.tasks):
+            if t is task:   # identity: duplicates of an issue may compare equal
+                return i
+        raise ValueError(f"{task.name} is not in this TaskFile")
+
+
+def _check_state(state: str) -> None:
+    if state not in SECTIONS:
+        raise ValueError(f"unknown state {state!r}")
+
+
+# -- Escaping -----------------------------------------------------------------
+# Only backslash and characters that could end or hide a line are escaped:
+# C0/C1 controls (which include \n \r \x0b \x0c \x1c-\x1e \x85), U+2028/9, and
+# lone surrogates (unencodable). Leading/trailing whitespace is escaped too,
+# so parse may strip the spaces people add by hand. Everything else, emoji and
+# braces included, renders as itself.
+
+_NEEDS_ESCAPE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_UNESCAPE = re.compile(r"\\(?:([\\nrt])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))")
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_UNNAMED = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _esc_char(c: str) -> str:
+    if c in _NAMED:
+        return _NAMED[c]
+    return "\\x%02x" % ord(c) if ord(c) < 0x100 else "\\u%04x" % ord(c)
+
+
+def _escape(s: str) -> str:
+    body = s.strip()
+    if body == s and not _NEEDS_ESCAPE.search(s):
+        return s                       # the common case, kept fast for big files
+    if not body:
+        return "".join(map(_esc_char, s))
+    lead = len(s) - len(s.lstrip())
+    end = lead + len(body)
+    return ("".join(map(_esc_char, s[:lead]))
+            + _NEEDS_ESCAPE.sub(lambda m: _esc_char(m.group()), body)
+            + "".join(map(_esc_char, s[end:])))
+
+
+def _unescape(s: str) -> str:
+    if "\\" not in s:
+        return s
+    # An unknown escape such as a hand-written "C:\path" stays literal.
+    return _UNESCAPE.sub(lambda m: _UNNAMED[m.group(1)] if m.group(1)
+                         else chr(int(m.group(2) or m.group(3), 16)), s)
+
+
+# -- Parse --------------------------------------------------------------------
+
+_SECTION_RE = re.compile(r"\s*##(?!#)\s*(.*?)\s*")
+_TITLE_RE = re.compile(r"#(?:[ \t](.*))?")
+_STATUS_RE = re.compile(r">\s*status\s*:(.*)", re.I)
+_ENTRY_RE = re.compile(r"\s*\[([^\]]*)\]\s*gh-([0-9]+)\s*:(.*)", re.I)
+_ENTRYISH_RE = re.compile(r"\s*(?:[-*]\s*)?(?:\[|gh-[0-9])", re.I)  # looks meant as an entry
+_PRIORITY_RE = re.compile(r"(.*?)\s*\{p([0-9])\}\s*")   # non-greedy: the LAST {pN} wins
+_DETAIL_RE = re.compile(r"\s*-\s*([^:]*):(.*)")
+_WORKER_RE = re.compile(r"(?<![0-9A-Za-z_-])w-[0-9A-Za-z_-]+")
+_SHA_RE = re.compile(r"(?<![0-9A-Za-z_-])[0-9a-fA-F]{4,40}(?![0-9A-Za-z_-])")
+_INT_RE = re.compile(r"-?[0-9]+")
+_KNOWN = {s.lower(): s for s in SECTIONS}
+
+
+def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
+    """Read tasks.md text. Returns the document and one problem per line it
+    did not fully understand ("tasks.md:12: what, kept as is: 'line'").
+    Never raises, never drops an entry."""
+    doc = TaskFile(title="")
+    problems: List[str] = []
+
+    def report(n: int, what: str, line: str) -> None:
+        shown = line if len(line) <= 120 else line[:117] + "..."
+        problems.append(f"{filename}:{n}: {what}, kept as is: {shown!r}")
+
+    title_seen = status_seen = False
+    section: Optional[str] = None     # None: preamble; "": an unknown section
+    other: List[str] = []
+    last_known = ""
+    entered = set()
+    anchor: Optional[Task] = None     # last entry of this section: strays go under it
+    task: Optional[Task] = None       # entry whose "- Key: value" lines we are reading
+    keys: set = set()
+    first: Dict[int, int] = {}
+
+    if text.startswith("\ufeff"):
+        text = text[1:]               # the byte-order mark some Windows editors add
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        m = _SECTION_RE.fullmatch(line)
+        if m:
+            task = anchor = None
+            name = _KNOWN.get(" ".join(m.group(1).split()).lower())
+            if name is None:
+                section, other = "", [line]
+                doc.others.append((last_known, other))
+                report(n, "unknown section", line)
+                continue
+            if name in entered:
+                problems.append(f"{filename}:{n}: second '## {name}' heading, merged into the first")
+            section = last_known = name
+            entered.add(name)
+            continue
+
+        if section is None:
+            t, s = _TITLE_RE.fullmatch(line), _STATUS_RE.fullmatch(line)
+            if t and not title_seen:
+                doc.title, title_seen = _unescape((t.group(1) or "").strip()), True
+            elif s and not status_seen:
+                doc.status, status_seen = _unescape(s.group(1).strip()), True
+            elif s:   # the daemon owns this line and rewrites it: a second copy is stale
+                problems.append(f"{filename}:{n}: second status line dropped: {line!r}")
+            else:
+                doc.preamble.append(line)
+                if line.strip():
+                    report(n, "text before the first section", line)
+            continue
+
+        if section == "":
+            other.append(line)
+            if _ENTRY_RE.fullmatch(line):
+                report(n, "entry outside the known sections", line)
+            continue
+
+        if not line.strip():
+            continue                  # blank lines are only layout
+        m = _ENTRY_RE.fullmatch(line)
+        if m:
+            task = anchor = _entry(m, section)
+            keys = set()
+            doc.tasks.append(task)
+            if task.issue in first:
+                report(n, f"{task.name} listed again (first at line {first[task.issue]})", line)
+            first.setdefault(task.issue, n)
+            continue
+        d = _DETAIL_RE.fullmatch(line)
+        if _ENTRYISH_RE.match(line):
+            task = None               # its "- Key: value" lines are not ours either
+            report(n, "malformed entry", line)
+        elif task is not None and d and d.group(1).strip():
+            err = _detail(task, d.group(1), d.group(2), keys)
+            if err:
+                report(n, err, line)
+            continue
+        elif d:
+            report(n, "detail line outside an entry", line)
+        else:
+            report(n, f"unexpected text in '## {section}'", line)
+        if anchor is not None:
+            anchor.notes.append(line)
+        else:
+            doc.heads.setdefault(section, []).append(line)
+
+    doc.title = doc.title if title_seen else DEFAULT_TITLE
+    doc.preamble = _trim(doc.preamble)
+    for _, lines in doc.others:
+        lines[1:] = _trim(lines[1:], lead=False)
+    return doc, problems
+
+
+def _trim(lines: List[str], lead: bool = True) -> List[str]:
+    """Drop blank lines at the end (and start): render supplies that spacing."""
+    a, b = 0, len(lines)
+    while lead and a < b and not lines[a].strip():
+        a += 1
+    while b > a and not lines[b - 1].strip():
+        b -= 1
+    return lines[a:b]
+
+
+def _entry(m: "re.Match[str]", section: str) -> Task:
+    marker, issue, rest = m.groups()
+    p = _PRIORITY_RE.fullmatch(rest)
+    title, priority = (p.group(1), int(p.group(2))) if p else (rest, 2)
+    task = Task(int(issue), _unescape(title.strip()), section, priority)
+    # The marker is read loosely (a hand-moved entry keeps its old one); only
+    # what the section's canonical marker can carry is taken from it.
+    w, sha = _WORKER_RE.search(marker), _SHA_RE.search(marker)
+    if w and section != PENDING:
+        task.worker = w.group()
+    if sha and section == COMPLETED:
+        task.commit = sha.group()
+    return task
+
+
+def _detail(task: Task, raw_key: str, raw_value: str, seen: set) -> Optional[str]:
+    """Apply one "- Key: value" line; return a problem, or None."""
+    key, value = " ".join(raw_key.split()), _unescape(raw_value.strip())
+    known = _BY_KEY.get(key.lower())
+    if known is None:
+        task.extra.append((key, value))
+        return None
+    attr, kind = known
+    # Bad or repeated values go to extra, so they are rendered back, not lost.
+    if attr in seen:
+        task.extra.append((key, value))
+        return f"repeated '{key}' for {task.name}"
+    if kind != "str" and value and not _INT_RE.fullmatch(value):
+        task.extra.append((key, value))
+        return f"'{key}' is not a number"
+    seen.add(attr)
+    if kind == "str":
+        setattr(task, attr, value)
+    elif value:
+        setattr(task, attr, int(value))
+    return None
+
+
+# -- Render -------------------------------------------------------------------
+
+def render(doc: TaskFile) -> str:
+    """The text of tasks.md. parse(render(doc)) gives doc back."""
+    out = ["# " + _escape(doc.title)]
+    if doc.status:
+        out.append("> Status: " + _escape(doc.status))
+    if doc.preamble:
+        out += [""] + doc.preamble
+    for t in doc.tasks:
+        _check_state(t.state)          # an unknown state would silently vanish
+    for section in ("",) + SECTIONS:
+        if section:
+            out += ["", "## " + section] + doc.heads.get(section, [])
+            for t in doc.tasks:
+                if t.state == section:
+                    out += _render_entry(t)
+        for after, lines in doc.others:
+            if (after if after in SECTIONS else "") == section:
+                out += [""] + lines
+    return "\n".join(out) + "\n"
+
+
+def _render_entry(t: Task) -> List[str]:
+    if t.state == PENDING:
+        marker = "[]"
+    else:
+        ids = ", ".join(x for x in (t.commit if t.state == COMPLETED else "", t.worker) if x)
+        marker = f"[{_EMOJI[t.state]} {ids}]" if ids else f"[{_EMOJI[t.state]}]"
+    lines = [f"{marker} gh-{t.issue}: {_escape(t.title)} {{p{min(9, max(0, t.priority))}}}"]
+    for key, attr, kind in _DETAILS:
+        v = getattr(t, attr)
+        if v is not None and v != "" and not (kind == "count" and v <= 0):
+            lines.append(f"- {key}: {_escape(str(v))}")
+    lines += [f"- {' '.join(k.split())}: {_escape(v)}" for k, v in t.extra]
+    return lines + t.notes
+
+
+# -- Time ---------------------------------------------------------------------
+
+def format_time(epoch: float) -> str:
+    return time.strftime(TIME_FORMAT, time.localtime(epoch))
+
+
+def parse_time(s: str) -> Optional[float]:
+    """Epoch seconds for a TIME_FORMAT string, or None when unparseable."""
+    try:
+        return time.mktime(time.strptime(s.strip(), TIME_FORMAT))
+    except (ValueError, OverflowError, AttributeError):
+        return None
+
+
+# -- Files --------------------------------------------------------------------
+# The daemon rewrites tasks.md while a person may have it open in an editor.
+# save() writes only if the file still holds what load() read, so a person's
+# save always wins and the daemon re-applies its change on top (update()).
+# There is a window between the last check and os.replace() that only a lock
+# could close, and editors take no locks; it is kept as short as possible.
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What load() saw: the sha256 of the file, or None if it did not exist."""
+    digest: Optional[str]
+
+
+class ConflictError(Exception):
+    """update() kept losing the race with other writers."""
+
+
+def _read(path) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _digest(data: Optional[bytes]) -> Optional[str]:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def load(path) -> Tuple[TaskFile, List[str], Snapshot]:
+    """Parse the file at `path`; a missing file is an empty TaskFile."""
+    data = _read(path)
+    # surrogateescape: stray non-UTF-8 bytes in a person's notes survive a save.
+    text = "" if data is None else data.decode("utf-8", "surrogateescape")
+    doc, problems = parse(text, os.path.basename(os.fspath(path)))
+    return doc, problems, Snapshot(_digest(data))
+
+
+def save(path, doc: TaskFile, expected: Snapshot) -> bool:
+    """Atomically replace the file with render(doc), unless it changed since
+    `expected` was taken; then write nothing and return False."""
+    data = render(doc).encode("utf-8", "surrogateescape")
+    current = _read(path)
+    if _digest(current) != expected.digest:
+        return False
+    if current == data:
+        return True                   # nothing to write: spare the SD card
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = 0o644 if current is None else os.stat(path).st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        if _digest(_read(path)) != expected.digest:
+            return False              # a person saved while we were writing
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)            # still there unless os.replace() ran
+    _fsync_dir(directory)
+    return True
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename or a new file durable across power loss."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # deliberate: some filesystems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def update(path, change: Callable[[TaskFile], T], retries: int = 20) -> Tuple[TaskFile, T]:
+    """load -> change(doc) -> save. When someone edited the file meanwhile,
+    re-run `change` on the new content, so a person's edit is never lost.
+    `change` may run several times; each run sees a fresh document."""
+    for _ in range(retries):
+        doc, _problems, snapshot = load(path)
+        result = change(doc)
+        if save(path, doc, snapshot):
+            return doc, result
+    raise ConflictError(f"{path}: changed by someone else {retries} times in a row")
+
+
+# -- Archive ------------------------------------------------------------------
+
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def split_old_completed(doc: TaskFile, today: str) -> List[Task]:
+    """Remove and return Completed entries finished before `today`
+    (YYYY-MM-DD). Entries without a readable date stay. Their notes go with
+    them to the archive."""
+    old = [t for t in doc.tasks if t.state == COMPLETED
+           and _DATE_RE.match(t.completed) and t.completed[:10] < today]
+    gone = {id(t) for t in old}
+    doc.tasks = [t for t in doc.tasks if id(t) not in gone]
+    return old
+
+
+def _archive_key(lines: List[str]) -> Tuple[str, str]:
+    return lines[0], next((x for x in lines[1:] if x.startswith("- Completed:")), "")
+
+
+def append_archive(archive_path, tasks: List[Task], day: str = "") -> None:
+    """Append `tasks` under "## Archived <day>" (default: today) and fsync.
+    Entries already there (same header and Completed line) are skipped: the
+    daemon may crash after this append but before saving tasks.md, and then
+    archives the same entries again."""
+    data = _read(archive_path)
+    text = "" if data is None else data.decode("utf-8", "surrogateescape")
+    seen, header, done = set(), "", ""
+    for line in text.split("\n") + ["## end"]:
+        if _ENTRY_RE.fullmatch(line) or _SECTION_RE.fullmatch(line):
+            if header:
+                seen.add((header, done))
+            header, done = (line, "") if line.startswith("[") else ("", "")
+        elif header and not done and line.startswith("- Completed:"):
+            done = line
+    out: List[str] = []
+    for t in tasks:
+        lines = _render_entry(t)
+        if _archive_key(lines) not in seen:
+            seen.add(_archive_key(lines))
+            out += lines
+    if not out:
+        return
+    gap = ("" if text.endswith("\n") else "\n") + "\n" if text else ""
+    chunk = gap + f"## Archived {day or time.strftime('%Y-%m-%d')}\n" + "\n".join(out) + "\n"
+    with open(archive_path, "ab") as f:
+        f.write(chunk.encode("utf-8", "surrogateescape"))
+        f.flush()
+        os.fsync(f.fileno())
+    if data is None:
+        _fsync_dir(os.path.dirname(os.path.abspath(archive_path)))

@@ -1,0 +1,75 @@
+"""Shared fixtures: a fake GitHub reached through the real gh, and real git repos.
+
+Keep this small and generic; fixtures for one test file live in that file.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, Optional
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adws.fakegithub import FakeGitHub  # noqa: E402
+
+# Settings a developer's own environment must not leak into the tests.
+_GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN",
+             "GITHUB_ENTERPRISE_TOKEN", "GH_PAGER", "HTTPS_PROXY", "https_proxy")
+
+
+def git(*args: str, cwd: Optional[Path] = None) -> str:
+    """Run git with a fixed identity and no signing; return stdout."""
+    cmd = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com",
+           "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args]
+    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    """A started fake GitHub serving "acme/widgets". Attach a bare repo with
+    `github.origin_path = str(git_origin)` to have POST /pulls check branches."""
+    fake = FakeGitHub("acme/widgets").start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def gh_env(github: FakeGitHub, tmp_path: Path) -> Dict[str, str]:
+    """A complete environment (pass as `env=`) in which `gh api` talks to `github`."""
+    config = tmp_path / "gh-config"
+    config.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in _GH_LEAKS}
+    env.update(github.env(str(config)))
+    return env
+
+
+@pytest.fixture
+def git_origin(tmp_path: Path) -> Path:
+    """A bare repo `origin.git` whose `main` has one commit adding README."""
+    origin = tmp_path / "origin.git"
+    seed = tmp_path / "seed"
+    git("init", "--bare", "-q", str(origin))
+    git("init", "-q", str(seed))
+    (seed / "README").write_text("widgets\n")
+    git("add", "README", cwd=seed)
+    git("commit", "-q", "-m", "Initial commit", cwd=seed)
+    git("push", "-q", str(origin), "HEAD:refs/heads/main", cwd=seed)
+    git("--git-dir", str(origin), "symbolic-ref", "HEAD", "refs/heads/main")
+    return origin
+
+
+@pytest.fixture
+def clone(git_origin: Path, tmp_path: Path) -> Path:
+    """A working clone of `git_origin` on main, with user.name/email set."""
+    work = tmp_path / "clone"
+    git("clone", "-q", str(git_origin), str(work))
+    git("config", "user.name", "Test", cwd=work)
+    git("config", "user.email", "test@example.com", cwd=work)
+    git("config", "commit.gpgsign", "false", cwd=work)
+    return work

@@ -1,0 +1,155 @@
+"""A coordinator project in a temp dir: config, clone, fake GitHub, scripted worker.
+
+The end-to-end, chaos and security tests build on it. Everything is real
+except GitHub (a fake REST server reached through the real `gh`) and the
+agent (adws/scripted_worker.py, which prints stream-json like the CLI).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adws import tasks  # noqa: E402
+
+COORDINATOR = ROOT / "adws" / "coordinator.py"
+WORKER = ROOT / "adws" / "scripted_worker.py"
+
+
+class Project:
+    def __init__(self, tmp_path: Path, github: Any, gh_env: Dict[str, str], clone: Path, origin: Path):
+        self.dir = tmp_path / "state"
+        self.dir.mkdir()
+        self.github = github
+        self.clone = clone
+        self.origin = origin
+        github.origin_path = str(origin)
+        github.add_label("rpi-auto")
+        github.set_permission("alice", "write")
+        self.env = dict(gh_env)
+        self.env["TAC_SCRIPT"] = str(self.dir / "script.json")
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.config = self.dir / "config.toml"
+        self.script({"default": {"commit": "fix.txt"}})
+        self.write_config()
+        (self.dir / "worker_template.md").write_text(
+            "Issue #{issue_number} on {branch}\n<issue-title>\n{title}\n</issue-title>\n<issue-body>\n{body}\n</issue-body>\n")
+        self.procs: List[subprocess.Popen] = []
+
+    def write_config(self, workers: Optional[Dict[str, Any]] = None, github: Optional[Dict[str, Any]] = None,
+                     budget: Optional[Dict[str, Any]] = None, command: Optional[List[str]] = None) -> None:
+        w = {"max_concurrent": 2, "startup_grace": 0.5, "startup_backoff": [1, 2, 3], "retry_backoff": [1],
+             "stop_grace": 1, "min_free_memory_mb": 0, "timeout": 60}
+        w.update(workers or {})
+        g = {"repo": "acme/widgets", "label": "rpi-auto", "poll_interval": 1}
+        g.update(github or {})
+        cmd = command or [sys.executable, str(WORKER)]
+        lines = ["[github]"] + [f"{k} = {json.dumps(v)}" for k, v in g.items()]
+        lines += ["[repo]", f"path = {json.dumps(str(self.clone))}"]
+        lines += ["[workers]", f"command = {json.dumps(cmd)}"] + [f"{k} = {json.dumps(v)}" for k, v in w.items()]
+        if budget:
+            lines += ["[budget]"] + [f"{k} = {json.dumps(v)}" for k, v in budget.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def script(self, mapping: Dict[str, Any]) -> None:
+        (self.dir / "script.json").write_text(json.dumps(mapping))
+
+    def issue(self, title: str, body: str = "", labeller: str = "alice", **kw: Any) -> int:
+        return self.github.add_issue(title, body, labels=["rpi-auto"], author=kw.pop("author", "alice"),
+                                     labeller=labeller, **kw)
+
+    # -- running it ---------------------------------------------------------------
+    def argv(self, *args: str) -> List[str]:
+        return [sys.executable, str(COORDINATOR), "--config", str(self.config), *args]
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        log = open(self.dir / "coordinator.log", "ab")
+        p = subprocess.Popen(self.argv(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        # Workers outlive the coordinator on purpose; tests must not leak them.
+        for pid in tagged_processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def log_text(self) -> str:
+        path = self.dir / "coordinator.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- looking at it ---------------------------------------------------------------
+    def tasks(self) -> tasks.TaskFile:
+        doc, _, _ = tasks.load(self.dir / "tasks.md")
+        return doc
+
+    def task(self, n: int) -> Optional[tasks.Task]:
+        return self.tasks().governing(n)
+
+    def wait_for(self, what: Callable[[], Any], timeout: float = 30, message: str = "") -> Any:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = what()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {message or what}\n--- log ---\n"
+                             f"{self.log_text()[-4000:]}\n--- tasks.md ---\n"
+                             f"{(self.dir / 'tasks.md').read_text() if (self.dir / 'tasks.md').exists() else ''}")
+
+    def state(self, n: int) -> str:
+        t = self.task(n)
+        return t.state if t else ""
+
+
+def tagged_processes() -> List[int]:
+    """Live processes started by any coordinator worker (they carry TAC_WORKER_ID)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if b"TAC_WORKER_ID=" in env and stat[stat.rfind(")") + 2] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def zombies_of(pid: int) -> List[int]:
+    """Zombie children of `pid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2:].split()
+        if rest[0] == "Z" and int(rest[1]) == pid:
+            out.append(int(entry))
+    return out

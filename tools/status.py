@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+"""Show what the TAC coordinator is doing, at a glance.
+
+    python tools/status.py [--config PATH] [--json] [--watch] [--color]
+
+Reads config.toml (default: the one in the project root), metrics.json
+(written by the daemon beside tasks.md each tick), tasks.md and the cost
+ledger <logs>/usage.jsonl, and prints health, the queue, active workers and
+spend in 80 columns. Health is re-judged here from metrics.json's age, so a
+dead coordinator shows as critical even though its last words were "ok".
+
+Colour: `watch` gives the program no terminal, so colour is off under it
+unless forced. Either pass --color or set FORCE_COLOR=1:
+
+    watch -c -n 5 python tools/status.py --color
+
+(--color sticks to the 16 standard colours, which every `watch -c` shows;
+NO_COLOR=1 turns colour off.) --watch refreshes in place every 2 s until
+Ctrl-C. --json prints the same facts as one JSON object for scripts.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# `python tools/status.py` puts tools/ on sys.path, not the project root;
+# add the root so `from adws import ...` works from any working directory.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Dict, List, Optional  # noqa: E402
+
+from adws import ledger, metrics, tasks  # noqa: E402
+
+# rich is imported inside the rendering functions: --json never needs it and
+# a Pi pays for every module at start-up.
+
+EX_CONFIG = 78  # as the daemon: a config problem, not a crash
+PENDING_SHOWN = 5
+COMPLETED_SHOWN = 5
+REFRESH_SECONDS = 2.0
+
+
+# ---------------------------------------------------------------------------
+# Config (a minimal read: only the keys status needs)
+# ---------------------------------------------------------------------------
+
+class ConfigError(Exception):
+    """Already phrased for the user as one line."""
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """Paths (relative to the config file's folder) and budgets from config.toml."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    path = os.path.abspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("{}: not found (pass --config PATH)".format(path))
+    except OSError as e:
+        raise ConfigError("{}: cannot read: {}".format(path, e.strerror))
+    except UnicodeDecodeError:
+        raise ConfigError("{}: not UTF-8 text".format(path))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("{}: {}".format(path, e))
+
+    def get(section: str, key: str, default, kinds):
+        body = data.get(section, {})
+        value = body.get(key, default) if isinstance(body, dict) else default
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ConfigError("{}: [{}] {} has the wrong type: {!r}".format(path, section, key, value))
+        return value
+
+    base = os.path.dirname(path)
+
+    def rel(p: str) -> str:
+        return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
+
+    tasks_path = rel(get("paths", "tasks", "tasks.md", str))
+    logs = rel(get("paths", "logs", "logs", str))
+    return {
+        "file": path,
+        "tasks_path": tasks_path,
+        "metrics_path": os.path.join(os.path.dirname(tasks_path), metrics.FILENAME),
+        "ledger_path": os.path.join(logs, "usage.jsonl"),
+        # 0 means "no limit" in config.toml.
+        "daily_usd": float(get("budget", "daily_usd", 0, (int, float))) or None,
+        "monthly_usd": float(get("budget", "monthly_usd", 0, (int, float))) or None,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Gathering the facts (one dict: --json prints it, the renderer draws it)
+# ---------------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, it is just not ours
+        return True
+    return True
+
+
+def _num(value) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _task_time(value) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return tasks.parse_time(value)
+    except Exception:  # deliberate: a hand-edited time must not break status
+        return None
+
+
+def _task_dict(t, *keys: str) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"issue": t.issue, "title": t.title or ""}
+    for key in keys:
+        out[key] = getattr(t, key, None)
+    return out
+
+
+def _load_tasks(path: str):
+    """(TaskFile or None, list of problem strings)."""
+    if not os.path.exists(path):
+        return None, ["tasks.md not found at {}".format(path)]
+    try:
+        tf, problems, _snapshot = tasks.load(path)
+    except Exception as e:  # deliberate: status must show what it can, never a traceback
+        return None, ["tasks.md unreadable: {}".format(e)]
+    return tf, [str(p) for p in problems or []]
+
+
+def collect(cfg: Dict[str, Any], now: float) -> Dict[str, Any]:
+    """Everything status shows, as JSON-ready values (machine keys, epoch times)."""
+    facts: Dict[str, Any] = {
+        "now": now,
+        "config": cfg["file"],
+        "tasks_path": cfg["tasks_path"],
+        "metrics_path": cfg["metrics_path"],
+        "ledger_path": cfg["ledger_path"],
+        "warnings": [],
+    }
+
+    # -- metrics.json
+    m = metrics.read(cfg["metrics_path"])
+    if m is None:
+        facts["metrics"] = "unreadable" if os.path.exists(cfg["metrics_path"]) else "missing"
+        m = {}
+    else:
+        facts["metrics"] = "ok"
+    for key in ("pid", "started_at", "updated_at", "last_poll_at", "last_poll_ok",
+                "poll_interval", "max_concurrent"):
+        facts[key] = m.get(key)
+    facts["paused"] = m.get("paused") is True
+    facts["pause_reason"] = m.get("pause_reason") if isinstance(m.get("pause_reason"), str) else ""
+    facts["spawn_block"] = m.get("spawn_block") if isinstance(m.get("spawn_block"), str) else ""
+    facts["github"] = m.get("github") if isinstance(m.get("github"), dict) else None
+    facts["counters"] = m.get("counters") if isinstance(m.get("counters"), dict) else {}
+
+    # -- spend: the ledger is the truth; budgets from metrics (what the daemon
+    # enforces), else from the config.
+    sp = ledger.SpendTracker(cfg["ledger_path"], now)
+    totals = sp.totals(now)
+    msp = m.get("spend") if isinstance(m.get("spend"), dict) else {}
+    daily = _num(msp.get("daily_usd")) if "daily_usd" in msp else cfg["daily_usd"]
+    monthly = _num(msp.get("monthly_usd")) if "monthly_usd" in msp else cfg["monthly_usd"]
+    facts["spend"] = {
+        "today_usd": totals.today_usd, "month_usd": totals.month_usd,
+        "day": totals.day, "month": totals.month,
+        "daily_usd": daily or None, "monthly_usd": monthly or None,
+    }
+    if sp.corrupt:
+        facts["warnings"].append("usage.jsonl: {} corrupt line{} skipped".format(
+            sp.corrupt, "" if sp.corrupt == 1 else "s"))
+
+    # -- health, re-judged with this clock
+    if facts["metrics"] == "missing":
+        level, reason = metrics.CRITICAL, "coordinator has not written metrics.json yet (not started?)"
+    elif facts["metrics"] == "unreadable":
+        level, reason = metrics.CRITICAL, "metrics.json unreadable ({})".format(cfg["metrics_path"])
+    else:
+        level, reason = metrics.health(dict(m, spend=facts["spend"]), now, pid_alive=_pid_alive)
+    facts["health"] = {"level": level, "reason": reason}
+
+    # -- tasks.md
+    tf, problems = _load_tasks(cfg["tasks_path"])
+    facts["tasks_problems"] = problems
+    if problems:
+        facts["warnings"].append(
+            "tasks.md: {} problem{} (first: {})".format(
+                len(problems), "" if len(problems) == 1 else "s", problems[0])
+            if tf is not None else problems[0])
+
+    def state(name):
+        return list(tf.in_state(name)) if tf is not None else []
+
+    pending, active = state(tasks.PENDING), state(tasks.ACTIVE)
+    completed, failed, blocked = state(tasks.COMPLETED), state(tasks.FAILED), state(tasks.BLOCKED)
+    today = ledger.local_day(now)
+
+    done = []
+    for t in completed:
+        d = _task_dict(t, "pr", "attempts")
+        d["completed"] = _task_time(getattr(t, "completed", None))
+        done.append(d)
+    done.sort(key=lambda d: d["completed"] or 0, reverse=True)
+    completed_today = sum(1 for d in done if d["completed"] and ledger.local_day(d["completed"]) == today)
+
+    facts["queue"] = {"pending": len(pending), "active": len(active),
+                      "completed_today": completed_today, "completed": len(completed),
+                      "failed": len(failed), "blocked": len(blocked)}
+
+    # Active: tasks.md says who runs; metrics.json adds cost and last tool.
+    live = {a.get("issue"): a for a in m.get("active") or [] if isinstance(a, dict)}
+    workers = []
+    for t in active:
+        a = live.pop(t.issue, {})
+        started = _num(a.get("started_at")) or _task_time(getattr(t, "started", None))
+        workers.append({
+            "issue": t.issue, "title": t.title or a.get("title") or "",
+            "pid": a.get("pid") or getattr(t, "pid", None),
+            "started_at": started,
+            "elapsed_s": (now - started) if started else None,
+            "attempt": a.get("attempt") or getattr(t, "attempts", None),
+            "cost_usd": _num(a.get("cost_usd")),
+            "last_tool": a.get("last_tool") if isinstance(a.get("last_tool"), str) else "",
+            "log": a.get("log"),
+        })
+    if tf is None:  # no tasks.md to go by: show what the daemon reported
+        for a in live.values():
+            started = _num(a.get("started_at"))
+            workers.append({
+                "issue": a.get("issue"), "title": a.get("title") or "", "pid": a.get("pid"),
+                "started_at": started, "elapsed_s": (now - started) if started else None,
+                "attempt": a.get("attempt"), "cost_usd": _num(a.get("cost_usd")),
+                "last_tool": a.get("last_tool") or "", "log": a.get("log"),
+            })
+        facts["queue"]["active"] = len(workers)
+    facts["active"] = workers
+
+    queue = []
+    for t in pending:
+        d = _task_dict(t, "priority", "attempts")
+        d["next_attempt"] = _task_time(getattr(t, "next_attempt", None))
+        queue.append(d)
+    queue.sort(key=lambda d: (d["priority"] if isinstance(d["priority"], int) else 9, d["issue"]))
+    facts["pending"] = queue  # the daemon's dispatch order: {p0} first
+    facts["completed"] = done
+    facts["failed"] = [_task_dict(t, "reason", "attempts", "pr") for t in failed]
+    facts["blocked"] = [_task_dict(t, "reason", "attempts") for t in blocked]
+    return facts
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------
+
+LEVEL_STYLE = {  # (badge, reason)
+    metrics.OK: ("bold black on green", "green"),
+    metrics.WARNING: ("bold black on yellow", "yellow"),
+    metrics.DEGRADED: ("bold white on red", "red"),
+    metrics.CRITICAL: ("bold white on red", "bold red"),
+}
+
+
+def _ago(seconds: Optional[float]) -> str:
+    return "?" if seconds is None else metrics.human_duration(seconds) + " ago"
+
+
+def _clock(epoch: Optional[float], now: float) -> str:
+    """HH:MM today, else the date: the shortest time a person can place."""
+    if not epoch:
+        return ""
+    if ledger.local_day(epoch) == ledger.local_day(now):
+        return time.strftime("%H:%M", time.localtime(epoch))
+    return time.strftime("%Y-%m-%d", time.localtime(epoch))
+
+
+def _pr(value) -> str:
+    if value in (None, ""):
+        return ""
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return "PR #{}".format(value)
+    return str(value)
+
+
+def _budget(spent: float, budget: Optional[float]) -> str:
+    if not budget:
+        return ledger.usd(spent)
+    return "{} of {} ({:.0f}%)".format(ledger.usd(spent), ledger.usd(budget), 100 * spent / budget)
+
+
+def build(facts: Dict[str, Any], width: int = 80):
+    """The whole screen as one rich renderable, laid out for `width` columns."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    now = facts["now"]
+    parts: List[Any] = []
+
+    level = facts["health"]["level"]
+    head = Text()
+    badge, tint = LEVEL_STYLE.get(level, ("bold", ""))
+    head.append(" {} ".format(level.upper()), style=badge)
+    head.append(" TAC coordinator", style="bold")
+    if facts["health"]["reason"]:
+        head.append(": " + facts["health"]["reason"], style=tint)
+    parts.append(head)
+
+    if facts["metrics"] == "ok":
+        bits = []
+        if facts.get("pid") is not None:
+            bits.append("pid {}".format(facts["pid"]))
+        if _num(facts.get("started_at")):
+            bits.append("up " + metrics.human_duration(now - facts["started_at"]))
+        if _num(facts.get("updated_at")):
+            bits.append("updated " + _ago(now - facts["updated_at"]))
+        if _num(facts.get("last_poll_at")):
+            ok = {True: "ok", False: "failed"}.get(facts.get("last_poll_ok"), "?")
+            bits.append("polled {} ({})".format(_ago(now - facts["last_poll_at"]), ok))
+        parts.append(Text("  " + " · ".join(bits), style="dim"))
+
+    # The pause and the spawn block get a line of their own unless the health
+    # reason above already says it word for word.
+    said = facts["health"]["reason"]
+    if facts["paused"]:
+        reason = facts["pause_reason"]
+        line = "paused by user" + (": " + reason if reason else "")
+        if line not in said:
+            parts.append(Text(line[0].upper() + line[1:], style="yellow"))
+    if facts["spawn_block"] and facts["spawn_block"] not in said:
+        block = facts["spawn_block"]
+        if not block.lower().startswith("spawning paused"):
+            block = "spawning paused: " + block
+        parts.append(Text(block[0].upper() + block[1:], style="red"))
+
+    gh = facts.get("github")
+    if gh:
+        state = gh.get("state") or "?"
+        line = Text("GitHub: ")
+        line.append(state, style="green" if state == "ok" else "yellow")
+        since = _num(gh.get("since"))
+        if state != "ok" and since:
+            line.append(" for " + metrics.human_duration(now - since))
+        if state != "ok" and gh.get("error"):
+            line.append(" ({})".format(gh["error"]))
+        if isinstance(gh.get("rate_remaining"), int):
+            line.append(" · {:,} requests left".format(gh["rate_remaining"]), style="dim")
+        reset = _num(gh.get("rate_reset"))
+        if state == "rate_limited" and reset:
+            line.append(" · resets " + _clock(reset, now))
+        parts.append(line)
+
+    q = facts["queue"]
+    cap = facts.get("max_concurrent")
+    active = "{} of {} active".format(q["active"], cap) if isinstance(cap, int) else "{} active".format(q["active"])
+    parts.append(Text("Queue: {} pending · {} · {} completed today · {} failed · {} blocked".format(
+        q["pending"], active, q["completed_today"], q["failed"], q["blocked"])))
+
+    sp = facts["spend"]
+    parts.append(Text("Spend: today {} · this month {}".format(
+        _budget(sp["today_usd"], sp["daily_usd"]), _budget(sp["month_usd"], sp["monthly_usd"]))))
+
+    for w in facts["warnings"]:
+        parts.append(Text("! " + w, style="yellow"))
+
+    def table(title: str, columns) -> Table:
+        """Columns as (width, weight, options): fixed widths first, then the
+        rest of the screen shared by weight, so nothing is dropped at 80."""
+        t = Table(title=title, title_justify="left", title_style="bold", box=None,
+                  show_header=False, padding=(0, 1), pad_edge=False, expand=False)
+        gaps = 2 * (len(columns) - 1)
+        free = max(0, width - gaps - sum(w for w, _, _ in columns if w))
+        weights = sum(k for w, k, _ in columns if not w) or 1
+        for w, k, options in columns:
+            size = w or max(8, free * k // weights)
+            t.add_column(**dict({"width": size, "no_wrap": True, "overflow": "ellipsis"}, **options))
+        return t
+
+    issue_w = max([3] + [len("#{}".format(r["issue"])) for key in
+                         ("active", "pending", "completed", "failed", "blocked") for r in facts[key]])
+
+    if facts["active"]:
+        t = table("Active", [(issue_w, 0, {"style": "bold"}), (0, 3, {}),
+                             (10, 0, {"justify": "right"}), (8, 0, {"justify": "right"}),
+                             (0, 2, {"style": "dim"})])
+        for w in facts["active"]:
+            t.add_row("#{}".format(w["issue"]), w["title"],
+                      metrics.human_duration(w["elapsed_s"]) if w["elapsed_s"] is not None else "",
+                      ledger.usd(w["cost_usd"]) if w["cost_usd"] is not None else "",
+                      w["last_tool"])
+        parts.append(Text())
+        parts.append(t)
+
+    if facts["pending"]:
+        t = table("Pending ({})".format(len(facts["pending"])),
+                  [(issue_w, 0, {"style": "bold"}), (0, 1, {}), (3, 0, {}), (18, 0, {"style": "dim"})])
+        for p in facts["pending"][:PENDING_SHOWN]:
+            nxt = p["next_attempt"]
+            when = ""
+            if nxt and nxt > now:
+                when = "retry in " + metrics.human_duration(nxt - now)
+            elif p.get("attempts"):
+                when = "retry due"
+            prio = p.get("priority")
+            t.add_row("#{}".format(p["issue"]), p["title"],
+                      "p{}".format(prio) if isinstance(prio, int) else "", when)
+        parts.append(Text())
+        parts.append(t)
+        more = len(facts["pending"]) - PENDING_SHOWN
+        if more > 0:
+            parts.append(Text("  … and {} more".format(more), style="dim"))
+
+    if facts["completed"]:
+        shown = facts["completed"][:COMPLETED_SHOWN]
+        # A PR link is only useful whole: it takes what it needs, up to all
+        # but a short title, and folds onto a second line beyond that.
+        pr_w = min(max([4] + [len(_pr(c.get("pr"))) for c in shown]), max(10, width - issue_w - 10 - 6 - 12))
+        t = table("Recently completed", [(issue_w, 0, {"style": "bold"}), (0, 1, {}),
+                                         (pr_w, 0, {"style": "cyan", "overflow": "fold", "no_wrap": False}),
+                                         (10, 0, {"style": "dim"})])
+        for c in shown:
+            t.add_row("#{}".format(c["issue"]), c["title"], _pr(c.get("pr")), _clock(c["completed"], now))
+        parts.append(Text())
+        parts.append(t)
+
+    if facts["failed"] or facts["blocked"]:
+        t = table("Failed / blocked", [(issue_w, 0, {"style": "bold"}), (7, 0, {}), (0, 2, {}),
+                                       (0, 3, {"overflow": "fold", "no_wrap": False})])
+        for label, rows in (("failed", facts["failed"]), ("blocked", facts["blocked"])):
+            for r in rows:
+                t.add_row("#{}".format(r["issue"]), Text(label, style="red" if label == "failed" else "yellow"),
+                          r["title"], r.get("reason") or "")
+        parts.append(Text())
+        parts.append(t)
+
+    return Group(*parts)
+
+
+# Issue titles are data: "[WIP] :fire:" must print as typed, not as markup.
+PLAIN = dict(highlight=False, markup=False, emoji=False)
+
+
+def make_console(force_color: bool):
+    from rich.console import Console
+    if os.environ.get("NO_COLOR"):
+        return Console(no_color=True, **PLAIN)
+    if force_color or os.environ.get("FORCE_COLOR"):
+        # No tty under `watch -c`: force escape codes, and only the 16
+        # standard colours, which every watch understands.
+        return Console(force_terminal=True, color_system="standard", **PLAIN)
+    return Console(**PLAIN)
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="status.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Under `watch -c`, pass --color (or set FORCE_COLOR=1) to keep the colours.")
+    parser.add_argument("--config", default=os.path.join(ROOT, "config.toml"),
+                        help="config.toml to read (default: the project's)")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+    out.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
+    parser.add_argument("--color", action="store_true",
+                        help="colour even without a terminal (for watch -c)")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print("status: {}".format(e), file=sys.stderr)
+        return EX_CONFIG
+
+    if args.json:
+        json.dump(collect(cfg, time.time()), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+
+    console = make_console(args.color)
+    if not args.watch:
+        console.print(build(collect(cfg, time.time()), console.width))
+        return 0
+
+    from rich.live import Live
+    try:
+        with Live(build(collect(cfg, time.time()), console.width), console=console, screen=True,
+                  auto_refresh=False, vertical_overflow="crop") as live:
+            while True:
+                time.sleep(REFRESH_SECONDS)
+                live.update(build(collect(cfg, time.time()), console.width), refresh=True)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

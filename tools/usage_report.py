@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""Token use and cost from the ledger, by day, ISO week or month.
+
+    python tools/usage_report.py [--config PATH] [--week|--month] [--detail]
+                                 [--issue N] [--json]
+
+Reads <logs>/usage.jsonl (one line per finished run, written by the daemon)
+and prints ccusage's columns (period, models, input, output, cache create,
+cache read, total tokens, cost) with a total row, then a bar chart of cost
+per day: the last 14 days, or this month's days with --month. --detail adds
+totals per issue; --issue N keeps only that issue's runs. --json prints the
+same numbers as one JSON object.
+
+The ledger is streamed: memory grows with the number of periods and issues,
+never with the number of runs. Costs are summed exactly (see adws/ledger.py)
+and rounded to cents only on screen.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# `python tools/usage_report.py` puts tools/ on sys.path, not the project
+# root; add the root so `from adws import ...` works from any directory.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from decimal import Decimal  # noqa: E402
+from typing import Any, Callable, Dict, Iterable, List, Optional  # noqa: E402
+
+from adws import ledger  # noqa: E402
+
+EX_CONFIG = 78
+CHART_DAYS = 14
+NO_DATE = "(no date)"
+TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
+
+
+# ---------------------------------------------------------------------------
+# Config (only [paths] logs is needed)
+# ---------------------------------------------------------------------------
+
+def ledger_path(config: str) -> str:
+    """<logs>/usage.jsonl from config.toml; raises ValueError with one line."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    config = os.path.abspath(config)
+    try:
+        with open(config, "rb") as f:
+            data = tomllib.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise ValueError("{}: not found (pass --config PATH)".format(config))
+    except OSError as e:
+        raise ValueError("{}: cannot read: {}".format(config, e.strerror))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ValueError("{}: {}".format(config, e))
+    paths = data.get("paths", {})
+    logs = paths.get("logs", "logs") if isinstance(paths, dict) else "logs"
+    if not isinstance(logs, str):
+        raise ValueError("{}: [paths] logs must be a string, got {!r}".format(config, logs))
+    return os.path.normpath(os.path.join(os.path.dirname(config), os.path.expanduser(logs), "usage.jsonl"))
+
+
+# ---------------------------------------------------------------------------
+# Aggregation (pure: records in, totals out)
+# ---------------------------------------------------------------------------
+
+class Totals:
+    """Sums for one period or one issue."""
+    __slots__ = ("runs", "models", "input_tokens", "output_tokens",
+                 "cache_creation_tokens", "cache_read_tokens", "total_tokens", "cost")
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.models: Dict[str, None] = {}  # an ordered set
+        self.input_tokens = self.output_tokens = 0
+        self.cache_creation_tokens = self.cache_read_tokens = self.total_tokens = 0
+        self.cost = Decimal(0)
+
+    def add(self, rec: dict) -> None:
+        self.runs += 1
+        for model in _models(rec):
+            self.models.setdefault(model, None)
+        parts = [ledger.tokens(rec, k) for k in TOKEN_KEYS]
+        self.input_tokens += parts[0]
+        self.output_tokens += parts[1]
+        self.cache_creation_tokens += parts[2]
+        self.cache_read_tokens += parts[3]
+        # total_tokens as recorded if present (the CLI's own figure), else the parts.
+        self.total_tokens += ledger.tokens(rec, "total_tokens") if "total_tokens" in rec else sum(parts)
+        self.cost += ledger.cost(rec)
+
+    def as_json(self) -> Dict[str, Any]:
+        return {"models": sorted(self.models), "runs": self.runs,
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cache_creation_tokens": self.cache_creation_tokens,
+                "cache_read_tokens": self.cache_read_tokens,
+                "total_tokens": self.total_tokens, "cost_usd": float(self.cost)}
+
+
+def _models(rec: dict) -> List[str]:
+    models = rec.get("models")
+    if isinstance(models, list):
+        return [m for m in models if isinstance(m, str)]
+    usage = rec.get("model_usage")
+    return [m for m in usage if isinstance(m, str)] if isinstance(usage, dict) else []
+
+
+def _issue(rec: dict) -> Optional[int]:
+    n = rec.get("issue")
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    if isinstance(n, str) and n.isdigit():
+        return int(n)
+    return None
+
+
+def period_of(kind: str) -> Callable[[str], str]:
+    """Map a local YYYY-MM-DD to its row label for 'daily', 'weekly' or 'monthly'."""
+    if kind == "daily":
+        return lambda day: day
+    if kind == "monthly":
+        return lambda day: day[:7]
+
+    def week(day: str) -> str:
+        y, w, _ = dt.date.fromisoformat(day).isocalendar()
+        return "{}-W{:02d}".format(y, w)
+    return week
+
+
+def chart_range(kind: str, today: str) -> List[str]:
+    """The days the bar chart shows: this month so far, or the last 14 days."""
+    end = dt.date.fromisoformat(today)
+    start = end.replace(day=1) if kind == "monthly" else end - dt.timedelta(days=CHART_DAYS - 1)
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+class Report:
+    """One pass over the ledger: rows by period, totals by issue, cost by day."""
+
+    def __init__(self, kind: str, today: str, issue: Optional[int] = None):
+        self.kind = kind
+        self.issue = issue
+        self.rows: Dict[str, Totals] = {}
+        self.issues: Dict[Optional[int], Totals] = {}
+        self.total = Totals()
+        self.chart_days = chart_range(kind, today)
+        self.daily_cost: Dict[str, Decimal] = {d: Decimal(0) for d in self.chart_days}
+        self._period = period_of(kind)
+
+    def feed(self, records: Iterable[dict]) -> "Report":
+        for rec in records:
+            n = _issue(rec)
+            if self.issue is not None and n != self.issue:
+                continue
+            day = ledger.record_day(rec)
+            key = self._period(day) if day else NO_DATE
+            self.rows.setdefault(key, Totals()).add(rec)
+            self.issues.setdefault(n, Totals()).add(rec)
+            self.total.add(rec)
+            if day in self.daily_cost:
+                self.daily_cost[day] += ledger.cost(rec)
+        return self
+
+    def sorted_rows(self):
+        # "(no date)" sorts after every real period.
+        return sorted(self.rows.items(), key=lambda kv: (kv[0] == NO_DATE, kv[0]))
+
+    def sorted_issues(self):
+        return sorted(self.issues.items(), key=lambda kv: (-kv[1].cost, kv[0] is None, kv[0] or 0))
+
+    def as_json(self, path: str, corrupt: int, detail: bool) -> Dict[str, Any]:
+        out: Dict[str, Any] = {
+            "ledger": path, "period": self.kind, "issue": self.issue, "corrupt_lines": corrupt,
+            "rows": [dict(t.as_json(), period=k) for k, t in self.sorted_rows()],
+            "total": self.total.as_json(),
+            "chart": [{"date": d, "cost_usd": float(self.daily_cost[d])} for d in self.chart_days],
+        }
+        if detail:
+            out["issues"] = [dict(t.as_json(), issue=n) for n, t in self.sorted_issues()]
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------
+
+BLOCKS = " ▏▎▍▌▋▊▉█"
+PERIOD_HEADER = {"daily": "Date", "weekly": "Week", "monthly": "Month"}
+
+
+def _short_model(name: str) -> str:
+    return name[len("claude-"):] if name.startswith("claude-") else name
+
+
+def compact(n: int) -> str:
+    """Token counts in at most 6 characters, so eight columns fit 80."""
+    if n < 10_000:
+        return "{:,}".format(n)
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            value = n / size
+            return ("{:.1f}{}" if value < 100 else "{:.0f}{}").format(value, unit)
+    return str(n)
+
+
+def bar(value: float, biggest: float, width: int) -> str:
+    """A horizontal bar in eighths of a cell; any non-zero value shows."""
+    if biggest <= 0 or value <= 0:
+        return ""
+    eighths = max(1, round(8 * width * value / biggest))
+    full, part = divmod(eighths, 8)
+    return "█" * full + (BLOCKS[part] if part else "")
+
+
+def render(report: Report, console, detail: bool) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    title = "{} usage{}".format(report.kind.capitalize(),
+                                " for issue #{}".format(report.issue) if report.issue is not None else "")
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  show_footer=True, pad_edge=False, padding=(0, 1), footer_style="bold")
+    total = report.total
+    rows = report.sorted_rows()
+    num = dict(justify="right", no_wrap=True)
+    # Exact counts need about 120 columns; narrower terminals get 1.2M / 88.2k
+    # (--json always has the exact numbers).
+    fmt = "{:,}".format if console.width >= 120 else compact
+    table.add_column(PERIOD_HEADER[report.kind], "Total", no_wrap=True)
+    table.add_column("Models", "", overflow="fold", ratio=1, min_width=8)
+    table.add_column("Input", fmt(total.input_tokens), **num)
+    table.add_column("Output", fmt(total.output_tokens), **num)
+    table.add_column("Cache\ncreate", fmt(total.cache_creation_tokens), **num)
+    table.add_column("Cache\nread", fmt(total.cache_read_tokens), **num)
+    table.add_column("Total\ntokens", fmt(total.total_tokens), **num)
+    table.add_column("Cost\n(USD)", ledger.usd(float(total.cost)), **num)
+    for key, t in rows:
+        table.add_row(key, "\n".join(_short_model(m) for m in sorted(t.models)),
+                      fmt(t.input_tokens), fmt(t.output_tokens), fmt(t.cache_creation_tokens),
+                      fmt(t.cache_read_tokens), fmt(t.total_tokens), ledger.usd(float(t.cost)))
+    console.print(table)
+
+    if detail:
+        it = Table(title="By issue", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                   pad_edge=False, padding=(0, 1))
+        it.add_column("Issue", no_wrap=True)
+        it.add_column("Runs", **num)
+        it.add_column("Total tokens", **num)
+        it.add_column("Cost (USD)", **num)
+        for n, t in report.sorted_issues():
+            it.add_row("#{}".format(n) if n is not None else "?", str(t.runs),
+                       fmt(t.total_tokens), ledger.usd(float(t.cost)))
+        console.print(it)
+
+    days = report.chart_days
+    costs = [float(report.daily_cost[d]) for d in days]
+    biggest = max(costs) if costs else 0.0
+    label = "this month" if report.kind == "monthly" else "last {} days".format(len(days))
+    console.print(Text("Cost per day, {}".format(label), style="bold"))
+    values = [ledger.usd(c) for c in costs]
+    value_w = max(len(v) for v in values)
+    bar_w = max(10, min(console.width, 80) - 10 - value_w - 2)
+    for d, c, v in zip(days, costs, values):
+        when = dt.date.fromisoformat(d)
+        line = Text("{} {} ".format(when.strftime("%m-%d"), when.strftime("%a")[:3]), style="dim")
+        line.append(bar(c, biggest, bar_w).ljust(bar_w), style="cyan")
+        line.append(" " + v.rjust(value_w))
+        console.print(line)
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="usage_report.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=os.path.join(ROOT, "config.toml"),
+                        help="config.toml to read (default: the project's)")
+    span = parser.add_mutually_exclusive_group()
+    span.add_argument("--week", action="store_true", help="one row per ISO week")
+    span.add_argument("--month", action="store_true", help="one row per month")
+    parser.add_argument("--detail", action="store_true", help="add totals per issue")
+    parser.add_argument("--issue", type=int, metavar="N", help="only runs for issue N")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    try:
+        path = ledger_path(args.config)
+    except ValueError as e:
+        print("usage_report: {}".format(e), file=sys.stderr)
+        return EX_CONFIG
+
+    kind = "weekly" if args.week else "monthly" if args.month else "daily"
+    scan = ledger.read(path)
+    report = Report(kind, ledger.local_day(time.time()), args.issue).feed(scan)
+
+    if args.json:
+        json.dump(report.as_json(path, scan.corrupt, args.detail), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+
+    from rich.console import Console
+    # markup/emoji off: titles and paths are data, "[WIP]" must print as is.
+    console = Console(highlight=False, markup=False, emoji=False)
+    if report.total.runs == 0:
+        if args.issue is not None and scan.records:
+            console.print("no runs recorded for issue #{} in {}".format(args.issue, path))
+        else:
+            console.print("no runs recorded yet in {}".format(path))
+    else:
+        render(report, console, args.detail)
+    if scan.corrupt:
+        console.print("{} corrupt line{} skipped in {}".format(
+            scan.corrupt, "" if scan.corrupt == 1 else "s", path), style="dim")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
