@@ -18,7 +18,8 @@ gh talks plain HTTP to `api.github.localhost` with no `/api/v3` prefix, and
 so the server accepts absolute-form targets, origin-form paths and an
 `/api/v3` prefix alike. `FakeGitHub.env()` gives the variables. `--paginate`
 appends `per_page=100` when the path has none and follows `Link: rel="next"`.
-Without GH_TOKEN, gh still sends the request for this host, unauthenticated.
+Without GH_TOKEN gh still sends the request for this host, unauthenticated
+(so the fake answers 401). gh does not retry a 5xx: one call, one request.
 
 What it fakes faithfully: the issues list (pull requests included, carrying
 `pull_request`), all-labels filtering, pagination with a `Link` header whose
@@ -30,7 +31,8 @@ errors for duplicate or empty pull requests; 404 bodies; 401 without a token.
 What it does not: GraphQL (so `gh issue list` / `gh pr list` cannot work),
 search, merges, reviews, checks, assignees, milestones, reactions, gzip,
 unauthenticated access to public data, secondary rate limits. Every endpoint
-requires a token, and any token is accepted.
+requires a token, and any token is accepted. It logs nothing unless
+FAKEGITHUB_DEBUG=1.
 
 A login never given `set_permission` is reported as GitHub reports a
 non-collaborator on a public repository: permission "read", role_name "read".
@@ -76,9 +78,12 @@ class RequestRecord:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, errors: Optional[list] = None):
+    """An error answer, rendered as GitHub's {"message", "errors", "documentation_url"}."""
+
+    def __init__(self, status: int, message: str, errors: Optional[list] = None,
+                 docs: str = DOCS) -> None:
         super().__init__(message)
-        self.status, self.message, self.errors = status, message, errors
+        self.status, self.message, self.errors, self.docs = status, message, errors, docs
 
 
 def _not_found() -> HTTPError:
@@ -307,10 +312,11 @@ class FakeGitHub:
         return self._issues[number]
 
     def _pull_fields(self, head: str, base: str, draft: bool) -> dict:
-        """A pull request's own fields; shas and commits come from origin_path
-        when it is set (None where a branch is missing there)."""
+        """A pull request's own fields. With origin_path the shas and commit
+        count are real (a sha is None if the branch is missing); without it
+        the shas are made up when rendered."""
         out = {"head": head, "base": base, "draft": draft, "merged": None,
-               "sha": _fake_sha(head, self._next_id), "base_sha": _fake_sha(base), "commits": 1}
+               "sha": None, "base_sha": None, "commits": 1}
         if self.origin_path:
             ref = "refs/heads/%s^{commit}"
             out["sha"] = _git(self.origin_path, "rev-parse", "--verify", "-q", ref % head)
@@ -472,7 +478,8 @@ class FakeGitHub:
                 if not headers.get("Authorization", "").strip():
                     raise HTTPError(401, "Requires authentication")
                 if counted and self._rl_remaining <= 0:
-                    raise HTTPError(403, "API rate limit exceeded for user ID 1.")
+                    raise HTTPError(403, "API rate limit exceeded for user ID 1.",
+                                    docs=RATE_LIMIT_DOCS)
                 try:
                     payload = json.loads(raw) if raw.strip() else {}
                 except ValueError:
@@ -484,8 +491,7 @@ class FakeGitHub:
                 status, data, extra = self._route(method, path, query, payload)
             except HTTPError as e:
                 status = e.status
-                docs = RATE_LIMIT_DOCS if "rate limit" in e.message else DOCS
-                data = {"message": e.message, "documentation_url": docs, "status": str(status)}
+                data = {"message": e.message, "documentation_url": e.docs, "status": str(status)}
                 if e.errors:
                     data["errors"] = e.errors
             body = b"" if data is None else json.dumps(data, separators=(",", ":")).encode()
@@ -530,7 +536,7 @@ class FakeGitHub:
             hit = re.fullmatch(pattern, sub)
             if hit and verb == method:
                 args = [unquote(g) for g in hit.groups()]
-                return getattr(self, handler)(query, payload, *args)
+                return getattr(self, "_api_" + handler)(query, payload, *args)
         raise _not_found()
 
     def _paginate(self, items: List[Any], query: Dict[str, str], sub: str
@@ -560,9 +566,9 @@ class FakeGitHub:
         return sorted(recs, key=lambda r: (r[key], r["number"]),
                       reverse=query.get("direction", "desc") != "asc")
 
-    # -- endpoint handlers: (query, payload, *path args) -> (status, data, headers) --
+    # -- endpoint handlers: _api_NAME(query, payload, *path args) -> (status, data, headers) --
 
-    def get_repo(self, q: dict, p: Any):
+    def _api_get_repo(self, q: dict, p: Any):
         role = ROLES[self._perms.get(self.operator, "read")]
         return 200, {
             "id": self._repo_id, "node_id": "R_%d" % self._repo_id, "name": self.name,
@@ -574,7 +580,7 @@ class FakeGitHub:
                             "push": role in ("admin", "write"), "triage": role != "none",
                             "pull": role != "none"}}, []
 
-    def list_issues(self, q: dict, p: Any):
+    def _api_list_issues(self, q: dict, p: Any):
         state = q.get("state", "open")
         wanted = [x.strip().lower() for x in q.get("labels", "").split(",") if x.strip()]
         recs = [r for r in self._issues.values()
@@ -584,10 +590,18 @@ class FakeGitHub:
                 and (not q.get("since") or _iso(r["updated"]) >= q["since"])]
         return self._paginate([self._render_issue(r) for r in self._sorted(recs, q)], q, "/issues")
 
-    def get_issue(self, q: dict, p: Any, n: str):
+    def _api_create_issue(self, q: dict, p: Any):
+        if not p.get("title"):
+            raise _invalid("Issue", field="title", code="missing_field")
+        n = self.add_issue(str(p["title"]), p.get("body") or "", author=self.operator,
+                           labels=p.get("labels") or ())
+        data = self._render_issue(self._issues[n])
+        return 201, data, [("Location", data["url"])]
+
+    def _api_get_issue(self, q: dict, p: Any, n: str):
         return 200, self._render_issue(self._get(int(n))), []
 
-    def patch_issue(self, q: dict, p: Any, n: str):
+    def _api_patch_issue(self, q: dict, p: Any, n: str):
         rec = self._get(int(n))
         for key in ("title", "body"):
             if key in p:
@@ -605,31 +619,31 @@ class FakeGitHub:
             rec["updated"] = self._stamp(rec["updated"])
         return 200, self._render_issue(rec), []
 
-    def list_events(self, q: dict, p: Any, n: str):
+    def _api_list_events(self, q: dict, p: Any, n: str):
         self._get(int(n))
         return self._paginate([self._render_event(e) for e in self._events[int(n)]],
                               q, "/issues/%s/events" % n)
 
-    def list_issue_labels(self, q: dict, p: Any, n: str):
+    def _api_list_issue_labels(self, q: dict, p: Any, n: str):
         return 200, [self._render_label(x) for x in self._get(int(n))["labels"]], []
 
-    def add_issue_labels(self, q: dict, p: Any, n: str):
+    def _api_add_issue_labels(self, q: dict, p: Any, n: str):
         names = p.get("labels")
         if not isinstance(names, list) or not names:
             raise _invalid("Label", field="labels", code="missing_field")
         self._add_labels(int(n), [x["name"] if isinstance(x, dict) else x for x in names],
                          self.operator)
-        return self.list_issue_labels(q, p, n)
+        return self._api_list_issue_labels(q, p, n)
 
-    def remove_issue_label(self, q: dict, p: Any, n: str, name: str):
+    def _api_remove_issue_label(self, q: dict, p: Any, n: str, name: str):
         self._remove_label(int(n), name, self.operator)
-        return self.list_issue_labels(q, p, n)
+        return self._api_list_issue_labels(q, p, n)
 
-    def list_comments(self, q: dict, p: Any, n: str):
+    def _api_list_comments(self, q: dict, p: Any, n: str):
         self._get(int(n))
         return self._paginate(self.comments(int(n)), q, "/issues/%s/comments" % n)
 
-    def create_comment(self, q: dict, p: Any, n: str):
+    def _api_create_comment(self, q: dict, p: Any, n: str):
         rec = self._get(int(n))
         if not p.get("body"):
             raise _invalid("IssueComment", field="body", code="missing_field")
@@ -645,21 +659,21 @@ class FakeGitHub:
             raise _not_found()
         return self._comments[int(cid)]
 
-    def get_comment(self, q: dict, p: Any, cid: str):
+    def _api_get_comment(self, q: dict, p: Any, cid: str):
         return 200, self._render_comment(self._comment(cid)), []
 
-    def patch_comment(self, q: dict, p: Any, cid: str):
+    def _api_patch_comment(self, q: dict, p: Any, cid: str):
         c = self._comment(cid)
         if not p.get("body"):
             raise _invalid("IssueComment", field="body", code="missing_field")
         c["body"], c["updated"] = p["body"], self._stamp(c["updated"])
         return 200, self._render_comment(c), []
 
-    def delete_comment(self, q: dict, p: Any, cid: str):
+    def _api_delete_comment(self, q: dict, p: Any, cid: str):
         del self._comments[self._comment(cid)["id"]]
         return 204, None, []
 
-    def get_permission(self, q: dict, p: Any, login: str):
+    def _api_get_permission(self, q: dict, p: Any, login: str):
         role = self._perms.get(login, "read")  # non-collaborator, public repo
         perm = ROLES[role]
         user = dict(self._user(login), role_name=role, permissions={
@@ -668,15 +682,15 @@ class FakeGitHub:
             "pull": perm != "none"})
         return 200, {"permission": perm, "role_name": role, "user": user}, []
 
-    def list_labels(self, q: dict, p: Any):
+    def _api_list_labels(self, q: dict, p: Any):
         return self._paginate([self._render_label(x) for x in self._labels], q, "/labels")
 
-    def get_label(self, q: dict, p: Any, name: str):
+    def _api_get_label(self, q: dict, p: Any, name: str):
         if name.lower() not in self._labels:
             raise _not_found()
         return 200, self._render_label(name), []
 
-    def create_label(self, q: dict, p: Any):
+    def _api_create_label(self, q: dict, p: Any):
         name = p.get("name")
         if not name:
             raise _invalid("Label", field="name", code="missing_field")
@@ -686,7 +700,7 @@ class FakeGitHub:
         data = self._render_label(name)
         return 201, data, [("Location", data["url"])]
 
-    def list_pulls(self, q: dict, p: Any):
+    def _api_list_pulls(self, q: dict, p: Any):
         state, head, branch = q.get("state", "open"), q.get("head", ""), ""
         if ":" in head:  # GitHub ignores a head filter without the OWNER: prefix
             owner, _, branch = head.partition(":")
@@ -698,13 +712,13 @@ class FakeGitHub:
                 and (not q.get("base") or r["pull"]["base"] == q["base"])]
         return self._paginate([self._render_pull(r) for r in self._sorted(recs, q)], q, "/pulls")
 
-    def get_pull(self, q: dict, p: Any, n: str):
+    def _api_get_pull(self, q: dict, p: Any, n: str):
         rec = self._get(int(n))
         if not rec["pull"]:
             raise _not_found()
         return 200, self._render_pull(rec, full=True), []
 
-    def create_pull_api(self, q: dict, p: Any):
+    def _api_create_pull_api(self, q: dict, p: Any):
         for key in ("head", "base"):
             if not p.get(key):
                 raise _invalid("PullRequest", field=key, code="missing_field")
@@ -719,9 +733,9 @@ class FakeGitHub:
                 raise _invalid("PullRequest", code="custom", message=(
                     "A pull request already exists for %s:%s." % (self.owner, head)))
         fields = self._pull_fields(head, base, bool(p.get("draft")))
-        if not fields["base_sha"]:
+        if self.origin_path and not fields["base_sha"]:
             raise _invalid("PullRequest", field="base", code="invalid")
-        if not fields["sha"]:
+        if self.origin_path and not fields["sha"]:
             raise _invalid("PullRequest", field="head", code="invalid")
         if fields["commits"] == 0:
             raise _invalid("PullRequest", code="custom",
@@ -732,10 +746,11 @@ class FakeGitHub:
         return 201, data, [("Location", data["url"])]
 
 
-# (method, path under /repos/{owner}/{repo}, handler); first match wins.
+# (method, path under /repos/{owner}/{repo}, FakeGitHub._api_<handler>); first match wins.
 _REPO_ROUTES = [
     ("GET", r"", "get_repo"),
     ("GET", r"/issues", "list_issues"),
+    ("POST", r"/issues", "create_issue"),
     ("GET", r"/issues/(\d+)", "get_issue"),
     ("PATCH", r"/issues/(\d+)", "patch_issue"),
     ("GET", r"/issues/(\d+)/(?:events|timeline)", "list_events"),

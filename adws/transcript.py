@@ -16,11 +16,16 @@ Why the data is read the way it is (each point was seen in real output):
   mid-line) and a crash can leave non-JSON text. A line that is not a JSON
   object becomes ``{"type": "_bad", "raw": ...}`` instead of an exception.
 - Each assistant line carries one content block; several lines share one
-  ``message.id`` and repeat the same usage. Tokens are therefore summed per
-  distinct message id (the last usage seen for an id wins), and the run's
-  cost is taken from the ``result`` event (``total_cost_usd``; older CLIs:
-  ``cost_usd``). Some streams end with no ``result`` at all (API unreachable,
-  killed), so a running estimate from a small price table stands in until then.
+  ``message.id`` and repeat its usage. Tokens are therefore summed per
+  distinct message id, the last usage seen for an id winning: CLI 1.0.x
+  (sample 02) repeats it with ``output_tokens`` growing, the last line holding
+  the final count, while 2.x repeats the usage of the stream's start, whose
+  ``output_tokens`` is only the first few tokens (sample 03: 603 summed, 4,371
+  in the result). Only the ``result`` event's usage and cost
+  (``total_cost_usd``; older CLIs: ``cost_usd``) are exact, and some streams
+  end without one (API unreachable, killed). Until then a running estimate
+  prices each message from a small table, counting its output as at least
+  (characters of its content) / 4, which brings sample 03 within 4%.
 - Assistant messages with model ``<synthetic>`` are written by the CLI itself
   (API errors, "session limit" notices); they are not model turns and cost
   nothing, but their text is the best description of what went wrong.
@@ -213,8 +218,10 @@ def _clip(text: str, limit: int = KEY_ARG_MAX, keep_tail: bool = False) -> str:
 def key_argument(tool_name: str, tool_input: dict) -> str:
     """The one argument that says what a tool call does, on one line, ~60 chars.
 
-    ``Bash`` -> its command, ``Edit`` -> the file, ``Grep`` -> the pattern,
-    ``WebFetch`` -> the url, ``Task`` -> its description; ``""`` if none.
+    ``Bash`` -> its command, ``Edit`` -> the file (a long path keeps its end),
+    ``Grep`` -> the pattern, ``WebFetch`` -> the url, ``Task`` -> its
+    description; ``""`` if none. A non-dict input (seen only in broken
+    lines) is shown if it is a string.
     """
     if not isinstance(tool_input, dict):
         return _clip(_one_line(tool_input)) if isinstance(tool_input, str) else ""
@@ -238,7 +245,7 @@ def key_argument(tool_name: str, tool_input: dict) -> str:
 def tool_label(tool_name: str, tool_input) -> str:
     """``"Bash: pytest -q"``, or just the name when there is no key argument."""
     name = tool_name if isinstance(tool_name, str) and tool_name else "?"
-    arg = key_argument(name, tool_input if isinstance(tool_input, dict) else {})
+    arg = key_argument(name, tool_input)
     return "{}: {}".format(name, arg) if arg else name
 
 
@@ -317,16 +324,36 @@ def _money(value) -> Optional[float]:
 
 _Usage = Tuple[int, int, int, int, float]  # in, out, cache write, cache read, estimated USD
 _ZERO: _Usage = (0, 0, 0, 0, 0.0)
+CHARS_PER_TOKEN = 4  # a rough floor for output tokens the stream has not counted yet
 
 
-def _usage(usage: dict, model: str) -> _Usage:
+def _usage(usage: dict, model: str, content_chars: int = 0) -> _Usage:
     tin = _int(usage.get("input_tokens"))
     tout = _int(usage.get("output_tokens"))
     write = _int(usage.get("cache_creation_input_tokens"))
     read = _int(usage.get("cache_read_input_tokens"))
     split = usage.get("cache_creation")
     one_hour = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
-    return tin, tout, write, read, estimate_cost(model, tin, tout, write, read, one_hour)
+    priced_out = max(tout, content_chars // CHARS_PER_TOKEN)
+    return tin, tout, write, read, estimate_cost(model, tin, priced_out, write, read, one_hour)
+
+
+def _content_chars(content) -> int:
+    """Characters the model wrote in these blocks (text, thinking, tool input)."""
+    total = 0
+    if isinstance(content, list):
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            for key in ("text", "thinking"):
+                if isinstance(block.get(key), str):
+                    total += len(block[key])
+            if block.get("type") == "tool_use" and block.get("input") is not None:
+                try:
+                    total += len(json.dumps(block["input"], ensure_ascii=False))
+                except (TypeError, ValueError):
+                    pass
+    return total
 
 
 def _add(a: _Usage, b: _Usage, sign: int = 1) -> _Usage:
@@ -368,6 +395,7 @@ class SummaryBuilder:
         self._base: _Usage = _ZERO        # totals as of the last result
         self._running: _Usage = _ZERO     # messages since the last result
         self._messages: Dict[str, _Usage] = {}   # id -> its usage, since the last result
+        self._chars: Dict[str, int] = {}          # id -> characters of its content so far
         self._seen: set = set()           # every message id of this attempt
         self._main_model = ""
         self._anonymous = 0
@@ -441,11 +469,15 @@ class SummaryBuilder:
             self._seen.add(key)
             summary.assistant_turns += 1
             self._messages[key] = _ZERO
+            self._chars[key] = 0
+        if key not in self._messages:
+            return  # settled by an earlier result
+        self._chars[key] += _content_chars(content)
         usage = message.get("usage")
-        if key in self._messages and isinstance(usage, dict):
+        if isinstance(usage, dict):
             # The last usage seen for an id wins (later lines may carry more
             # output tokens); swap its old contribution for the new one.
-            new = _usage(usage, model or self._main_model)
+            new = _usage(usage, model or self._main_model, self._chars[key])
             self._running = _add(_add(self._running, self._messages[key], -1), new)
             self._messages[key] = new
             self._publish()
@@ -475,7 +507,7 @@ class SummaryBuilder:
         elif summary.cost_usd is not None:
             # A later result without a cost: keep the last known figure.
             base = base[:4] + (summary.cost_usd,)
-        self._base, self._running, self._messages = base, _ZERO, {}
+        self._base, self._running, self._messages, self._chars = base, _ZERO, {}, {}
         self._publish()
 
     def _publish(self) -> None:

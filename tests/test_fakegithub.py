@@ -188,6 +188,12 @@ def test_labels_add_remove_and_events_name_the_labeller(
     assert gh_json(gh_env, REPO + "/issues/%d" % n)["author_association"] == "NONE"
 
 
+def test_create_issue(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
+    out = gh_json(gh_env, "-X", "POST", REPO + "/issues", "-f", "title=New", "-f", "labels[]=tac")
+    assert out["number"] == 1 and out["user"]["login"] == "operator" and out["body"] is None
+    assert github.issue_labels(1) == ["tac"]
+
+
 def test_patch_issue_closes_and_replaces_labels(github: FakeGitHub,
                                                 gh_env: Dict[str, str]) -> None:
     n = github.add_issue("t", labels=["tac", "old"])

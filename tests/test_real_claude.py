@@ -50,7 +50,8 @@ real_cli = pytest.mark.real_cli
 MAX_TURNS_EXIT_CODE = 1
 #: How long we allow for the first system/api_retry (observed: ~0.05 s after
 #: system/init, ~0.7 s after start; the retry delays then grow ~0.5, 1, 2, 4,
-#: 8, 18, 36, 32... seconds, 10 retries by default).
+#: 8, 18, 36, 32, 32, 32 seconds: 10 retries by default, then it gives up at
+#: ~175 s with exit 1).
 API_RETRY_DEADLINE_S = 30.0
 
 
@@ -304,8 +305,13 @@ def test_max_turns_exhaustion(claude_bin: str, repo: str, tmp_path: Any) -> None
 
 @real_cli
 @pytest.mark.parametrize("down", ["closed_port", "refuse", "529", "500"])
-def test_api_down_retries_forever_until_killed(claude_bin: str, repo: str, tmp_path: Any, down: str) -> None:
-    """API unreachable / failing: system/api_retry events, no exit, no result; kill works."""
+def test_api_down_retries_until_killed(claude_bin: str, repo: str, tmp_path: Any, down: str) -> None:
+    """API unreachable / failing: system/api_retry events, no exit, no result; kill works.
+
+    Left alone, 2.1.197 retries 10 times with growing delays and gives up after
+    ~175 s (exit 1, result subtype "success" with is_error true); see
+    test_retries_exhausted_is_error_with_subtype_success for that ending.
+    """
     fake = FakeAnthropic([{"text": "never"}], mode="ok" if down == "closed_port" else down).start()
     try:
         env = cli_base_env(fake.env())
@@ -436,25 +442,50 @@ def test_kill_during_tool_stops_cli_and_tool(claude_bin: str, repo: str, tmp_pat
 
 
 @real_cli
-def test_sigterm_mid_tool_does_not_stop_the_cli(claude_bin: str, repo: str, tmp_path: Any) -> None:
-    """Pins a trap of 2.1.197: SIGTERM once a Bash tool has become a task kills
-    only the tool ("Exit code 137" goes to the model) and the CLI carries on
-    with the next scripted turns, exiting 0. A supervisor must not treat
-    SIGTERM as "stop"; kill_process_tree uses SIGINT then SIGKILL."""
-    token = "%d.%d" % (400 + os.getpid() % 100, int(time.time()) % 100000)
-    script = [{"tool": "Bash", "input": {"command": "sleep %s" % token}},
-              {"tool": "Bash", "input": {"command": "touch after_term"}}, {"text": "Done."}]
+@pytest.mark.parametrize("phase", ["early", "task"])
+def test_sigterm_mid_tool_is_not_a_clean_stop(claude_bin: str, repo: str, tmp_path: Any, phase: str) -> None:
+    """Pins two traps of 2.1.197 that make plain SIGTERM unfit to stop a worker
+    (kill_process_tree uses SIGINT, then SIGKILL of everything it noted):
+
+    * "early" -- SIGTERM while a Bash tool runs, before it turns into a task
+      (~3 s): the CLI exits 143 at once and ORPHANS the tool's bash + sleep
+      (they are in their own session, no longer its descendants);
+    * "task" -- SIGTERM after ``system/task_started``: the CLI kills the tool
+      ("Exit code 137" is sent to the model) and keeps going for a moment,
+      possibly running further tool calls, then exits 143 with no result
+      line (or 0 with a result if the script finished first).
+    """
+    token = "%d.%d" % (400 + os.getpid() % 100, int(time.time() * 10) % 100000)
+    script = [{"tool": "Bash", "input": {"command": "sleep %s" % token}}] + [
+        {"tool": "Bash", "input": {"command": "sleep 0.3; echo %d >> after_term" % i}} for i in range(3)
+    ] + [{"text": "Done."}]
     with FakeAnthropic(script) as fake:
-        proc, watcher = _run_until_tool_sleeps(repo, claude_bin, token, fake, wait_task_started=True)
+        proc, watcher = _run_until_tool_sleeps(repo, claude_bin, token, fake, wait_task_started=(phase == "task"))
+        noted = descendants(proc.pid)
         try:
             os.kill(proc.pid, signal.SIGTERM)
-            rc = proc.wait(60)
+            rc = proc.wait(30)
+            time.sleep(0.5)
+            survivors = _sleep_pids(token)
         finally:
             kill_process_tree(proc, grace=0)
+            for pid in noted:  # the orphans of the "early" case
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             watcher.join()
-            watcher.save(str(tmp_path / "sigterm_mid_tool.jsonl"))
+            watcher.save(str(tmp_path / ("sigterm_%s.jsonl" % phase)))
     events = [e for _t, e in watcher.events]
-    results = _tool_results(events)
-    assert "137" in str(results[0]["content"]) and results[0]["is_error"] is True
-    assert os.path.exists(os.path.join(repo, "after_term"))
-    assert rc == 0 and _result(events)["result"] == "Done."
+    if phase == "early":
+        assert rc == 143
+        assert survivors, "expected the tool's sleep to outlive the CLI"
+        assert not any(e["type"] == "result" for e in events)
+    else:
+        assert rc in (0, 143)
+        assert survivors == []
+        results = _tool_results(events)
+        assert "137" in str(results[0]["content"]) and results[0]["is_error"] is True
+        if rc == 143:
+            assert not any(e["type"] == "result" for e in events)
+    assert _sleep_pids(token) == []

@@ -317,9 +317,7 @@ def build(facts: Dict[str, Any], width: int = 80):
     head = Text()
     badge, tint = LEVEL_STYLE.get(level, ("bold", ""))
     head.append(" {} ".format(level.upper()), style=badge)
-    head.append(" TAC coordinator", style="bold")
-    if facts["health"]["reason"]:
-        head.append(": " + facts["health"]["reason"], style=tint)
+    head.append(" " + (facts["health"]["reason"] or "running normally"), style=tint)
     parts.append(head)
 
     if facts["metrics"] == "ok":
@@ -332,8 +330,8 @@ def build(facts: Dict[str, Any], width: int = 80):
             bits.append("updated " + _ago(now - facts["updated_at"]))
         if _num(facts.get("last_poll_at")):
             ok = {True: "ok", False: "failed"}.get(facts.get("last_poll_ok"), "?")
-            bits.append("polled {} ({})".format(_ago(now - facts["last_poll_at"]), ok))
-        parts.append(Text("  " + " · ".join(bits), style="dim"))
+            bits.append("last poll {} {}".format(ok, _ago(now - facts["last_poll_at"])))
+        parts.append(Text(" · ".join(bits), style="dim"))
 
     # The pause and the spawn block get a line of their own unless the health
     # reason above already says it word for word.
