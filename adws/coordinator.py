@@ -52,6 +52,9 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from adws import ledger, metrics, tasks, transcript  # noqa: E402
+# Tokens must never reach a log line, an issue comment or a terminal; the
+# patterns are shared with tools/view_worker.py.
+from adws.redact import redact  # noqa: E402
 from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa: E402
 
 if sys.version_info >= (3, 11):
@@ -303,28 +306,6 @@ def local_time(epoch: float) -> str:
 
 def clock_time(epoch: float) -> str:
     return time.strftime("%H:%M", time.localtime(epoch))
-
-
-# Tokens that must never reach a log line, an issue comment or a terminal.
-_SECRET_PATTERNS = [
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
-    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
-    re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{10,}"),
-]
-_SECRET_ENV = ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "ANTHROPIC_API_KEY",
-               "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "AWS_SECRET_ACCESS_KEY")
-
-
-def redact(text: str, env: Optional[Dict[str, str]] = None) -> str:
-    """Replace tokens and the values of known secret variables with [redacted]."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub("[redacted]", text)
-    env = os.environ if env is None else env
-    for var in _SECRET_ENV:
-        value = env.get(var, "")
-        if len(value) >= 8:  # short values (tests' "x") would redact ordinary words
-            text = text.replace(value, "[redacted]")
-    return text
 
 
 class _RedactingFilter(logging.Filter):
@@ -616,6 +597,33 @@ class GitHub:
         return self.get_conditional(
             f"repos/{self.repo}/pulls?state=all&sort=updated&direction=desc&per_page=100") or []
 
+    def pull_heads(self) -> Dict[str, str]:
+        """Head branch -> PR URL for the recent pull requests of this repository."""
+        heads: Dict[str, str] = {}
+        for pr in self.recent_pulls():
+            head = pr.get("head") or {}
+            owner = ((head.get("repo") or {}).get("owner") or {}).get("login") or head.get("label", "").split(":")[0]
+            if owner.lower() == self.owner.lower() and head.get("ref"):
+                heads.setdefault(head["ref"], pr.get("html_url", ""))
+        return heads
+
+    def forget_issues_except(self, numbers: Iterable[int]) -> None:
+        """Drop cached look-ups of issues no longer listed: the caches stay
+        as small as the queue, however long the daemon runs."""
+        keep = set(numbers)
+        events = re.compile(r"repos/[^/]+/[^/]+/issues/(\d+)/events")
+        for path in list(self._etags):
+            m = events.match(path)
+            if m and int(m.group(1)) not in keep:
+                del self._etags[path]
+        for key in list(self._labellers):
+            if key[0] not in keep:
+                del self._labellers[key]
+        now = self.clock()
+        for login, (at, _) in list(self._permissions.items()):
+            if now - at >= self.PERMISSION_TTL:
+                del self._permissions[login]
+
     def pulls_for_head(self, branch: str) -> List[dict]:
         # head needs OWNER:BRANCH; without the owner GitHub ignores it and returns every PR.
         return self.api("GET", f"repos/{self.repo}/pulls?state=all&head={_quote(self.owner + ':' + branch)}").data or []
@@ -781,6 +789,7 @@ _ARCS = {
     (STOPPING, EXITED),
 }
 STOP_BY_USER = "stopped by user"
+API_DOWN = "API unreachable"
 CANCELLED = "cancelled in tasks.md"
 
 
@@ -807,6 +816,8 @@ class Worker:
     exited_at: Optional[float] = None
     result_seen_at: Optional[float] = None
     last_output_at: float = 0.0
+    comment_id: Optional[int] = None      # the issue's status comment, edited as the run goes
+    comment_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -1044,7 +1055,7 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
     if cfg.per_run_usd > 0 and summary.cost > cfg.per_run_usd:
         return f"run cost ${summary.cost:.2f} over per_run_usd ${cfg.per_run_usd:.2f}"
     if summary.assistant_turns == 0 and summary.api_retries >= cfg.api_retry_limit:
-        return f"API unreachable: {summary.api_retries} retries ({summary.last_api_error or 'no answer'})"
+        return f"{API_DOWN}: {summary.api_retries} retries ({summary.last_api_error or 'no answer'})"
     return ""
 
 
@@ -1080,6 +1091,8 @@ def new_worker_id() -> str:
 class Coordinator:
     """Owns the workers and is the only writer of tasks.md."""
 
+    PROGRESS_EVERY = 300.0  # seconds between edits of a running task's status comment
+
     def __init__(self, cfg: Config, github: Optional[GitHub] = None,
                  clock: Callable[[], float] = time.time, dry_run: bool = False,
                  environ: Optional[Dict[str, str]] = None):
@@ -1114,10 +1127,13 @@ class Coordinator:
         self._metrics_at = 0.0
         self.ready = False                    # first successful cycle done (systemd READY=1)
         self._dry_doc: Optional[tasks.TaskFile] = None
+        self._archived_day = ""
 
     # -- helpers -----------------------------------------------------------------
     def say_once(self, key: Any, message: str, *args: Any) -> None:
         if key not in self._said:
+            if len(self._said) > 2000:  # bounded: at worst a line is said twice in a month
+                self._said.clear()
             self._said.add(key)
             log.info(message, *args)
 
@@ -1161,6 +1177,8 @@ class Coordinator:
         5. deliver owed comments and label swaps
         6. dispatch pending tasks into free slots
         7. publish: tasks.md status line, metrics.json, systemd"""
+        if local_time(now)[:10] != self._archived_day:
+            self.archive(now)
         doc = self.load()
         self.reap(now)
         self.supervise(now, doc)
@@ -1203,9 +1221,21 @@ class Coordinator:
                 reason = stop_reason_for(w, self.cfg, now, s, (w.tree / "STOP").exists())
             if reason:
                 self.begin_stop(w, reason, now)
+            elif w.comment_id and now - w.comment_at >= self.PROGRESS_EVERY:
+                w.comment_at = now
+                last = f", last step: `{s.last_tool}`" if s.last_tool else ""
+                self.try_comment_id(w.issue, w.comment_id,
+                                    f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
+                                    f"{_duration(now - w.started_at)} so far, ${s.cost:.2f}{last}.")
 
     def begin_stop(self, w: Worker, reason: str, now: float) -> None:
         log.info("%s stopping pid=%d: %s", w.name, w.pid, reason)
+        if reason.startswith(API_DOWN):
+            # The API is down or refusing us: every other start would fail
+            # the same way, so nobody starts until the backoff has passed.
+            self.spawn_block_until = max(self.spawn_block_until, now + self.cfg.startup_backoff[0])
+            self.spawn_block_reason = f"spawning paused: {reason}"
+            log.warning("%s until %s", self.spawn_block_reason, clock_time(self.spawn_block_until))
         w.stop_reason = reason
         w.change_state(STOPPING, now)
         w.stop_stage = 0
@@ -1228,10 +1258,20 @@ class Coordinator:
 
     # 3 ------------------------------------------------------------------------
     def finish_exited(self, now: float) -> None:
-        for w in [w for w in self.workers.values() if w.state == EXITED]:
+        exited = [w for w in self.workers.values() if w.state == EXITED]
+        if not exited:
+            return
+        try:
+            # One conditional call covers every branch finishing this tick.
+            prs = self.github.pull_heads()
+        except GitHubError as e:
+            self.say_once(("finish", str(e)), "finishing deferred: github: %s", e)
+            self.github_failed(now, e)
+            return
+        for w in exited:
             sweep_tagged(w)  # nothing a worker started outlives it
             try:
-                self.finish(w, now)
+                self.finish(w, now, prs.get(w.branch, ""))
             except GitHubError as e:
                 # Evidence is on GitHub; without it we cannot decide. The task
                 # stays Active and the next tick tries again.
@@ -1240,7 +1280,7 @@ class Coordinator:
                 continue
             del self.workers[w.issue]
 
-    def finish(self, w: Worker, now: float) -> None:
+    def finish(self, w: Worker, now: float, pr_url: str = "") -> None:
         cfg = self.cfg
         w.follower.poll()
         s = w.follower.summary
@@ -1251,8 +1291,6 @@ class Coordinator:
             log.info("%s ended after a person changed its entry; leaving the entry as they set it", w.name)
             self.record_run(w, s, CANCELLED, now)
             return
-        prs = self.github.pulls_for_head(w.branch)
-        pr_url = prs[0].get("html_url", "") if prs else ""
         blocked_file = w.tree / "BLOCKED.md"
         blocked_reason = None
         if blocked_file.exists():
@@ -1394,6 +1432,7 @@ class Coordinator:
         self.github_down_since, self.github_error, self.poll_failures = None, "", 0
         self.issues = {i["number"]: i for i in listing}
         self.listing_ok = True
+        self.github.forget_issues_except(self.issues)
         interval = self.cfg.poll_interval
         remaining = self.github.rate_remaining
         if remaining is not None and remaining < 200:
@@ -1500,6 +1539,14 @@ class Coordinator:
             if cur is not None and cur.state == t.state:
                 set_extra(cur, OUTBOX, "")
         self.update(clear)
+
+    def try_comment_id(self, issue: int, comment_id: int, text: str) -> None:
+        if self.dry_run:
+            return
+        try:
+            self.github.edit_comment(comment_id, redact(text))
+        except GitHubError as e:
+            log.warning("gh-%d status comment not updated: %s", issue, e)
 
     def try_comment(self, t: Task, text: str) -> Optional[int]:
         """Post or edit the task's status comment; a failure here costs nothing but the comment."""
@@ -1651,6 +1698,7 @@ class Coordinator:
         self.update(running)
         log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, popen.pid, branch, attempt, worker_id)
         comment = self.try_comment(t, f"🤖 Started work on branch `{branch}` (attempt {attempt}, {local_time(now)}).")
+        w.comment_id, w.comment_at = comment, now
         if comment and comment != t.comment_id:
             def remember(doc: tasks.TaskFile) -> None:
                 cur = doc.governing(n)
@@ -1743,7 +1791,7 @@ class Coordinator:
                        tree=Path(t.worktree) if t.worktree else tree_for(self.cfg, t.issue),
                        log_path=log_path, stderr_path=self.cfg.logs / f"gh-{t.issue}.stderr.log", stderr_offset=0,
                        pid=pid or 0, pid_start=start, started_at=tasks.parse_time(t.started) or now,
-                       follower=follower, last_output_at=now)
+                       follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now)
             if pid and process_alive(pid, start):
                 w.state = RUNNING
                 log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)
@@ -1758,6 +1806,9 @@ class Coordinator:
         """Completed entries older than today move to tasks-archive.md, once
         GitHub has been told (the label swap is what stops a re-run)."""
         today = local_time(now)[:10]
+        self._archived_day = today
+        if self.dry_run:
+            return
         doc = self.load()
         if not any(not get_extra(t, OUTBOX) and t.completed[:10] < today for t in doc.in_state(COMPLETED)
                    if t.completed):

@@ -361,7 +361,7 @@ class FakeGitHub:
     # -- rendering GitHub's JSON --
 
     @property
-    def _api_repo(self) -> str:
+    def _repo_url(self) -> str:
         return "%s/repos/%s" % (API, self.repo)
 
     def _association(self, login: str) -> str:
@@ -372,17 +372,17 @@ class FakeGitHub:
     def _render_label(self, name: str) -> dict:
         label = self._labels[name.lower()]
         return {"id": label["id"], "node_id": "LA_%d" % label["id"],
-                "url": "%s/labels/%s" % (self._api_repo, quote(label["name"])),
+                "url": "%s/labels/%s" % (self._repo_url, quote(label["name"])),
                 "name": label["name"], "color": label["color"], "default": False,
                 "description": label["description"]}
 
     def _render_issue(self, rec: dict) -> dict:
         n, pull = rec["number"], rec["pull"]
-        url = "%s/issues/%d" % (self._api_repo, n)
+        url = "%s/issues/%d" % (self._repo_url, n)
         html = "%s/%s/%s/%d" % (WEB, self.repo, "pull" if pull else "issues", n)
         closed = rec["state"] == "closed"
         out = {
-            "url": url, "repository_url": self._api_repo,
+            "url": url, "repository_url": self._repo_url,
             "labels_url": url + "/labels{/name}", "comments_url": url + "/comments",
             "events_url": url + "/events", "html_url": html, "id": rec["id"],
             "node_id": ("PR_%d" if pull else "I_%d") % rec["id"], "number": n,
@@ -400,7 +400,7 @@ class FakeGitHub:
         if pull:
             out["draft"] = pull["draft"]
             out["pull_request"] = {
-                "url": "%s/pulls/%d" % (self._api_repo, n), "html_url": html,
+                "url": "%s/pulls/%d" % (self._repo_url, n), "html_url": html,
                 "diff_url": html + ".diff", "patch_url": html + ".patch",
                 "merged_at": _iso(pull["merged"]) if pull["merged"] else None}
         return out
@@ -410,14 +410,14 @@ class FakeGitHub:
         html = "%s/%s/pull/%d" % (WEB, self.repo, n)
         repo = {"id": self._repo_id, "name": self.name, "full_name": self.repo,
                 "private": False, "owner": self._user(self.owner),
-                "html_url": "%s/%s" % (WEB, self.repo), "url": self._api_repo}
+                "html_url": "%s/%s" % (WEB, self.repo), "url": self._repo_url}
 
         def ref(name: str, sha: str) -> dict:
             return {"label": "%s:%s" % (self.owner, name), "ref": name, "sha": sha,
                     "user": self._user(self.owner), "repo": repo}
         issue = self._render_issue(rec)
         out = {
-            "url": "%s/pulls/%d" % (self._api_repo, n), "id": rec["id"],
+            "url": "%s/pulls/%d" % (self._repo_url, n), "id": rec["id"],
             "node_id": issue["node_id"], "html_url": html, "diff_url": html + ".diff",
             "patch_url": html + ".patch", "issue_url": issue["url"], "number": n,
             "state": rec["state"], "locked": False, "title": rec["title"],
@@ -436,10 +436,10 @@ class FakeGitHub:
         return out
 
     def _render_comment(self, c: dict) -> dict:
-        url = "%s/issues/comments/%d" % (self._api_repo, c["id"])
+        url = "%s/issues/comments/%d" % (self._repo_url, c["id"])
         return {"url": url, "html_url": "%s/%s/issues/%d#issuecomment-%d" % (
                     WEB, self.repo, c["issue"], c["id"]),
-                "issue_url": "%s/issues/%d" % (self._api_repo, c["issue"]),
+                "issue_url": "%s/issues/%d" % (self._repo_url, c["issue"]),
                 "id": c["id"], "node_id": "IC_%d" % c["id"], "user": self._user(c["author"]),
                 "created_at": _iso(c["created"]), "updated_at": _iso(c["updated"]),
                 "author_association": self._association(c["author"]), "body": c["body"],
@@ -448,7 +448,7 @@ class FakeGitHub:
     def _render_event(self, e: dict) -> dict:
         actor = self._user(e["actor"])
         return {"id": e["id"], "node_id": "LE_%d" % e["id"],
-                "url": "%s/issues/events/%d" % (self._api_repo, e["id"]),
+                "url": "%s/issues/events/%d" % (self._repo_url, e["id"]),
                 "actor": actor, "event": e["event"], "commit_id": None, "commit_url": None,
                 "created_at": _iso(e["created"]),
                 "label": {"name": e["label"], "color": e["color"]},
@@ -574,7 +574,7 @@ class FakeGitHub:
             "id": self._repo_id, "node_id": "R_%d" % self._repo_id, "name": self.name,
             "full_name": self.repo, "private": False, "owner": self._user(self.owner),
             "html_url": "%s/%s" % (WEB, self.repo), "description": None, "fork": False,
-            "url": self._api_repo, "default_branch": "main", "visibility": "public",
+            "url": self._repo_url, "default_branch": "main", "visibility": "public",
             "open_issues_count": sum(1 for r in self._issues.values() if r["state"] == "open"),
             "permissions": {"admin": role == "admin", "maintain": role == "admin",
                             "push": role in ("admin", "write"), "triage": role != "none",
@@ -718,7 +718,7 @@ class FakeGitHub:
             raise _not_found()
         return 200, self._render_pull(rec, full=True), []
 
-    def _api_create_pull_api(self, q: dict, p: Any):
+    def _api_create_pull(self, q: dict, p: Any):
         for key in ("head", "base"):
             if not p.get(key):
                 raise _invalid("PullRequest", field=key, code="missing_field")
@@ -767,7 +767,7 @@ _REPO_ROUTES = [
     ("POST", r"/labels", "create_label"),
     ("GET", r"/labels/([^/]+)", "get_label"),
     ("GET", r"/pulls", "list_pulls"),
-    ("POST", r"/pulls", "create_pull_api"),
+    ("POST", r"/pulls", "create_pull"),
     ("GET", r"/pulls/(\d+)", "get_pull"),
 ]
 

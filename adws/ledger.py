@@ -25,7 +25,7 @@ Why the data is shaped this way:
   exactly the digits written in the file, and turned into ``float`` only in
   the returned totals. A sum of thousands of four-decimal costs therefore
   equals the hand-computed (and the CLI's own) total to the cent, with no
-  binary drift; callers round only when they display.
+  binary drift. Rounding happens only on display, in ``usd()``.
 - Corrupt lines (a torn write, a hand edit, a disk error) are skipped and
   counted, never fatal: ``read()`` returns a ``Scan`` whose ``corrupt``
   attribute holds the count once it has been iterated.
@@ -37,10 +37,11 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Dict, Iterator, Optional
 
 ZERO = Decimal(0)
+CENT = Decimal("0.01")
 
 
 # ---------------------------------------------------------------------------
@@ -242,8 +243,16 @@ class SpendTracker:
 
 
 def usd(amount: float) -> str:
-    """Money as users see it everywhere: ``$5.02``."""
-    return "${:,.2f}".format(amount)
+    """Money as users see it everywhere: ``$5.02``.
+
+    Rounded half-up on the decimal digits (``repr``), as a person rounds by
+    hand: $3.005 shows as $3.01, where float formatting would say $3.00.
+    """
+    try:
+        exact = Decimal(repr(float(amount)))
+        return "${:,}".format(exact.quantize(CENT, rounding=ROUND_HALF_UP))
+    except (InvalidOperation, ValueError, OverflowError):
+        return "$?"
 
 
 def budget_block(spend: Spend, daily_usd: Optional[float], monthly_usd: Optional[float]) -> str:

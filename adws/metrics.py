@@ -33,6 +33,8 @@ import os
 import tempfile
 from typing import Callable, List, Optional, Tuple
 
+from adws.ledger import usd
+
 VERSION = 1
 FILENAME = "metrics.json"
 
@@ -159,7 +161,7 @@ def health(data: dict, now: float,
     warning
         GitHub unreachable for less than that, or rate limited; the user
         paused the coordinator; today's or this month's spend is above 80% of
-        its budget.
+        its budget (a budget of 0 or null means no limit).
     ok
         none of the above; the reason is "".
     """
@@ -211,8 +213,8 @@ def health(data: dict, now: float,
         if spent is None or budget is None or budget <= 0:
             continue
         if spent > BUDGET_WARNING_FRACTION * budget:
-            warning.append("{} budget {:.0f}% used (${:,.2f} of ${:,.2f})".format(
-                label, 100 * spent / budget, spent, budget))
+            warning.append("{} budget {:.0f}% used ({} of {})".format(
+                label, 100 * spent / budget, usd(spent), usd(budget)))
 
     if degraded:
         return DEGRADED, "; ".join(degraded)

@@ -24,6 +24,12 @@ keyed by $TAC_ISSUE_NUMBER. Options (all optional):
     ignore_sigterm: bool  ignore SIGINT and SIGTERM (SIGKILL is the only way out)
     children: int         start this many `sleep 600` children in sessions of their own
     tool: str             the Bash command shown in the tool call (default "git status")
+
+If $TAC_TRACE names a file, each run appends `ISSUE PID START -` when it
+starts and `ISSUE PID START END` when it ends (epoch seconds), so a test can
+check that no two runs of one issue ever overlapped. A run killed by a signal
+writes no second line: its end is unknown, and a checker must treat it as
+open-ended rather than guess.
 """
 from __future__ import annotations
 
@@ -112,5 +118,27 @@ def main() -> int:
     return int(opts.get("exit", 0))
 
 
+def trace(start: float, end: str) -> None:
+    path = os.environ.get("TAC_TRACE", "")
+    if not path:
+        return
+    line = f"{os.environ.get('TAC_ISSUE_NUMBER', '0')} {os.getpid()} {start:.6f} {end}\n"
+    # One write on an O_APPEND descriptor: lines from concurrent runs never interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def traced_main() -> int:
+    start = time.time()
+    trace(start, "-")
+    try:
+        return main()
+    finally:  # also on SIGINT (KeyboardInterrupt); SIGTERM/SIGKILL leave the end unknown
+        trace(start, f"{time.time():.6f}")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(traced_main())

@@ -299,6 +299,10 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
             doc.heads.setdefault(section, []).append(line)
 
     doc.title = doc.title if title_seen else DEFAULT_TITLE
+    # Render writes sections in SECTIONS order; list things in that order now,
+    # so that a document read back from render() equals this one.
+    doc.tasks.sort(key=lambda t: SECTIONS.index(t.state))
+    doc.others.sort(key=lambda o: SECTIONS.index(o[0]) + 1 if o[0] else 0)
     doc.preamble = _trim(doc.preamble)
     for _, lines in doc.others:
         lines[1:] = _trim(lines[1:], lead=False)

@@ -18,7 +18,7 @@ from adws.fakegithub import FakeGitHub  # noqa: E402
 
 # Settings a developer's own environment must not leak into the tests.
 _GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN",
-             "GITHUB_ENTERPRISE_TOKEN", "GH_PAGER", "HTTPS_PROXY", "https_proxy")
+             "GITHUB_ENTERPRISE_TOKEN")
 
 
 def git(*args: str, cwd: Optional[Path] = None) -> str:

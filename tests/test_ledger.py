@@ -226,3 +226,11 @@ def test_append_is_one_write_with_o_append(tmp_path):
         os.waitpid(pid, 0)
     scan = ledger.read(path)
     assert len(list(scan)) == 400 and scan.corrupt == 0
+
+
+@pytest.mark.parametrize("amount, text", [
+    (0, "$0.00"), (0.4312, "$0.43"), (3.005, "$3.01"), (0.125, "$0.13"), (1234.5, "$1,234.50"),
+    (5.0, "$5.00"), (0.1 + 0.2, "$0.30"),
+])
+def test_usd_rounds_half_up_on_the_decimal_digits(amount, text):
+    assert ledger.usd(amount) == text

@@ -118,7 +118,7 @@ def test_sample_08_pieces(tmp_path):
 
 
 def test_sample_09_retries_and_no_result(tmp_path):
-    out = out_of(view("--log", sample("09_"), cwd=tmp_path))
+    out = squash_keep(out_of(view("--log", sample("09_"), cwd=tmp_path)))
     assert "↻ API retry 1/10 in 571ms: unknown" in out
     assert "↻ API retry 9/10 in 32.2s: unknown" in out
     assert "no result" in out and "9 API retries" in out

@@ -313,14 +313,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     console = Console(highlight=False, markup=False, emoji=False)
     if report.total.runs == 0:
         if args.issue is not None and scan.records:
-            console.print("no runs recorded for issue #{} in {}".format(args.issue, path))
+            console.print("no runs recorded for issue #{} in {}".format(args.issue, path), soft_wrap=True)
         else:
-            console.print("no runs recorded yet in {}".format(path))
+            console.print("no runs recorded yet in {}".format(path), soft_wrap=True)
     else:
         render(report, console, args.detail)
     if scan.corrupt:
         console.print("{} corrupt line{} skipped in {}".format(
-            scan.corrupt, "" if scan.corrupt == 1 else "s", path), style="dim")
+            scan.corrupt, "" if scan.corrupt == 1 else "s", path), style="dim", soft_wrap=True)
     return 0
 
 
