@@ -888,7 +888,7 @@ def sweep_tagged(w: Worker) -> int:
 # environment. No GH_TOKEN, no cloud credentials; `gh` inside the worker
 # sees an empty config dir, so the agent cannot act as the operator.
 _ENV_ALLOW = {"PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
-              "IS_SANDBOX", "DISABLE_AUTOUPDATER", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "NO_PROXY", "no_proxy"}
+              "IS_SANDBOX", "DISABLE_AUTOUPDATER", "DISABLE_TELEMETRY", "DISABLE_ERROR_REPORTING", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "NO_PROXY", "no_proxy"}
 _ENV_PREFIXES = ("LC_", "ANTHROPIC_", "CLAUDE_", "TAC_")
 
 
@@ -932,27 +932,59 @@ def last_line(path: Path, offset: int = 0, limit: int = 160) -> str:
 # 6. Policy: pure decisions about a task after its worker ended
 # ===========================================================================
 
-_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
-                        "\U000e0000-\U000e007f]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Variation selectors and tag characters can carry a whole hidden message
+# behind one visible emoji ("ASCII smuggling"); fillers render as nothing.
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb"
+                        "\U000e0000-\U000e007f\U000e0100-\U000e01ef]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _HTML_COMMENT = re.compile(r"<!--.*?(-->|\Z)", re.S)
-_HIDDEN_HTML = re.compile(
-    r"<(\w+)\b[^>]*(\bhidden\b|display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0)[^>]*>.*?</\1\s*>",
-    re.S | re.I)
+_HIDDEN_OPEN = re.compile(
+    r"<(\w+)\b[^>]*(\bhidden\b|display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0)[^>]*>", re.I)
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+# `[//]: # (text)` is Markdown's comment idiom: a link definition nobody
+# references, so GitHub shows none of it.
+_MD_COMMENT = re.compile(r"^ {0,3}\[[^\]\n]*\]:[ \t]*(?:#|<>)(?:[ \t].*)?$", re.M)
 ISSUE_TEXT_LIMIT = 20_000
+
+
+def _strip_hidden_html(text: str) -> str:
+    """Drop elements marked hidden with all they contain. The close tag is
+    found by counting nested tags of the same name; an unclosed one hides the
+    rest of the text, as it would in a browser."""
+    out, pos = [], 0
+    while True:
+        m = _HIDDEN_OPEN.search(text, pos)
+        if not m:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos:m.start()])
+        name = m.group(1).lower()
+        if name in _VOID_TAGS or m.group(0).endswith("/>"):
+            pos = m.end()
+            continue
+        depth, pos = 1, len(text)
+        for tag in re.finditer(rf"<(/?)\s*{re.escape(name)}\b[^>]*>", text[m.end():], re.I):
+            depth += -1 if tag.group(1) else 1
+            if depth == 0:
+                pos = m.end() + tag.end()
+                break
 
 
 def clean_issue_text(text: str, limit: int = ISSUE_TEXT_LIMIT) -> str:
     """Issue text as data for the prompt: no HTML comments, hidden HTML,
     invisible or control characters; size-capped with a note."""
     text = (text or "").replace("\r\n", "\n")
+    # Comments first: an invisible character inside `--\u200b>` must not end
+    # a comment early and let what GitHub hides reach the agent.
     text = _HTML_COMMENT.sub("", text)
-    text = _HIDDEN_HTML.sub("", text)
+    text = _strip_hidden_html(text)
+    text = _MD_COMMENT.sub("", text)
     text = _INVISIBLE.sub("", text)
     text = _CONTROL.sub("", text)
     # The template delimits issue text with <issue-...> tags; the text must
     # not be able to close them.
-    text = re.sub(r"</?\s*issue-", lambda m: m.group(0).replace("<", "&lt;"), text, flags=re.I)
+    text = re.sub(r"<\s*/?\s*issue-", lambda m: m.group(0).replace("<", "&lt;"), text, flags=re.I)
     if len(text.encode("utf-8")) > limit:
         text = text.encode("utf-8")[:limit].decode("utf-8", "ignore")
         text += f"\n\n[... issue text cut at {limit // 1000} KB by the coordinator ...]"
@@ -976,20 +1008,25 @@ def priority_of(labels: Iterable[dict]) -> int:
 
 @dataclass
 class Outcome:
-    kind: str        # completed | blocked | open_pr | failed | startup_error
+    kind: str        # completed | blocked | open_pr | stopped | failed | startup_error
     reason: str = ""
     draft: bool = False
 
 
 def decide_outcome(*, pr_url: str, blocked_reason: Optional[str], commits: int, stop_reason: str,
                    returncode: Optional[int], summary: Any, elapsed: float, startup_grace: float) -> Outcome:
-    """The completion order: an existing PR, then BLOCKED.md, then commits
-    (we open the PR), then failure. A run that showed no model turn, or
-    ended inside the startup grace, with nothing to show had a startup error."""
+    """The completion order: an existing PR, then BLOCKED.md, then a
+    person's stop, then commits (we open the PR), then failure. A run that
+    showed no model turn, or ended inside the startup grace, with nothing to
+    show had a startup error."""
     if pr_url:
         return Outcome("completed")
     if blocked_reason is not None:
         return Outcome("blocked", blocked_reason or "BLOCKED.md gives no reason")
+    # A person who stops a run wants it to end there: no PR from its commits,
+    # no retry. The worktree is kept for them to look at.
+    if stop_reason in (STOP_BY_USER, CANCELLED):
+        return Outcome("stopped", stop_reason)
     ended_well = (stop_reason == "" and returncode in (0, None)
                   and getattr(summary, "saw_result", False) and not getattr(summary, "is_error", False))
     how = stop_reason or describe_exit(returncode)
@@ -999,8 +1036,6 @@ def decide_outcome(*, pr_url: str, blocked_reason: Optional[str], commits: int, 
     if commits > 0:
         return Outcome("open_pr", "" if ended_well else f"the run did not end in success ({how})",
                        draft=not ended_well)
-    if stop_reason in (STOP_BY_USER, CANCELLED):
-        return Outcome("failed", stop_reason)
     # A fast run that still reached a result is a real (failed) run; a
     # quick exit with no result, or a run with no model turn, is a start-up
     # problem (missing CLI, bad auth, no network) and not the task's fault.
@@ -1069,6 +1104,7 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
 #     crash in between is caught up after the restart, never forgotten.
 
 FINISHED, OUTBOX = "Finished", "GitHub"
+EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must re-apply the label"
 
 
 def get_extra(task: Task, key: str) -> str:
@@ -1113,12 +1149,14 @@ class Coordinator:
         self.poll_failures = 0
         self.github_down_since: Optional[float] = None
         self.github_error = ""
+        self.slow_poll = ""                   # why polling is slowed (rate limit nearly spent), for the status line
         # spawning
         self.paused_by_signal = False
         self.breaker_count = 0
         self.breaker_error = ""
         self.spawn_block_until = 0.0
         self.spawn_block_reason = ""
+        self.next_due_at = 0.0                # earliest Pending "Next attempt" still ahead
         self.spend = ledger.SpendTracker(cfg.ledger_path, now)
         self.counters = {k: 0 for k in ("launched", "completed", "failed", "blocked", "startup_errors",
                                         "prs_opened", "github_errors", "worktree_repairs")}
@@ -1128,6 +1166,7 @@ class Coordinator:
         self.ready = False                    # first successful cycle done (systemd READY=1)
         self._dry_doc: Optional[tasks.TaskFile] = None
         self._archived_day = ""
+        self._loaded: Tuple[Optional[tuple], tasks.TaskFile] = (None, tasks.TaskFile())  # load()'s cache
 
     # -- helpers -----------------------------------------------------------------
     def say_once(self, key: Any, message: str, *args: Any) -> None:
@@ -1138,9 +1177,21 @@ class Coordinator:
             log.info(message, *args)
 
     def load(self) -> tasks.TaskFile:
+        """tasks.md as it is now, for reading: changes go through update().
+        A tick reads it several times and a 10,000-entry file takes a good
+        part of a second to parse on a Pi, so it is parsed again only when
+        the file changed (our writes replace it: a new inode)."""
         if self.dry_run and self._dry_doc is not None:
             return self._dry_doc  # --dry-run: changes live in memory only
+        try:
+            st = os.stat(self.cfg.tasks_path)
+            key: Optional[tuple] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            key = None
+        if key is not None and key == self._loaded[0]:
+            return self._loaded[1]
         doc, problems, _ = tasks.load(self.cfg.tasks_path)
+        self._loaded = (key, doc)
         if self.dry_run:
             self._dry_doc = doc
         for p in problems:
@@ -1195,7 +1246,7 @@ class Coordinator:
     def reap(self, now: float) -> None:
         for w in list(self.workers.values()):
             if w.state != EXITED and w.poll_exit():
-                w.follower.poll()
+                w.follower.catch_up()  # to the end, in bounded chunks: the result line decides a lot
                 w.change_state(EXITED, now)
                 log.info("%s exited pid=%d %s after %s", w.name, w.pid, describe_exit(w.returncode),
                          _duration(now - w.started_at))
@@ -1279,11 +1330,13 @@ class Coordinator:
                 self.github_failed(now, e)
                 continue
             del self.workers[w.issue]
+            # A finish takes git and gh calls (a second or more on a Pi);
+            # note exits meanwhile, so none waits a whole tick to be seen.
+            self.reap(self.clock())
 
     def finish(self, w: Worker, now: float, pr_url: str = "") -> None:
         cfg = self.cfg
-        w.follower.poll()
-        s = w.follower.summary
+        s = w.follower.catch_up()
         elapsed = (w.exited_at or now) - w.started_at
         doc = self.load()
         task = doc.governing(w.issue)
@@ -1348,6 +1401,9 @@ class Coordinator:
             elif outcome.kind == "blocked":
                 doc.move(t, BLOCKED)
                 t.reason = outcome.reason
+            elif outcome.kind == "stopped":  # FATAL at once: never retried
+                doc.move(t, FAILED)
+                t.reason, t.next_attempt = outcome.reason, ""
             elif outcome.kind == "startup_error":
                 after_startup_error(t, cfg, now, outcome.reason)
                 doc.move(t, t.state)
@@ -1366,27 +1422,22 @@ class Coordinator:
             log.info("%s entry changed by a person while finishing; left as they set it", w.name)
             return
         if outcome.kind == "startup_error":
-            self.counters["startup_errors"] += 1
-            self.breaker_count += 1
-            self.breaker_error = outcome.reason
             log.info("%s startup error: %s; %s", w.name, outcome.reason,
                      f"next attempt {ended.next_attempt}" if ended.state == PENDING else "giving up")
-            if self.breaker_count >= cfg.breaker_threshold:
-                self.spawn_block_until = now + cfg.startup_backoff[0]
-                self.spawn_block_reason = (f"spawning paused: {self.breaker_count} startup errors in a row "
-                                           f"({self.breaker_error})")
-                log.warning("%s until %s", self.spawn_block_reason, clock_time(self.spawn_block_until))
+            self.count_startup_error(now, outcome.reason)
         elif ended.state == PENDING:
             log.info("%s failed: %s; retry at %s", w.name, outcome.reason, ended.next_attempt)
         else:
             key = {COMPLETED: "completed", BLOCKED: "blocked", FAILED: "failed"}[ended.state]
             self.counters[key] += 1
             log.info("%s %s%s", w.name, key, f": {ended.pr or ended.reason}" if (ended.pr or ended.reason) else "")
-        if ended.state == COMPLETED:
-            remove_worktree(cfg, w.tree)
+        # The issue is told first: removing the worktree takes a git call
+        # (~0.1 s, more on a Pi) that nobody is waiting for.
         if ended.state in tasks.TERMINAL:
             self.notify(ended)
-        elif ended.comment_id:
+        if ended.state == COMPLETED:
+            remove_worktree(cfg, w.tree)
+        if ended.state not in tasks.TERMINAL and ended.comment_id:
             self.try_comment(ended, f"⏳ Attempt did not finish: {ended.reason}. "
                                     f"Next attempt at {ended.next_attempt}.")
 
@@ -1435,8 +1486,12 @@ class Coordinator:
         self.github.forget_issues_except(self.issues)
         interval = self.cfg.poll_interval
         remaining = self.github.rate_remaining
+        self.slow_poll = ""
         if remaining is not None and remaining < 200:
             interval *= 4  # slow down before GitHub starts answering 403
+            # No count in it: the status line (and tasks.md) would change every poll.
+            self.slow_poll = (f"github: rate limit nearly spent, polling every {interval:g}s"
+                              + (f" until {clock_time(self.github.rate_reset)}" if self.github.rate_reset else ""))
             self.say_once(("slow", int(now // 3600)), "github: %d requests left, polling every %ds",
                           remaining, interval)
         self.next_poll_at = now + interval
@@ -1574,20 +1629,36 @@ class Coordinator:
             return budget
         return ""
 
+    def count_startup_error(self, now: float, why: str) -> None:
+        """The circuit breaker: breaker_threshold startup errors in a row, on
+        any tasks, stop all spawning for startup_backoff[0]. A run that got
+        going resets the count (finish). Once tripped, each further startup
+        error in a row trips it again: the cause is evidently still there."""
+        self.counters["startup_errors"] += 1
+        self.breaker_count += 1
+        self.breaker_error = why
+        if self.breaker_count >= self.cfg.breaker_threshold:
+            self.spawn_block_until = now + self.cfg.startup_backoff[0]
+            self.spawn_block_reason = f"spawning paused: {self.breaker_count} startup errors in a row ({why})"
+            log.warning("%s until %s", self.spawn_block_reason, clock_time(self.spawn_block_until))
+
     def dispatch(self, now: float) -> None:
         block = self.spawn_block(now)
         slots = self.max_concurrent - len(self.live_workers())
         if slots <= 0:
             return
-        due = [t for t in self.load().in_state(PENDING)
-               if t.issue not in self.workers and t.issue in self.issues
-               and (tasks.parse_time(t.next_attempt) or 0) <= now]
+        waiting = [(t, tasks.parse_time(t.next_attempt) or 0.0) for t in self.load().in_state(PENDING)
+                   if t.issue not in self.workers and t.issue in self.issues]
+        due = [t for t, at in waiting if at <= now]
+        self.next_due_at = min((at for _, at in waiting if at > now), default=0.0)  # for next_wake
         if not due:
             return
         if block:
             self.say_once(("block", block), "not spawning: %s", block)
             return
         due.sort(key=lambda t: (t.priority, t.issue))
+        # A held task must not take the slot of the next one in line.
+        due = [t for t in due if self.text_as_labelled(t, now)]
         for t in due[:slots]:
             free = mem_available_mb()
             if free is not None and free < self.cfg.min_free_memory_mb:
@@ -1598,6 +1669,57 @@ class Coordinator:
                 print(f"would start gh-{t.issue} {{p{t.priority}}} {t.title}")
                 continue
             self.spawn(t, self.issues[t.issue], now)
+            self.reap(self.clock())  # as in finish_exited: a spawn is slow too
+
+    def text_as_labelled(self, t: Task, now: float) -> bool:
+        """Is the issue's text still the text a trusted person labelled?
+
+        Anyone who can edit the issue (its author, for one) could otherwise
+        swap the text after a maintainer approved it with the label. The
+        Body SHA recorded at intake stands for the approved text; changed
+        text runs only once a trusted person applies the label again after
+        the change. "After" means the label event is the issue's latest
+        change (labelled_at >= updated_at): anything later, a comment
+        included, keeps the task held, which errs on the side of not running."""
+        issue = self.issues[t.issue]
+        sha = _body_sha(issue)
+        if t.body_sha == sha:
+            return True
+        n = t.issue
+        if not t.body_sha:  # an entry a person wrote into tasks.md: they vouch for the text as it is
+            self._set_body_sha(n, sha)
+            return True
+        try:
+            who = self.github.labeller(n, self.cfg.label, issue.get("updated_at", ""))
+            labelled_at = _iso_epoch(who[2]) if who else None
+            updated_at = _iso_epoch(issue.get("updated_at", ""))
+            relabelled = (labelled_at is not None and updated_at is not None and labelled_at >= updated_at
+                          and self.trusted(n, who))
+        except GitHubError as e:
+            self.github_failed(now, e)
+            return False  # unknown is not approved; the next tick asks again
+        if relabelled:
+            log.info("gh-%d text changed, then %s re-applied the label; running the new text", n, who[0])
+            self._set_body_sha(n, sha)
+            return True
+        self.say_once(("edited", n, sha), "gh-%d held: %s", n, EDITED_AFTER_LABEL)
+
+        def hold(doc: tasks.TaskFile) -> None:
+            cur = doc.governing(n)
+            if cur is not None and cur.state == PENDING:
+                cur.reason = EDITED_AFTER_LABEL
+        if t.reason != EDITED_AFTER_LABEL:
+            self.update(hold)
+        return False
+
+    def _set_body_sha(self, n: int, sha: str) -> None:
+        def change(doc: tasks.TaskFile) -> None:
+            cur = doc.governing(n)
+            if cur is not None and cur.state == PENDING:
+                cur.body_sha = sha
+                if cur.reason == EDITED_AFTER_LABEL:
+                    cur.reason = ""
+        self.update(change)
 
     def spawn(self, t: Task, issue: dict, now: float) -> None:
         cfg = self.cfg
@@ -1628,9 +1750,6 @@ class Coordinator:
 
         def fail_start(why: str) -> None:
             log.warning("gh-%d could not start: %s", n, why)
-            self.counters["startup_errors"] += 1
-            self.breaker_count += 1
-            self.breaker_error = why
 
             def back(doc: tasks.TaskFile) -> None:
                 cur = doc.governing(n)
@@ -1641,10 +1760,7 @@ class Coordinator:
                         set_extra(cur, FINISHED, local_time(now))
                         set_extra(cur, OUTBOX, "pending")
             self.update(back)
-            if self.breaker_count >= cfg.breaker_threshold:
-                self.spawn_block_until = now + cfg.startup_backoff[0]
-                self.spawn_block_reason = f"spawning paused: {self.breaker_count} startup errors in a row ({why})"
-                log.warning("%s until %s", self.spawn_block_reason, clock_time(self.spawn_block_until))
+            self.count_startup_error(now, why)
 
         # 2. The worktree.
         try:
@@ -1720,6 +1836,8 @@ class Coordinator:
             parts.append("running")
         if self.github_down_since is not None:
             parts.append(f"github: unreachable since {clock_time(self.github_down_since)}")
+        elif self.slow_poll:
+            parts.append(self.slow_poll)
         parts.append(f"{counts[ACTIVE]} active · {counts[PENDING]} pending")
         line = " · ".join(parts)
         if line != self._status_line and not self.dry_run:
@@ -1755,7 +1873,7 @@ class Coordinator:
                        "rate_remaining": self.github.rate_remaining, "rate_reset": self.github.rate_reset},
             "active": [{"issue": w.issue, "title": (self.issues.get(w.issue) or {}).get("title", ""), "pid": w.pid,
                         "started_at": w.started_at, "attempt": w.attempt, "cost_usd": w.follower.summary.cost,
-                        "last_tool": w.follower.summary.last_tool, "log": str(w.log_path), "state": w.state}
+                        "last_tool": redact(w.follower.summary.last_tool), "log": str(w.log_path), "state": w.state}
                        for w in self.workers.values()],
             "spend": {"today_usd": spend.today_usd, "month_usd": spend.month_usd,
                       "daily_usd": self.cfg.daily_usd or None, "monthly_usd": self.cfg.monthly_usd or None},
@@ -1784,8 +1902,15 @@ class Coordinator:
                 if tagged:
                     pid, start = tagged[0], proc_start_time(tagged[0])
             log_path = Path(t.log) if t.log else self.cfg.logs / f"gh-{t.issue}.jsonl"
+            if not pid and t.worker and t.log and not _launched(log_path, t.log_offset or 0, t.worker):
+                # spawn() writes the attempt line just before the process
+                # starts; without it we stopped in between and nothing ran.
+                # That is our interruption, not a startup error of the task.
+                self.update(_unstart(t.issue, t.worker))
+                log.info("gh-%d was never started (the coordinator stopped first); back to Pending", t.issue)
+                continue
             follower = transcript.TranscriptFollower(log_path, t.log_offset or 0)
-            follower.poll()
+            follower.catch_up()
             w = Worker(issue=t.issue, worker_id=t.worker, attempt=t.attempts + 1,
                        branch=t.branch or branch_for(self.cfg, t.issue, t.attempts + 1),
                        tree=Path(t.worktree) if t.worktree else tree_for(self.cfg, t.issue),
@@ -1832,7 +1957,17 @@ class Coordinator:
         the next poll or the next backoff expiry. SIGCHLD cuts it short."""
         if self.workers:
             return 1.0
-        return max(0.05, min(self.next_poll_at - now, 60.0))
+        # Each tick sends WATCHDOG=1: under a systemd watchdog an idle
+        # daemon must wake at least twice per WatchdogSec, or it is killed.
+        watchdog = watchdog_seconds(self.environ)
+        longest = min(60.0, watchdog / 2) if watchdog else 60.0
+        wake = self.next_poll_at
+        # A backoff or a tripped breaker that ends before the next poll must
+        # not wait for it: with poll_interval 30 a 1 s backoff took 30 s.
+        for at in (self.next_due_at, self.spawn_block_until):
+            if at > now:
+                wake = min(wake, at)
+        return max(0.05, min(wake - now, longest))
 
 
 def _owe_notice(n: int, when: str) -> Callable[[tasks.TaskFile], None]:
@@ -1841,6 +1976,8 @@ def _owe_notice(n: int, when: str) -> Callable[[tasks.TaskFile], None]:
         if t is not None and t.state in tasks.TERMINAL:
             if not get_extra(t, FINISHED):
                 set_extra(t, FINISHED, when)  # ended by a person's edit
+                if not t.reason and t.state != COMPLETED:
+                    t.reason = f"moved to {t.state} in tasks.md"  # else the issue is told "Failed: " and nothing
             set_extra(t, OUTBOX, "pending")
     return change
 
@@ -1862,6 +1999,28 @@ def _drop_pending(n: int) -> Callable[[tasks.TaskFile], None]:
         if t is not None and t.state == PENDING:
             doc.remove(t)
     return change
+
+
+def _unstart(n: int, worker_id: str) -> Callable[[tasks.TaskFile], None]:
+    def change(doc: tasks.TaskFile) -> None:
+        t = doc.governing(n)
+        if t is not None and t.state == ACTIVE and t.worker == worker_id:
+            doc.move(t, PENDING)
+            t.worker, t.started, t.pid, t.pid_start = "", "", None, None
+    return change
+
+
+def _launched(log_path: Path, offset: int, worker_id: str) -> bool:
+    """Did spawn() get as far as the attempt line for `worker_id`?"""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            for event in transcript.iter_events(f):
+                if transcript.is_attempt_separator(event) and event.get("worker") == worker_id:
+                    return True
+    except OSError:
+        pass
+    return False
 
 
 def _pgid(pid: int) -> int:
@@ -1990,6 +2149,21 @@ def sd_notify(message: str, environ: Optional[Dict[str, str]] = None) -> bool:
         return False
 
 
+def watchdog_seconds(environ: Optional[Dict[str, str]] = None) -> Optional[float]:
+    """WatchdogSec= in seconds when systemd watches this process, else None.
+    systemd passes it as $WATCHDOG_USEC, with $WATCHDOG_PID naming the
+    process meant (a child that inherited the variables is not)."""
+    env = environ if environ is not None else os.environ
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    pid = env.get("WATCHDOG_PID", "")
+    if usec <= 0 or (pid and pid != str(os.getpid())):
+        return None
+    return usec / 1e6
+
+
 class LockHeld(Exception):
     pass
 
@@ -2064,6 +2238,7 @@ class Daemon:
         while True:
             poll_now = self.handle_signals() or poll_now
             if self.stop:
+                sd_notify("STOPPING=1")  # `systemctl status` says deactivating at once
                 return EX_OK
             now = self.c.clock()
             self.c.tick(now, force_poll=poll_now)

@@ -108,7 +108,6 @@ class Scan:
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
-            self.exists = False
             return
         with f:
             for raw in f:
@@ -208,7 +207,8 @@ class SpendTracker:
     daemon appends. Sums are kept per local day for the current month only
     (at most 31 numbers), so ``totals`` rolls over by itself: after midnight
     the new day's key has no entries yet (today = 0) and after the first of
-    the month the previous month's days are dropped.
+    the month the previous month's days are dropped. ``corrupt`` is the
+    number of lines the initial read skipped.
     """
 
     def __init__(self, path, now: float):

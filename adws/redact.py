@@ -18,10 +18,12 @@ MARK = "[redacted]"
 # Token shapes with a recognisable prefix: GitHub classic and fine-grained
 # tokens, Anthropic API and OAuth keys. Prefixed shapes are safe to match
 # anywhere; an unprefixed secret is only caught through its variable below.
+# Eight characters after the prefix are enough: views clip long lines, and
+# the front half of a token cut at 60 columns is still worth hiding.
 _SECRET_PATTERNS = [
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
-    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
-    re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{10,}"),
+    re.compile(r"(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{8,}"),
+    re.compile(r"(?<![A-Za-z0-9])github_pat_[A-Za-z0-9_]{8,}"),
+    re.compile(r"(?<![A-Za-z0-9])sk-ant-[A-Za-z0-9_\-]{8,}"),
 ]
 
 # Variables whose values are secrets, by name and by name shape. The values

@@ -30,6 +30,10 @@ starts and `ISSUE PID START END` when it ends (epoch seconds), so a test can
 check that no two runs of one issue ever overlapped. A run killed by a signal
 writes no second line: its end is unknown, and a checker must treat it as
 open-ended rather than guess.
+
+If $TAC_PROMPT_COPY names a file ("{issue}" in the name becomes the issue
+number), the prompt read on stdin is written there byte for byte, so a test
+can compare what the worker got with the prompt file the coordinator wrote.
 """
 from __future__ import annotations
 
@@ -64,7 +68,11 @@ def plan() -> dict:
 
 def main() -> int:
     opts = plan()
-    sys.stdin.read()  # the prompt, as the CLI reads it
+    prompt = sys.stdin.buffer.read()  # the prompt, as the CLI reads it
+    copy = os.environ.get("TAC_PROMPT_COPY", "")
+    if copy:
+        with open(copy.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0")), "wb") as f:
+            f.write(prompt)
     if opts.get("stderr"):
         print(opts["stderr"], file=sys.stderr, flush=True)
     if opts.get("crash"):

@@ -114,7 +114,7 @@ class TaskFile:
 
     def governing(self, issue: int) -> Optional[Task]:
         """The entry that decides what happens to `issue` (see _RANK); on a
-        tie, the first in the file."""
+        tie, the first in render order."""
         best = None
         for t in self.tasks:
             if t.issue == issue and (best is None or _RANK.get(t.state, 3) < _RANK.get(best.state, 3)):
@@ -196,13 +196,15 @@ def _unescape(s: str) -> str:
 
 # -- Parse --------------------------------------------------------------------
 
-_SECTION_RE = re.compile(r"\s*##(?!#)\s*(.*?)\s*")
+# Patterns are written so that no two parts can match the same run of
+# characters: a long line of spaces must not make parsing quadratic.
+_SECTION_RE = re.compile(r"\s*##(?!#)(.*)")
 _TITLE_RE = re.compile(r"#(?:[ \t](.*))?")
 _STATUS_RE = re.compile(r">\s*status\s*:(.*)", re.I)
 _ENTRY_RE = re.compile(r"\s*\[([^\]]*)\]\s*gh-([0-9]+)\s*:(.*)", re.I)
 _ENTRYISH_RE = re.compile(r"\s*(?:[-*]\s*)?(?:\[|gh-[0-9])", re.I)  # looks meant as an entry
-_PRIORITY_RE = re.compile(r"(.*?)\s*\{p([0-9])\}\s*")   # non-greedy: the LAST {pN} wins
-_DETAIL_RE = re.compile(r"\s*-\s*([^:]*):(.*)")
+_PRIORITY_RE = re.compile(r"\{p([0-9])\}$")   # only the last {pN}, at the end of the line
+_DETAIL_RE = re.compile(r"\s*-([^:]*):(.*)")
 _WORKER_RE = re.compile(r"(?<![0-9A-Za-z_-])w-[0-9A-Za-z_-]+")
 _SHA_RE = re.compile(r"(?<![0-9A-Za-z_-])[0-9a-fA-F]{4,40}(?![0-9A-Za-z_-])")
 _INT_RE = re.compile(r"-?[0-9]+")
@@ -289,7 +291,7 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
             if err:
                 report(n, err, line)
             continue
-        elif d:
+        elif d and task is None:
             report(n, "detail line outside an entry", line)
         else:
             report(n, f"unexpected text in '## {section}'", line)
@@ -321,8 +323,9 @@ def _trim(lines: List[str], lead: bool = True) -> List[str]:
 
 def _entry(m: "re.Match[str]", section: str) -> Task:
     marker, issue, rest = m.groups()
-    p = _PRIORITY_RE.fullmatch(rest)
-    title, priority = (p.group(1), int(p.group(2))) if p else (rest, 2)
+    rest = rest.strip()
+    p = _PRIORITY_RE.search(rest)
+    title, priority = (rest[:p.start()], int(p.group(1))) if p else (rest, 2)
     task = Task(int(issue), _unescape(title.strip()), section, priority)
     # The marker is read loosely (a hand-moved entry keeps its old one); only
     # what the section's canonical marker can carry is taken from it.
@@ -525,14 +528,14 @@ def append_archive(archive_path, tasks: List[Task], day: str = "") -> None:
     archives the same entries again."""
     data = _read(archive_path)
     text = "" if data is None else data.decode("utf-8", "surrogateescape")
-    seen, header, done = set(), "", ""
+    seen, block = set(), []
     for line in text.split("\n") + ["## end"]:
         if _ENTRY_RE.fullmatch(line) or _SECTION_RE.fullmatch(line):
-            if header:
-                seen.add((header, done))
-            header, done = (line, "") if line.startswith("[") else ("", "")
-        elif header and not done and line.startswith("- Completed:"):
-            done = line
+            if block:
+                seen.add(_archive_key(block))
+            block = [line] if line.startswith("[") else []
+        elif block:
+            block.append(line)
     out: List[str] = []
     for t in tasks:
         lines = _render_entry(t)

@@ -45,7 +45,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import IO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 # ---------------------------------------------------------------------------
 # Prices
@@ -562,6 +562,7 @@ class TranscriptFollower:
         self.summary_builder = SummaryBuilder()
         self.last_line_at: Optional[float] = None
         self.behind = False
+        self.restarts = 0  # times the file shrank or was replaced and was read again from 0
         self._clock = clock
         self._partial = b""
         self._inode: Optional[Tuple[int, int]] = None
@@ -571,6 +572,7 @@ class TranscriptFollower:
         return self.summary_builder.summary
 
     def _restart(self) -> None:
+        self.restarts += 1
         self.offset = 0
         self._partial = b""
         self.summary_builder.reset()

@@ -10,11 +10,16 @@ which gets the next script step.
 
 What the CLI sends (observed with CLI 2.1.197, see ``is_side_call``):
 
-* the main agent loop: ``POST /v1/messages?beta=true`` with ``"stream": true``
-  and a non-empty ``tools`` list -- these consume script steps;
-* side calls that do NOT consume a step and get a trivial answer: quota probe
-  (``max_tokens`` 1, content "quota"), title / topic / summary generation on a
-  small model (no ``tools``), ``POST /v1/messages/count_tokens``.
+* the main agent loop: ``POST /v1/messages?beta=true`` with ``"stream": true``,
+  ``max_tokens`` 64000 and a non-empty ``tools`` list (24-25 tools) -- these
+  consume script steps. With CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 that
+  is ALL it sends: no startup probe, no count_tokens, no GET.
+* without that flag, one more streaming call per session: title generation
+  (``"tools": []``, JSON-schema output ``{"title": ...}`` in
+  ``output_config.format``);
+* older CLIs (1.0.x, sample 07) also sent a quota probe (``max_tokens`` 1,
+  content "quota", non-streaming) and ``POST /v1/messages/count_tokens``.
+  All of these are side calls: they get a trivial answer and consume no step.
 
 It can also be switched "down" (``mode``: ``"refuse"`` closes connections with
 no answer, ``"529"`` answers overloaded_error, ``"500"`` answers api_error) to
@@ -454,7 +459,12 @@ def cli_env(base_url: str, home: str) -> Dict[str, str]:
     * NO_PROXY: the CLI honours HTTP(S)_PROXY even for 127.0.0.1.
     * IS_SANDBOX=1: as root it refuses --dangerously-skip-permissions otherwise.
     * HOME / CLAUDE_CONFIG_DIR: a temp dir, so no user config leaks.
+    * TMPDIR: ``<home>/tmp``; the CLI keeps Bash-tool task output under
+      ``$TMPDIR/claude-<uid>/`` and ``$TMPDIR/claude-XXXX-cwd`` files, which
+      would otherwise pile up in /tmp.
     """
+    tmp = os.path.join(home, "tmp")
+    os.makedirs(tmp, exist_ok=True)
     return {
         "ANTHROPIC_BASE_URL": base_url,
         "ANTHROPIC_API_KEY": "x",
@@ -469,6 +479,7 @@ def cli_env(base_url: str, home: str) -> Dict[str, str]:
         "IS_SANDBOX": "1",
         "HOME": home,
         "CLAUDE_CONFIG_DIR": os.path.join(home, ".claude"),
+        "TMPDIR": tmp,
     }
 
 

@@ -153,3 +153,65 @@ def zombies_of(pid: int) -> List[int]:
         if rest[0] == "Z" and int(rest[1]) == pid:
             out.append(int(entry))
     return out
+
+
+def trace_runs(path: Path) -> Dict[int, Dict[int, List[float]]]:
+    """Runs of the scripted worker from its $TAC_TRACE file: issue -> pid ->
+    [start, end]. A run with no end line (killed, or still running) ends at
+    +inf: an unknown end must count as overlapping, never as finished."""
+    runs: Dict[int, Dict[int, List[float]]] = {}
+    if not Path(path).exists():
+        return runs
+    for line in Path(path).read_text().splitlines():
+        issue, pid, start, end = line.split()
+        run = runs.setdefault(int(issue), {}).setdefault(int(pid), [float(start), float("inf")])
+        if end != "-":
+            run[1] = float(end)
+    return runs
+
+
+def overlapping_runs(path: Path) -> List[str]:
+    """Pairs of runs of one issue whose intervals overlap: two workers at once."""
+    found = []
+    for issue, by_pid in trace_runs(path).items():
+        spans = sorted((start, end, pid) for pid, (start, end) in by_pid.items())
+        for (s1, e1, p1), (s2, e2, p2) in zip(spans, spans[1:]):
+            if s2 < e1:
+                found.append(f"gh-{issue}: pid {p1} [{s1:.3f}, {e1:.3f}] overlaps pid {p2} [{s2:.3f}, {e2:.3f}]")
+    return found
+
+
+def processes_under(path: Path) -> List[int]:
+    """Live worker processes (and their children) of the project in `path`:
+    TAC_WORKTREE points inside it. Unlike tagged_processes(), this ignores
+    workers of other projects running on the same machine."""
+    needle = f"TAC_WORKTREE={path}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if any(v.startswith(needle) for v in env.split(b"\0")):
+            found.append(int(entry))
+    return found
+
+
+def stop_project(project: Project) -> None:
+    """Like Project.stop_all, but kills only this project's workers, so test
+    runs side by side on one machine leave each other's workers alone."""
+    for p in project.procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    for pid in processes_under(project.dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import string
 import sys
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def test_tolerant_keys_and_markers():
             "- LOG OFFSET:5\n## Pending\n[ ] gh-13: spaced marker\n")
     doc, problems = parse(text)
     assert problems == []
-    a, p = doc.tasks
+    p, a = doc.tasks      # listed in render order: Pending first
     assert (a.state, a.worker, a.issue, a.title, a.priority) == (ACTIVE, "w-ee4608", 12, "Title", 1)
     assert (a.pid, a.pid_start, a.log_offset) == (12, 7, 5)
     assert (p.state, p.title) == (PENDING, "spaced marker")
@@ -143,7 +144,7 @@ def test_hand_moved_entry_takes_the_section_state():
     text = "## Failed\n[] gh-5: moved by hand\n[🟡 w-1] gh-6: was active\n## Completed Today\n[🟡 w-2] gh-7: x\n"
     doc, problems = parse(text)
     assert [(t.issue, t.state, t.worker) for t in doc.tasks] == [
-        (5, FAILED, ""), (6, FAILED, "w-1"), (7, COMPLETED, "w-2")]
+        (7, COMPLETED, "w-2"), (5, FAILED, ""), (6, FAILED, "w-1")]
     assert problems == []
     assert "[❌ w-1] gh-6: was active {p2}" in render(doc)
 
@@ -279,11 +280,13 @@ _nasty_text = st.one_of(st.text(), st.sampled_from(NASTY),
                         st.text(alphabet=st.characters(max_codepoint=0x3000), min_size=500, max_size=600))
 _int = st.one_of(st.none(), st.integers(min_value=0, max_value=2 ** 63))
 _known = {k.lower() for k, _, _ in tasks._DETAILS}
-_extra_key = st.from_regex(r"[A-Za-z][A-Za-z0-9_ ]{0,12}[A-Za-z0-9]|[A-Za-z]", fullmatch=True).map(
-    lambda k: " ".join(k.split())).filter(lambda k: k.lower() not in _known)
+_letter = st.sampled_from(string.ascii_letters)
+_extra_key = st.builds(lambda a, b: " ".join((a + b).split()), _letter,
+                       st.text(string.ascii_letters + string.digits + "_ ", max_size=12)
+                       ).filter(lambda k: k.lower() not in _known)
 # A person's free text: starts with a letter, so it is neither an entry, a
 # detail, a heading nor blank.
-_prose = st.from_regex(r"[A-Za-z][^\n\r]{0,30}", fullmatch=True)
+_prose = st.builds(str.__add__, _letter, st.text(st.characters(exclude_characters="\n\r"), max_size=30))
 
 
 @st.composite
@@ -295,8 +298,8 @@ def task_files(draw):
             issue=draw(st.integers(0, 10 ** 6)), title=draw(_nasty_text), state=state,
             priority=draw(st.integers(0, 9)),
             worker="" if state == PENDING else draw(st.sampled_from(["", "w-ee4608", "w-1", "w-a_b-c"])),
-            commit=draw(st.from_regex(r"[0-9a-f]{4,40}", fullmatch=True)) if state == COMPLETED else "",
-            pid=draw(_int), pid_start=draw(_int), started=draw(_nasty_text), branch=draw(_nasty_text),
+            commit=draw(st.text("0123456789abcdef", min_size=4, max_size=40)) if state == COMPLETED else "",
+            pid=draw(_int), pid_start=draw(_int), started=draw(st.text()), branch=draw(st.text()),
             worktree=draw(st.text()), log=draw(st.text()), log_offset=draw(_int),
             attempts=draw(st.integers(0, 50)), startup_errors=draw(st.integers(0, 50)),
             next_attempt=draw(st.text()), completed=draw(st.text()), pr=draw(st.text()),
@@ -311,11 +314,11 @@ def task_files(draw):
                   st.lists(_prose, max_size=3))), max_size=3))
     others.sort(key=lambda o: (("",) + SECTIONS).index(o[0]))
     heads = draw(st.dictionaries(st.sampled_from(SECTIONS), st.lists(_prose, min_size=1, max_size=2)))
-    return TaskFile(found, status=draw(_nasty_text), title=draw(_nasty_text),
+    return TaskFile(found, status=draw(_nasty_text), title=draw(st.text()),
                     preamble=draw(st.lists(_prose, max_size=3)), heads=heads, others=others)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(task_files())
 def test_property_round_trip(doc):
     roundtrip(doc)
@@ -336,8 +339,7 @@ def test_property_parse_never_raises_and_render_is_stable(text):
     assert all(isinstance(p, str) and "\n" not in p for p in problems)
     once = render(doc)
     again, _ = parse(once)
-    assert again == doc or render(again) == once
-    assert render(again) == once
+    assert again == doc and render(again) == once
     # Every entry that parsed is still there.
     assert [(t.issue, t.state) for t in again.tasks] == [(t.issue, t.state) for t in doc.tasks]
 

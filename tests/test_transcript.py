@@ -538,6 +538,7 @@ def test_follower_restarts_when_the_file_is_truncated(tmp_path):
     path.write_bytes(line(asst("m3", usage=U(1, 1))))   # shorter: truncated and rewritten
     events = f.poll()
     assert [e["message"]["id"] for e in events] == ["m3"]
+    assert f.restarts == 1
     assert f.summary.assistant_turns == 1 and f.summary.input_tokens == 1
     assert f.offset == path.stat().st_size
 
@@ -551,7 +552,7 @@ def test_follower_restarts_when_the_file_is_replaced(tmp_path):
     new.write_bytes(line(asst("n1")) + line(asst("n2")))  # bigger, so only the inode tells
     os.replace(new, path)
     assert [e["message"]["id"] for e in f.poll()] == ["n1", "n2"]
-    assert f.summary.assistant_turns == 2
+    assert f.summary.assistant_turns == 2 and f.restarts == 1
 
 
 def test_follower_resets_the_summary_at_each_attempt(tmp_path):

@@ -101,7 +101,7 @@ def test_every_sample_renders_its_tool_calls_and_cost(path, tmp_path):
         elif e["type"] == "result":
             assert squash("result " + e["subtype"]) in out
             assert transcript.format_usd(e["total_cost_usd"]) in out
-            assert "{}turns".format(e["num_turns"]) in out
+            assert "{}turn{}".format(e["num_turns"], "" if e["num_turns"] == 1 else "s") in out
         elif e["type"] == "system" and e["subtype"] == "init":
             assert squash(e["model"]) in out and e["session_id"] in out
     assert "unreadable" not in out and "unknownevent" not in out
@@ -190,6 +190,7 @@ def test_corrupt_truncated_and_unknown_lines_are_named(tmp_path):
     assert "? unknown event: (no type)" in out
     assert "✗ tool error" in out
     assert "■ result success · cost - · 0 turns · 0ms" in out
+    assert "Σ 1 turn ·" in out    # "m" is the one message id; the torn line adds nothing
     assert "? unknown event: tac/mystery" in out
     assert '! unreadable line 14: {"type":"assistant","message":{"id":"msg_torn","content":[{"type":"te' in squash_keep(out)
     assert "could not show" not in out
@@ -215,15 +216,28 @@ def test_no_mangled_sample_line_reaches_the_catch_all():
     buf = io.StringIO()
     console = Console(file=buf, width=80, record=False, color_system=None)
     viewer = vw.Viewer(console, detailed=True)
+    shapes = set()
     for path in sample_files():
         for raw in path.read_bytes().split(b"\n"):
             for cut in (len(raw), len(raw) // 2, 17):
                 viewer.feed(raw[:cut])
             event = transcript.parse_line(raw)
-            if event and event.get("type") != "_bad":
-                for key in list(event):
-                    for value in (None, 3.5, "x", [], {}):
+            if not event or event.get("type") == "_bad" or len(raw) > 20_000:
+                continue
+            message = event.get("message") if isinstance(event.get("message"), dict) else {}
+            blocks = message.get("content") if isinstance(message.get("content"), list) else []
+            shape = (event.get("type"), event.get("subtype"), tuple(b.get("type") for b in blocks))
+            if shape not in shapes:  # re-type the fields of one line of each shape
+                shapes.add(shape)
+                for value in (None, 3.5, "x", []):
+                    for key in event:
                         viewer.feed(json.dumps(dict(event, **{key: value})).encode())
+                    for key in message:
+                        viewer.feed(json.dumps(dict(event, message=dict(message, **{key: value}))).encode())
+                    for i, block in enumerate(blocks):
+                        for key in block:
+                            mangled = blocks[:i] + [dict(block, **{key: value})] + blocks[i + 1:]
+                            viewer.feed(json.dumps(dict(event, message=dict(message, content=mangled))).encode())
     text = buf.getvalue()
     assert "could not show" not in text
     assert "! unreadable line" in text
@@ -255,7 +269,7 @@ def test_all_attempts_show_separators_and_ends(tmp_path):
     assert ("━━ attempt 2 · worker w-000002 · branch auto/gh-7-2 · started 2026-11-21 17:32:01") in squash_keep(out)
     assert "━━ end of attempt 3: exit status 1 · stalled" in out
     assert out.index("alpha") < out.index("bravo") < out.index("charlie")
-    assert out.count("Σ 1 turns") == 3 and "tokens in 20" in out
+    assert out.count("Σ 1 turn ·") == 3 and "tokens in 20" in out
 
 
 def test_attempt_k_shows_only_that_attempt(tmp_path):
@@ -436,11 +450,14 @@ def test_follow_shows_appended_lines_and_exits_0_on_ctrl_c(tmp_path):
             time.sleep(0.6)
             f.write(more[30:])
         text = read_until(proc, "second marker")
+        assert "truncated" not in text
         assert "unreadable" not in text     # the half line was never shown on its own
         with open(log, "a") as f:
             f.write(line({"type": "result", "subtype": "success", "total_cost_usd": 1.5, "num_turns": 3,
                           "duration_ms": 61000}))
         read_until(proc, "■ result success · cost $1.50 · 3 turns · 1m01s")
+        log.write_text(attempt(1, "third marker"))   # truncated and rewritten
+        read_until(proc, "third marker")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
         err = proc.stderr.read().decode()

@@ -34,6 +34,11 @@ import json  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Dict, List, Optional  # noqa: E402
 
+if sys.version_info >= (3, 11):
+    import tomllib  # noqa: E402
+else:  # Python 3.9/3.10 (Raspberry Pi OS Bullseye)
+    import tomli as tomllib  # noqa: E402
+
 from adws import ledger, metrics, tasks  # noqa: E402
 
 # rich is imported inside the rendering functions: --json never needs it and
@@ -42,6 +47,7 @@ from adws import ledger, metrics, tasks  # noqa: E402
 EX_CONFIG = 78  # as the daemon: a config problem, not a crash
 PENDING_SHOWN = 5
 COMPLETED_SHOWN = 5
+ENDED_SHOWN = 8      # failed and blocked together: a Pi screen is short
 REFRESH_SECONDS = 2.0
 
 
@@ -55,10 +61,6 @@ class ConfigError(Exception):
 
 def load_config(path: str) -> Dict[str, Any]:
     """Paths (relative to the config file's folder) and budgets from config.toml."""
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        import tomli as tomllib
     path = os.path.abspath(path)
     try:
         with open(path, "rb") as f:
@@ -118,12 +120,7 @@ def _num(value) -> Optional[float]:
 
 
 def _task_time(value) -> Optional[float]:
-    if not value:
-        return None
-    try:
-        return tasks.parse_time(value)
-    except Exception:  # deliberate: a hand-edited time must not break status
-        return None
+    return tasks.parse_time(value) if value else None
 
 
 def _task_dict(t, *keys: str) -> Dict[str, Any]:
@@ -133,14 +130,30 @@ def _task_dict(t, *keys: str) -> Dict[str, Any]:
     return out
 
 
+def _worker(a: Dict[str, Any], t, now: float) -> Dict[str, Any]:
+    """One active worker from its metrics.json entry `a` and its Task `t` (or None)."""
+    started = _num(a.get("started_at")) or (_task_time(t.started) if t else None)
+    return {
+        "issue": t.issue if t else a.get("issue"),
+        "title": (t.title if t else "") or a.get("title") or "",
+        "pid": a.get("pid") or (t.pid if t else None),
+        "started_at": started,
+        "elapsed_s": (now - started) if started else None,
+        "attempt": a.get("attempt") or (t.attempts if t else None),
+        "cost_usd": _num(a.get("cost_usd")),
+        "last_tool": a.get("last_tool") if isinstance(a.get("last_tool"), str) else "",
+        "log": a.get("log"),
+    }
+
+
 def _load_tasks(path: str):
     """(TaskFile or None, list of problem strings)."""
     if not os.path.exists(path):
         return None, ["tasks.md not found at {}".format(path)]
     try:
-        tf, problems, _snapshot = tasks.load(path)
-    except Exception as e:  # deliberate: status must show what it can, never a traceback
-        return None, ["tasks.md unreadable: {}".format(e)]
+        tf, problems, _snapshot = tasks.load(path)  # parse() itself never raises
+    except OSError as e:
+        return None, ["tasks.md unreadable: {}".format(e.strerror or e)]
     return tf, [str(p) for p in problems or []]
 
 
@@ -215,7 +228,7 @@ def collect(cfg: Dict[str, Any], now: float) -> Dict[str, Any]:
     done = []
     for t in completed:
         d = _task_dict(t, "pr", "attempts")
-        d["completed"] = _task_time(getattr(t, "completed", None))
+        d["completed"] = _task_time(t.completed)
         done.append(d)
     done.sort(key=lambda d: d["completed"] or 0, reverse=True)
     completed_today = sum(1 for d in done if d["completed"] and ledger.local_day(d["completed"]) == today)
@@ -225,37 +238,19 @@ def collect(cfg: Dict[str, Any], now: float) -> Dict[str, Any]:
                       "failed": len(failed), "blocked": len(blocked)}
 
     # Active: tasks.md says who runs; metrics.json adds cost and last tool.
+    # With no tasks.md to go by, show what the daemon reported.
     live = {a.get("issue"): a for a in m.get("active") or [] if isinstance(a, dict)}
-    workers = []
-    for t in active:
-        a = live.pop(t.issue, {})
-        started = _num(a.get("started_at")) or _task_time(getattr(t, "started", None))
-        workers.append({
-            "issue": t.issue, "title": t.title or a.get("title") or "",
-            "pid": a.get("pid") or getattr(t, "pid", None),
-            "started_at": started,
-            "elapsed_s": (now - started) if started else None,
-            "attempt": a.get("attempt") or getattr(t, "attempts", None),
-            "cost_usd": _num(a.get("cost_usd")),
-            "last_tool": a.get("last_tool") if isinstance(a.get("last_tool"), str) else "",
-            "log": a.get("log"),
-        })
-    if tf is None:  # no tasks.md to go by: show what the daemon reported
-        for a in live.values():
-            started = _num(a.get("started_at"))
-            workers.append({
-                "issue": a.get("issue"), "title": a.get("title") or "", "pid": a.get("pid"),
-                "started_at": started, "elapsed_s": (now - started) if started else None,
-                "attempt": a.get("attempt"), "cost_usd": _num(a.get("cost_usd")),
-                "last_tool": a.get("last_tool") or "", "log": a.get("log"),
-            })
+    if tf is None:
+        workers = [_worker(a, None, now) for a in live.values()]
         facts["queue"]["active"] = len(workers)
+    else:
+        workers = [_worker(live.get(t.issue, {}), t, now) for t in active]
     facts["active"] = workers
 
     queue = []
     for t in pending:
         d = _task_dict(t, "priority", "attempts")
-        d["next_attempt"] = _task_time(getattr(t, "next_attempt", None))
+        d["next_attempt"] = _task_time(t.next_attempt)
         queue.append(d)
     queue.sort(key=lambda d: (d["priority"] if isinstance(d["priority"], int) else 9, d["issue"]))
     facts["pending"] = queue  # the daemon's dispatch order: {p0} first
@@ -428,7 +423,8 @@ def build(facts: Dict[str, Any], width: int = 80):
         shown = facts["completed"][:COMPLETED_SHOWN]
         # A PR link is only useful whole: it takes what it needs, up to all
         # but a short title, and folds onto a second line beyond that.
-        pr_w = min(max([4] + [len(_pr(c.get("pr"))) for c in shown]), max(10, width - issue_w - 10 - 6 - 12))
+        room = width - issue_w - 10 - 3 * 2   # less the time column and three gaps
+        pr_w = min(max([4] + [len(_pr(c.get("pr"))) for c in shown]), max(10, room - 12))
         t = table("Recently completed", [(issue_w, 0, {"style": "bold"}), (0, 1, {}),
                                          (pr_w, 0, {"style": "cyan", "overflow": "fold", "no_wrap": False}),
                                          (10, 0, {"style": "dim"})])
@@ -440,12 +436,14 @@ def build(facts: Dict[str, Any], width: int = 80):
     if facts["failed"] or facts["blocked"]:
         t = table("Failed / blocked", [(issue_w, 0, {"style": "bold"}), (7, 0, {}), (0, 2, {}),
                                        (0, 3, {"overflow": "fold", "no_wrap": False})])
-        for label, rows in (("failed", facts["failed"]), ("blocked", facts["blocked"])):
-            for r in rows:
-                t.add_row("#{}".format(r["issue"]), Text(label, style="red" if label == "failed" else "yellow"),
-                          r["title"], r.get("reason") or "")
+        rows = [("failed", r) for r in facts["failed"]] + [("blocked", r) for r in facts["blocked"]]
+        for label, r in rows[:ENDED_SHOWN]:
+            t.add_row("#{}".format(r["issue"]), Text(label, style="red" if label == "failed" else "yellow"),
+                      r["title"], r.get("reason") or "")
         parts.append(Text())
         parts.append(t)
+        if len(rows) > ENDED_SHOWN:
+            parts.append(Text("  … and {} more in tasks.md".format(len(rows) - ENDED_SHOWN), style="dim"))
 
     return Group(*parts)
 

@@ -33,6 +33,11 @@ import time  # noqa: E402
 from decimal import Decimal  # noqa: E402
 from typing import Any, Callable, Dict, Iterable, List, Optional  # noqa: E402
 
+if sys.version_info >= (3, 11):
+    import tomllib  # noqa: E402
+else:  # Python 3.9/3.10 (Raspberry Pi OS Bullseye)
+    import tomli as tomllib  # noqa: E402
+
 from adws import ledger  # noqa: E402
 
 EX_CONFIG = 78
@@ -47,10 +52,6 @@ TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_r
 
 def ledger_path(config: str) -> str:
     """<logs>/usage.jsonl from config.toml; raises ValueError with one line."""
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        import tomli as tomllib
     config = os.path.abspath(config)
     try:
         with open(config, "rb") as f:

@@ -32,12 +32,14 @@ from rich.console import Console  # noqa: E402
 from rich.text import Text  # noqa: E402
 
 from adws import transcript  # noqa: E402
+from adws.redact import redact, redact_bytes  # noqa: E402
 
 PROG = "view_worker"
+UNPARSED = object()      # Viewer.feed: "parse the line here"
 SHORT_LINES = 3          # tool result lines shown without --detailed
 SHORT_TEXT_LINES = 20    # assistant text lines shown without --detailed
 LINE_CLIP = 200          # characters kept of one shown line without --detailed
-THINKING_CLIP = 160
+THINKING_CLIP = 140
 FOLLOW_INTERVAL = 0.25   # seconds between polls with --follow
 STDERR_TAIL_LINES = 10
 
@@ -92,6 +94,10 @@ def one_line(text, limit: int) -> str:
     if not isinstance(text, str):
         text = "" if text is None else json.dumps(text, ensure_ascii=False)
     return clip(" ".join(text.split()), limit)
+
+
+def plural(n: int, word: str) -> str:
+    return "{} {}{}".format(n, word, "" if n == 1 else "s")
 
 
 def duration(ms) -> str:
@@ -178,10 +184,10 @@ class Viewer:
     def attempt(self) -> int:
         return max(self.separators, 1)
 
-    def feed(self, body: bytes, newline: bool = True, event=Ellipsis) -> bool:
-        """Show one line (``body`` without its newline). ``event``: parsed, or parsed here."""
+    def feed(self, body: bytes, newline: bool = True, event=UNPARSED) -> bool:
+        """Show one line (``body`` without its newline); ``event`` if already parsed."""
         self.lineno += 1
-        if event is Ellipsis:
+        if event is UNPARSED:
             # --raw needs to parse only the lines that could be separators.
             event = transcript.parse_line(body) if (not self.raw or b'"tac"' in body) else None
         if event is not None and transcript.is_attempt_separator(event):
@@ -194,7 +200,7 @@ class Viewer:
             return True
         self.lines_in_selection += 1
         if self.raw:
-            self.raw_out.write(body + (b"\n" if newline else b""))
+            self.raw_out.write(redact_bytes(body) + (b"\n" if newline else b""))
             return True
         if event is None:
             return True
@@ -218,19 +224,22 @@ class Viewer:
             return
         s = self.builder.summary
         source = "result" if s.cost_usd is not None else "estimate"
-        text = "Σ {} turns · tokens in {:,} · out {:,} · cache {:,} w / {:,} r · {} ({})".format(
-            s.assistant_turns, s.input_tokens, s.output_tokens, s.cache_creation_tokens,
+        text = "Σ {} · tokens in {:,} · out {:,} · cache {:,} w / {:,} r · {} ({})".format(
+            plural(s.assistant_turns, "turn"), s.input_tokens, s.output_tokens, s.cache_creation_tokens,
             s.cache_read_tokens, transcript.format_usd(s.cost), source)
         if not s.saw_result:
             text += " · no result"
         if s.api_retries:
-            text += " · {} API retries".format(s.api_retries)
+            text += " · {} API {}".format(s.api_retries, "retry" if s.api_retries == 1 else "retries")
         self.say(text, "dim")
         self._attempt_has_events = False
 
     # -- output primitives ---------------------------------------------------
     def say(self, text, style: str = "", indent: int = 0) -> None:
         renderable = text if isinstance(text, Text) else Text(str(text), style=style)
+        # Every shown line passes here: a token the agent printed is cut
+        # whichever event or field it sits in.
+        renderable.plain = redact(renderable.plain)
         # Wrap to the room left and prefix each row with the indent: rich's
         # Padding would pad every row with blanks to a rectangle, and its own
         # wrapping leaves a blank at the end of each wrapped row.
@@ -343,7 +352,7 @@ class Viewer:
         self.say("cwd {}".format(event.get("cwd", "?")), "green", 2)
         self.say("session {}".format(event.get("session_id", "?")), "green", 2)
         tools = event.get("tools")
-        line = Text("{} tools".format(len(tools)) if isinstance(tools, list) else "tools ?", style="dim")
+        line = Text(plural(len(tools), "tool") if isinstance(tools, list) else "tools ?", style="dim")
         servers = event.get("mcp_servers")
         if isinstance(servers, list) and servers:
             line.append(" · MCP:", style="dim")
@@ -361,7 +370,7 @@ class Viewer:
         words = {"task_started": "started", "task_progress": "progress",
                  "task_updated": "updated", "task_notification": "finished"}
         text = "⚙ task {}".format(words[sub])
-        detail = event.get("description") or ""
+        detail = one_line(event.get("description"), 200)
         if sub == "task_updated":
             patch = event.get("patch") if isinstance(event.get("patch"), dict) else {}
             detail = "status {}".format(patch.get("status", "?"))
@@ -491,7 +500,7 @@ class Viewer:
         is_error = bool(event.get("is_error"))
         subtype = event.get("subtype") or "?"
         parts = ["■ result {}".format(subtype), "cost {}".format(transcript.format_usd(cost)),
-                 "{} turns".format(transcript._int(event.get("num_turns"))),
+                 plural(transcript._int(event.get("num_turns")), "turn"),
                  duration(event.get("duration_ms"))]
         if is_error:
             parts.append("is_error")
@@ -533,8 +542,13 @@ def read_lines(path: Path) -> Iterator[Tuple[bytes, bool]]:
 def follow(path: Path, viewer: Viewer, flush) -> None:
     """Show the file and then whatever is appended, until Ctrl-C."""
     follower = transcript.TranscriptFollower(path)
+    restarts = 0
     while True:
         pairs = follower.poll_lines()
+        if follower.restarts != restarts:
+            restarts = follower.restarts
+            viewer.say("── the log was truncated or replaced; showing it again from the start", "bold yellow")
+            viewer.lineno = viewer.separators = 0
         for body, event in pairs:
             if not viewer.feed(body, True, event):
                 flush()
@@ -586,7 +600,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     path = args.log if args.log is not None else logs_dir(args.config) / "gh-{}.jsonl".format(args.issue)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a FIFO such as /dev/stdin is fine
         warn("no log at {}".format(path))
         return 1
     console = QuietConsole(highlight=False)

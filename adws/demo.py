@@ -1,0 +1,378 @@
+"""`python adws/coordinator.py --demo`: the whole loop on this machine, with
+no GitHub account and no API key.
+
+What is real: git (a bare "origin" repository and a clone, in a new temp
+folder), the `gh` binary, and the coordinator itself (its Coordinator.tick,
+driven here in this process, writing tasks.md, metrics.json and logs/ as the
+daemon does). What is not: GitHub is adws/fakegithub.py on 127.0.0.1,
+reached by `gh` through HTTP_PROXY exactly as the tests reach it; the agent
+is adws/scripted_worker.py, which prints stream-json like `claude -p` and
+commits or writes BLOCKED.md as its script says (its costs are made up).
+
+Two issues are labelled by a trusted user: one ends as a pull request, the
+other Blocked. The sandbox folder is kept afterwards, so the tools can be
+pointed at it; the last lines of output say how, and how to delete it.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Deque, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "adws" / "scripted_worker.py"
+TIMEOUT = 60.0        # seconds for both issues to end; they take about 15
+REPO = "demo/calculator"
+LABEL = "rpi-auto"
+OPERATOR = "alice"    # a collaborator with write access: her label is trusted
+LOG_LINES = 8         # daemon log lines under the live status view
+
+# Settings of the developer's own environment that would steer `gh` away
+# from the fake (the same list as tests/conftest.py).
+_GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN",
+             "GITHUB_ENTERPRISE_TOKEN", "GH_PAGER", "HTTPS_PROXY", "https_proxy")
+
+# The tiny project the agent "works on": one module and its test.
+_PROJECT = {
+    "README.md": "# calculator\n\nA tiny calculator. Run the tests with `python -m pytest -q`.\n",
+    "calc.py": '"""A tiny calculator."""\n\n\ndef add(a, b):\n    return a + b\n',
+    "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+}
+
+# (title, body, what the scripted worker does). The sleeps give the live
+# view something to show; see adws/scripted_worker.py for the options.
+_ISSUES = [
+    ("Add a subtract function",
+     "calc.py has add() but no subtract(). Please add subtract(a, b) and a test.",
+     {"turns": 3, "tool": "python -m pytest -q", "commit": "CHANGES.md", "sleep": 4, "cost": 0.04}),
+    ("Support complex numbers",
+     "The calculator should accept complex numbers.",
+     {"turns": 2, "tool": "grep -rn complex .", "sleep": 3, "cost": 0.02,
+      "blocked": "Which notation should the parser accept: 1+2j (Python) or 1+2i (maths)?"}),
+]
+
+
+def main() -> int:
+    """Build the sandbox, run the coordinator until both issues have ended,
+    then show what happened. Exit status 0 when both ended as planned."""
+    for tool, package in (("gh", "gh"), ("git", "git")):
+        if shutil.which(tool) is None:
+            what = "the GitHub CLI" if tool == "gh" else "git"
+            print(f"the demo needs {what}: sudo apt-get install {package}")
+            return 1
+    try:
+        from rich.console import Console
+    except ImportError:
+        print("the demo needs rich: pip install rich")
+        return 1
+    from adws import coordinator
+    from adws.fakegithub import FakeGitHub
+
+    console = Console(highlight=False, markup=False, emoji=False)
+    say = functools.partial(_say, console)
+    sandbox = Path(tempfile.mkdtemp(prefix="tac-demo-"))
+    origin, clone = make_repos(sandbox)
+    fake = FakeGitHub(REPO, origin_path=str(origin)).start()  # gh is logged in as "operator"
+    fake.add_label(LABEL)
+    fake.set_permission(OPERATOR, "write")
+    numbers = [fake.add_issue(title, body, labels=[LABEL], author=OPERATOR) for title, body, _ in _ISSUES]
+    (sandbox / "script.json").write_text(json.dumps(
+        {str(n): plan for n, (_, _, plan) in zip(numbers, _ISSUES)}, indent=1) + "\n")
+    config = write_config(sandbox)
+
+    gh_config = sandbox / "gh-config"
+    gh_config.mkdir()
+    gh_env = {k: v for k, v in os.environ.items() if k not in _GH_LEAKS}
+    gh_env.update(fake.env(str(gh_config)), GH_TOKEN="demo")
+    worker_environ = dict(os.environ, TAC_SCRIPT=str(sandbox / "script.json"))
+
+    say("TAC coordinator demo", style="bold")
+    say(f"Everything runs on this machine, in {sandbox}:")
+    say(f"  - {origin.name}, a bare git repository playing GitHub's copy of {REPO}")
+    say(f"  - {clone.name}/, the coordinator's clone of it (a tiny Python project)")
+    say(f"  - a fake GitHub on 127.0.0.1:{fake.port}, which the real `gh` talks to")
+    say(f"  - {WORKER.name}, a stand-in for `claude -p` (no API key; made-up costs)")
+    say(f"{OPERATOR}, a trusted collaborator, labelled two issues {LABEL}:")
+    for n, (title, _, plan) in zip(numbers, _ISSUES):
+        say(f"  #{n} {title}  (will end {'Blocked' if plan.get('blocked') else 'as a pull request'})")
+    say(f"Running the coordinator until both have ended (at most {TIMEOUT:.0f} s)...")
+    say()
+
+    cfg = coordinator.load_config(config)
+    c = coordinator.Coordinator(cfg, coordinator.GitHub(cfg.repo, env=gh_env), environ=worker_environ)
+    status = _load_tool("status")
+    status_cfg = status.load_config(str(config))
+    logger = logging.getLogger("tac")
+    saved = logger.handlers[:]
+    tail: Deque[str] = collections.deque(maxlen=LOG_LINES)
+    live_view = console.is_terminal
+
+    def log_line(line: str) -> None:
+        if live_view:
+            tail.append(line)  # drawn under the status view
+        else:
+            say("  " + line)
+    file_handler = logging.FileHandler(sandbox / "coordinator.log", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger.handlers[:] = [_Sink(log_line), file_handler]
+
+    def done() -> bool:
+        return all(coordinator.DONE_LABELS[coordinator.COMPLETED] in fake.issue_labels(n)
+                   or coordinator.DONE_LABELS[coordinator.BLOCKED] in fake.issue_labels(n) for n in numbers)
+
+    started = time.time()
+    interrupted = False
+    try:
+        if live_view:
+            _run_live(c, done, started, console, lambda: _screen(status, status_cfg, tail, console.width))
+        else:
+            _run(c, done, started)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        left = _stop_workers(c, coordinator)
+        logger.handlers[:] = saved
+        file_handler.close()
+    elapsed = time.time() - started
+    ended = done()
+    if not live_view:
+        say()
+        console.print(status.build(status.collect(status_cfg, time.time()), console.width))
+    say()
+    if interrupted:
+        say(f"Interrupted after {elapsed:.0f} s.", style="bold")
+    elif not ended:
+        say(f"The issues had not both ended after {TIMEOUT:.0f} s: see {sandbox / 'coordinator.log'}",
+            style="bold red")
+    else:
+        say(f"Both issues ended in {elapsed:.0f} s.", style="bold")
+    if left:
+        say(f"Stopped {left} worker(s) still running: the demo leaves none behind.")
+    try:
+        report(console, sandbox, config, fake, numbers, clone)
+    finally:
+        fake.stop()
+    if interrupted:
+        return 130
+    return 0 if ended else 1
+
+
+# -- the sandbox ------------------------------------------------------------------
+
+def _git(*args: str, cwd: Optional[Path] = None) -> None:
+    subprocess.run(["git", "-c", "user.name=Demo", "-c", "user.email=demo@example.com",
+                    "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args],
+                   cwd=cwd, check=True, capture_output=True)
+
+
+def make_repos(sandbox: Path):
+    """origin.git (bare, `main` holding the tiny project) and a clone of it."""
+    origin, seed, clone = sandbox / "origin.git", sandbox / "seed", sandbox / "calculator"
+    _git("init", "--bare", "-q", str(origin))
+    _git("--git-dir", str(origin), "symbolic-ref", "HEAD", "refs/heads/main")
+    _git("init", "-q", str(seed))
+    for name, text in _PROJECT.items():
+        (seed / name).write_text(text)
+    _git("add", ".", cwd=seed)
+    _git("commit", "-q", "-m", "A tiny calculator", cwd=seed)
+    _git("push", "-q", str(origin), "HEAD:refs/heads/main", cwd=seed)
+    shutil.rmtree(seed)
+    _git("clone", "-q", str(origin), str(clone))
+    # Workers commit in worktrees of this clone, which share its config.
+    for key, value in (("user.name", "TAC demo agent"), ("user.email", "agent@example.com"),
+                       ("commit.gpgsign", "false")):
+        _git("config", key, value, cwd=clone)
+    return origin, clone
+
+
+def write_config(sandbox: Path) -> Path:
+    """config.toml for the sandbox; paths are relative to it, as in a real install."""
+    q = json.dumps  # a JSON string is a valid TOML basic string
+    text = f"""\
+# The demo's config: the same keys as the project's config.toml.
+[github]
+repo = {q(REPO)}
+label = {q(LABEL)}
+poll_interval = 1              # the fake GitHub has no rate limit worth saving
+
+[repo]
+path = "calculator"
+
+[workers]
+max_concurrent = 1             # one at a time, so the queue shows a Pending entry
+command = [{q(sys.executable)}, {q(str(WORKER))}]
+min_free_memory_mb = 0         # the stand-in worker needs next to nothing
+timeout = 60
+
+[paths]
+template = {q(str(ROOT / "worker_template.md"))}
+"""
+    path = sandbox / "config.toml"
+    path.write_text(text)
+    return path
+
+
+# -- running it ---------------------------------------------------------------------
+
+class _Sink(logging.Handler):
+    """The daemon's log lines, one string each, to a function."""
+
+    def __init__(self, sink: Callable[[str], None]):
+        super().__init__()
+        self.sink = sink
+        self.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink(self.format(record))
+
+
+def _step(c, done: Callable[[], bool], started: float) -> bool:
+    """One tick as the daemon's loop runs it; True once the demo is over."""
+    c.tick(time.time())
+    if done() or time.time() - started > TIMEOUT:
+        return True
+    time.sleep(min(c.next_wake(time.time()), 0.25))
+    return False
+
+
+def _run(c, done: Callable[[], bool], started: float) -> None:
+    while not _step(c, done, started):
+        pass
+
+
+def _run_live(c, done: Callable[[], bool], started: float, console, screen: Callable[[], object]) -> None:
+    from rich.live import Live
+    with Live(screen(), console=console, auto_refresh=False, vertical_overflow="visible") as live:
+        while not _step(c, done, started):
+            live.update(screen(), refresh=True)
+        live.update(screen(), refresh=True)
+
+
+def _screen(status: ModuleType, status_cfg: Dict, tail: Deque[str], width: int):
+    """tools/status.py's view of the sandbox, and the daemon's last log lines."""
+    from rich.console import Group
+    from rich.text import Text
+    parts: List[object] = [status.build(status.collect(status_cfg, time.time()), width), Text()]
+    parts.append(Text("Coordinator log (last lines):", style="bold"))
+    for line in tail:
+        parts.append(Text("  " + line, style="dim", no_wrap=True, overflow="ellipsis"))
+    return Group(*parts)
+
+
+def _stop_workers(c, coordinator: ModuleType) -> int:
+    """The demo owns its workers: none may outlive it (a timeout, Ctrl-C)."""
+    left = 0
+    for w in list(c.workers.values()):
+        if w.popen is not None and w.popen.poll() is None:
+            left += 1
+            coordinator.signal_worker(w, signal.SIGKILL)  # the group and every tagged process
+            try:
+                w.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+    return left
+
+
+def _load_tool(name: str) -> ModuleType:
+    """tools/NAME.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tac_tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+# -- what happened ---------------------------------------------------------------------
+
+def _say(console, text: str = "", style: str = "", command: bool = False) -> None:
+    """One line at the console's width; a wrapped line keeps its indent.
+    A command is never broken (so it can be copied): the terminal wraps it."""
+    from rich.text import Text
+    indent = len(text) - len(text.lstrip(" "))
+    if command:
+        lines = [text]
+    else:
+        lines = textwrap.wrap(text, width=max(20, console.width), subsequent_indent=" " * indent,
+                              break_long_words=False, break_on_hyphens=False) or [""]
+    for line in lines:
+        console.print(Text(line, style=style), no_wrap=True, overflow="ignore", crop=False)
+
+
+def report(console, sandbox: Path, config: Path, fake, numbers: List[int], clone: Path) -> None:
+    from adws import tasks
+    say = functools.partial(_say, console)
+    cmd = functools.partial(_say, console, command=True)
+    doc, _, _ = tasks.load(sandbox / "tasks.md")
+    pulls = {p["head"]["ref"]: p for p in fake.pulls()}
+
+    heading(say, "What happened on the (fake) GitHub")
+    for n in numbers:
+        issue = fake.issue(n)
+        t = doc.governing(n)
+        say(f"#{n} {issue['title']}", style="bold")
+        say(f"  tasks.md: {t.state if t else 'not queued'}" + (f" - {t.reason}" if t and t.reason else ""))
+        pr = pulls.get(t.branch) if t and t.branch else None
+        if pr:
+            say(f"  pull request: {pr['title']}{' (draft)' if pr.get('draft') else ''}")
+            say(f"    {pr['html_url']}")
+        say(f"  labels now: {', '.join(fake.issue_labels(n)) or '(none)'}")
+        for comment in fake.comments(n):
+            body = comment["body"].replace("<!-- tac-coordinator -->", "").strip()
+            say(f"  comment by {comment['user']['login']} (the coordinator's gh account):")
+            for line in body.splitlines():
+                say(f"    {line}" if line.strip() else "")
+
+    heading(say, f"tasks.md, the queue ({sandbox / 'tasks.md'})")
+    for line in (sandbox / "tasks.md").read_text(encoding="utf-8").rstrip().splitlines():
+        say("  " + line)
+
+    heading(say, "Usage report (tools/usage_report.py)")
+    sys.stdout.flush()
+    _load_tool("usage_report").main(["--config", str(config)])
+
+    heading(say, "Explore further")
+    blocked = doc.in_state(tasks.BLOCKED)
+    say("The fake GitHub stopped with the demo; the files stay. Try:")
+    cmd(f"  python {_tool_path('view_worker.py')} {numbers[0]} --config {config}")
+    say("      the worker's transcript, as people read it")
+    cmd(f"  python {_tool_path('status.py')} --config {config}")
+    say("      the status view (it says critical now: the demo's coordinator has ended)")
+    cmd(f"  python {_tool_path('usage_report.py')} --config {config} --detail")
+    say("      cost and tokens per day and per issue")
+    for t in blocked:
+        cmd(f"  cat {Path(t.worktree) / 'BLOCKED.md'}")
+        say("      what the Blocked worker left for a human, in its kept worktree")
+    cmd(f"  git -C {clone} log --oneline --all")
+    say("      the branches the workers pushed")
+    cmd(f"  less {sandbox / 'coordinator.log'}")
+    say("      everything the coordinator logged")
+    say("Delete the sandbox when done:")
+    cmd(f"  rm -rf {sandbox}")
+
+
+def heading(say: Callable[..., None], title: str) -> None:
+    say()
+    say(title, style="bold")
+    say("-" * min(len(title), 78))
+
+
+def _tool_path(name: str) -> str:
+    """tools/NAME relative to the current folder when that is shorter."""
+    path = ROOT / "tools" / name
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return rel if not rel.startswith("..") else str(path)

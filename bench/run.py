@@ -1,0 +1,885 @@
+#!/usr/bin/env python3
+"""Benchmark: what the coordinator costs while idle, and how fast it reacts.
+
+    python bench/run.py            the full run (a few minutes)
+    python bench/run.py --quick    fewer samples, smaller sizes (under a minute; CI runs this)
+    python bench/run.py --json     the same figures as one JSON object
+
+It starts the real daemon (`python adws/coordinator.py`) against a fake
+GitHub served from this process and reached through the real `gh`, with a
+real bare origin and clone in a temp dir and adws/scripted_worker.py as the
+agent, and prints a Markdown table to paste into README.md. Where a naive
+way of doing the same job exists it is measured in the same run against the
+same fake, and the table gives naive ÷ ours:
+
+- requests per poll cycle with 0, 10 and 100 pending tasks (a PAUSE file
+  keeps them pending), next to polling without ETags;
+- one pull-request look-up for every active branch, next to one
+  `pulls?head=OWNER:BRANCH` call per branch;
+- worker exit -> tasks.md Completed, comment posted, label swapped (the exit
+  time is the scripted worker's own, written to $TAC_TRACE);
+- SIGHUP -> the next poll, and an invalid config refused with the old kept;
+- idle RSS and CPU of the daemon, from /proc/PID/status and /proc/PID/stat;
+- tasks.md parse and render, status.py start-up, view_worker on a big log
+  (next to reading the whole log into memory).
+
+Benchmarks are not tests: nothing here judges a number. The exit status is
+non-zero only when the benchmark itself broke (the daemon died, a state it
+waited for never came).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from adws import coordinator, tasks  # noqa: E402
+from adws.fakegithub import FakeGitHub, RequestRecord  # noqa: E402
+
+COORDINATOR = ROOT / "adws" / "coordinator.py"
+WORKER = ROOT / "adws" / "scripted_worker.py"
+STATUS = ROOT / "tools" / "status.py"
+VIEWER = ROOT / "tools" / "view_worker.py"
+REPO, LABEL = "acme/widgets", "rpi-auto"
+LIST_PATH = f"/repos/{REPO}/issues"  # the first page of the poll; later pages live under /repositories/
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# A developer's own gh settings must not reach the fake.
+GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
+HEADERS = ("Measure", "Ours", "Naive / reference", "Naive ÷ ours")
+
+
+class BenchError(Exception):
+    """The benchmark itself broke; the figures would mean nothing."""
+
+
+# ---------------------------------------------------------------------------
+# Sizes: --quick trades samples for time
+# ---------------------------------------------------------------------------
+
+FULL = dict(idle_window=60.0, pending=(0, 10, 100), cycles=10, fast_poll=1.0, hups=5, branches=(10, 100),
+            pr_cycles=3, runs=10, latency_poll=2.0, task_sizes=(100, 1000, 10000), parse_repeats=5,
+            status_runs=10, log_mb=200)
+QUICK = dict(idle_window=10.0, pending=(0, 10, 30), cycles=4, fast_poll=0.5, hups=3, branches=(10,),
+             pr_cycles=2, runs=3, latency_poll=1.0, task_sizes=(100, 1000, 10000), parse_repeats=2,
+             status_runs=5, log_mb=20)
+
+
+# ---------------------------------------------------------------------------
+# The fake, timed: who asked what, answered when
+# ---------------------------------------------------------------------------
+
+class TimedFake(FakeGitHub):
+    """FakeGitHub that also notes when it answered each request and which
+    token sent it: the daemon's gh uses token "x", the naive variants run by
+    this script use tokens of their own, so one fake serves both."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timed: List[Tuple[float, str, RequestRecord]] = []
+
+    def _handle(self, method: str, target: str, headers: Any, raw: bytes):
+        with self._lock:
+            before = len(self._requests)
+            answer = super()._handle(method, target, headers, raw)
+            token = (headers.get("Authorization") or "").split()[-1:] or [""]
+            now = time.time()
+            self.timed += [(now, token[0], r) for r in self._requests[before:]]
+        return answer
+
+    def since(self, t0: float, token: str = "x") -> List[Tuple[float, RequestRecord]]:
+        with self._lock:
+            return [(t, r) for t, who, r in self.timed if t >= t0 and who == token]
+
+
+def is_poll(r: RequestRecord) -> bool:
+    return r.method == "GET" and r.path == LIST_PATH
+
+
+# ---------------------------------------------------------------------------
+# A project in a temp dir: origin, clone, config, the daemon as a process
+# ---------------------------------------------------------------------------
+
+def git(*args: str, cwd: Optional[Path] = None) -> str:
+    cmd = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@example.com",
+           "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args]
+    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+class Rig:
+    """Everything one run needs, torn down by close() whatever happened."""
+
+    def __init__(self, keep: bool = False):
+        self.keep = keep
+        self.tmp = Path(tempfile.mkdtemp(prefix="tac-bench-"))
+        self.origin, self.clone = self.tmp / "origin.git", self.tmp / "clone"
+        seed = self.tmp / "seed"
+        git("init", "--bare", "-q", str(self.origin))
+        git("init", "-q", str(seed))
+        (seed / "README").write_text("widgets\n")
+        git("add", "README", cwd=seed)
+        git("commit", "-q", "-m", "Initial commit", cwd=seed)
+        git("push", "-q", str(self.origin), "HEAD:refs/heads/main", cwd=seed)
+        git("--git-dir", str(self.origin), "symbolic-ref", "HEAD", "refs/heads/main")
+        git("clone", "-q", str(self.origin), str(self.clone))
+        for key, value in (("user.name", "Bench"), ("user.email", "bench@example.com"), ("commit.gpgsign", "false")):
+            git("config", key, value, cwd=self.clone)
+        self.fake = TimedFake(REPO, origin_path=str(self.origin)).start()
+        self.fake.add_label(LABEL)
+        self.fake.set_permission("alice", "write")
+        (self.tmp / "gh-config").mkdir()
+        self.env = {k: v for k, v in os.environ.items() if k not in GH_LEAKS}
+        self.env.update(self.fake.env(str(self.tmp / "gh-config")))
+        self.daemons: List[Daemon] = []
+
+    def gh_env(self, token: str) -> Dict[str, str]:
+        """gh's environment for this script's own calls, told apart by token."""
+        return dict(self.env, GH_TOKEN=token)
+
+    def daemon(self, name: str, **config: Any) -> "Daemon":
+        d = Daemon(self, self.tmp / name, **config)
+        self.daemons.append(d)
+        return d
+
+    def close(self) -> None:
+        for d in self.daemons:
+            d.stop()
+        self.fake.stop()
+        if not self.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Daemon:
+    """One `python adws/coordinator.py` with its own state dir."""
+
+    def __init__(self, rig: Rig, state: Path, paused: bool = False, **config: Any):
+        self.rig, self.dir = rig, state
+        self.dir.mkdir()
+        self.config_path = self.dir / "config.toml"
+        self.tasks_path = self.dir / "tasks.md"
+        self.trace = self.dir / "trace.txt"
+        self.log_path = self.dir / "coordinator.log"
+        (self.dir / "worker_template.md").write_text("Issue #{issue_number} on {branch}\n{title}\n{body}\n")
+        (self.dir / "script.json").write_text(json.dumps({"default": {"commit": "fix.txt", "sleep": 1}}))
+        if paused:
+            (self.dir / "PAUSE").write_text("benchmark: keep the queue pending\n")
+        self.write_config(**config)
+        self.env = dict(rig.env, TAC_SCRIPT=str(self.dir / "script.json"), TAC_TRACE=str(self.trace),
+                        PYTHONUNBUFFERED="1")
+        self.proc: Optional[subprocess.Popen] = None
+
+    def write_config(self, label: str = LABEL, poll_interval: float = 30, max_concurrent: int = 1,
+                     broken: bool = False) -> None:
+        lines = ["[github]", f"repo = {json.dumps(REPO)}", f"label = {json.dumps(label)}",
+                 f"poll_interval = {json.dumps(poll_interval)}",
+                 "[repo]", f"path = {json.dumps(str(self.rig.clone))}",
+                 "[workers]", f"command = {json.dumps([sys.executable, str(WORKER)])}",
+                 f"max_concurrent = {max_concurrent}", "startup_grace = 0.5", "min_free_memory_mb = 0",
+                 "timeout = 600"]
+        if broken:
+            lines.append("polling_interval = 5")  # an unknown key: the daemon must refuse the file
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> "Daemon":
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, str(COORDINATOR), "--config", str(self.config_path)],
+                                     env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        self.wait(self.ready, 60, "the first poll")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise BenchError(f"the coordinator in {self.dir.name} died (exit {self.proc and self.proc.returncode})"
+                             f"\n--- its log ---\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def ready(self) -> bool:
+        try:
+            data = json.loads((self.dir / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(data.get("last_poll_ok"))
+
+    def wait(self, what: Callable[[], Any], timeout: float, message: str, step: float = 0.05) -> Any:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = what()
+            if value:
+                return value
+            self.alive()
+            time.sleep(step)
+        raise BenchError(f"timed out after {timeout:.0f} s waiting for {message}\n--- log ---\n{self.log_tail()}")
+
+    def tasks(self) -> tasks.TaskFile:
+        return tasks.load(self.tasks_path)[0]
+
+    def count(self, state: str) -> int:
+        return len(self.tasks().in_state(state))
+
+    def polls_after(self, t0: float) -> List[Tuple[float, RequestRecord]]:
+        return [(t, r) for t, r in self.rig.fake.since(t0) if is_poll(r)]
+
+    def next_poll(self, t0: float, timeout: float = 30) -> Tuple[float, RequestRecord]:
+        return self.wait(lambda: (self.polls_after(t0) or [None])[0], timeout, "a poll", step=0.005)
+
+    def trace_times(self, issue: int) -> Tuple[Optional[float], Optional[float]]:
+        """(start, end) of the scripted worker's run for `issue`, from $TAC_TRACE."""
+        try:
+            lines = self.trace.read_text().splitlines()
+        except OSError:
+            return None, None
+        start = end = None
+        for line in lines:
+            n, _pid, t0, t1 = line.split()
+            if int(n) == issue:
+                start = float(t0)
+                end = None if t1 == "-" else float(t1)
+        return start, end
+
+    def stop(self) -> Optional[int]:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # Workers outlive the coordinator by design; end ours (and only ours).
+        mark = f"TAC_SCRIPT={self.dir / 'script.json'}".encode()
+        for pid in _pids_with_env(mark):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return self.proc.returncode if self.proc is not None else None
+
+
+def _pids_with_env(mark: bytes) -> List[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if mark in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+# ---------------------------------------------------------------------------
+# /proc: memory and CPU of one process
+# ---------------------------------------------------------------------------
+
+def proc_sample(pid: int) -> Dict[str, float]:
+    """RSS in MB; CPU seconds of the process itself and of its reaped
+    children (gh, git), from /proc/PID/stat fields 14-17."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    m = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.M)
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2:].split()  # fields[0] is field 3 (state)
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return {"rss_mb": int(m.group(1)) / 1024 if m else 0.0, "cpu_s": (utime + stime) / CLK_TCK,
+            "children_cpu_s": (cutime + cstime) / CLK_TCK, "at": time.time()}
+
+
+# ---------------------------------------------------------------------------
+# The naive variants, run by this script through the real gh
+# ---------------------------------------------------------------------------
+
+class UnconditionalGitHub(coordinator.GitHub):
+    """The daemon's GitHub client without ETags: every poll is a full answer."""
+
+    def get_conditional(self, path: str) -> Any:
+        resp = self.api("GET", path)
+        data = resp.data
+        nxt = coordinator._next_link(resp.headers.get("link", ""))
+        while nxt and isinstance(data, list):
+            page = self.api("GET", nxt)
+            data = data + (page.data or [])
+            nxt = coordinator._next_link(page.headers.get("link", ""))
+        return data
+
+
+def counted_since(fake: TimedFake, t0: float, token: str) -> Tuple[int, int, int]:
+    """(requests, counted, 304) sent with `token` since t0."""
+    rs = [r for _, r in fake.since(t0, token)]
+    return len(rs), sum(1 for r in rs if r.counted), sum(1 for r in rs if r.status == 304)
+
+
+# ---------------------------------------------------------------------------
+# The measurements
+# ---------------------------------------------------------------------------
+
+def measure_idle_and_hup(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> "Daemon":
+    """An idle daemon (no labelled issue, poll_interval 30 s as shipped) over
+    the idle window; then SIGHUP: latency to the next poll, a valid reload,
+    an invalid one refused."""
+    d = rig.daemon("queue", paused=True, poll_interval=30).start()
+    time.sleep(1.0)  # let the start-up settle (imports done, first metrics written)
+    t0 = time.time()
+    first = proc_sample(d.pid)
+    rss = [first["rss_mb"]]
+    while time.time() - t0 < size["idle_window"]:
+        time.sleep(max(0.01, min(1.0, size["idle_window"] - (time.time() - t0))))
+        d.alive()
+        rss.append(proc_sample(d.pid)["rss_mb"])
+    last = proc_sample(d.pid)
+    window = last["at"] - first["at"]
+    n, counted, nm = counted_since(rig.fake, t0, "x")
+    out["idle"] = {"window_s": window, "poll_interval_s": 30, "rss_start_mb": first["rss_mb"],
+                   "rss_end_mb": last["rss_mb"], "rss_max_mb": max(rss),
+                   "cpu_s_per_hour": (last["cpu_s"] - first["cpu_s"]) * 3600 / window,
+                   "children_cpu_s_per_hour": (last["children_cpu_s"] - first["children_cpu_s"]) * 3600 / window,
+                   "requests": n, "counted": counted, "not_modified": nm}
+
+    # SIGHUP -> poll, several times.
+    lat = []
+    for _ in range(size["hups"]):
+        t = time.time()
+        os.kill(d.pid, signal.SIGHUP)
+        at, _ = d.next_poll(t, 10)
+        lat.append(at - t)
+        time.sleep(0.3)
+    # A valid change is taken (the poll asks for the new label) ...
+    d.write_config(label=LABEL + "-b", poll_interval=30)
+    t = time.time()
+    os.kill(d.pid, signal.SIGHUP)
+    at, r = d.next_poll(t, 10)
+    lat.append(at - t)
+    reloaded = r.query.get("labels") == LABEL + "-b"
+    # ... an invalid one is refused and the last good one kept.
+    d.write_config(label=LABEL + "-c", poll_interval=30, broken=True)
+    t = time.time()
+    os.kill(d.pid, signal.SIGHUP)
+    at, r = d.next_poll(t, 10)
+    lat.append(at - t)
+    kept = r.query.get("labels") == LABEL + "-b" and "config not reloaded" in d.log_tail()
+    d.alive()
+    out["sighup"] = {"latency_s": lat, "median_s": statistics.median(lat), "max_s": max(lat),
+                     "valid_reloaded": reloaded, "invalid_refused_old_kept": kept}
+    return d
+
+
+def measure_cycles(rig: Rig, d: "Daemon", size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """Requests per poll cycle with N pending tasks (the PAUSE file keeps
+    them pending), next to the same poll without ETags."""
+    d.write_config(poll_interval=size["fast_poll"])
+    t = time.time()
+    os.kill(d.pid, signal.SIGHUP)
+    d.next_poll(t)
+    naive = UnconditionalGitHub(REPO, env=rig.gh_env("naive"))
+    rows = []
+    have = 0
+    for n in size["pending"]:
+        for i in range(have, n):
+            rig.fake.add_issue(f"Bench task {i + 1}", "Something to do.", labels=[LABEL], author="alice")
+        have = n
+        d.wait(lambda: d.count(tasks.PENDING) == n, 120, f"{n} pending tasks", step=0.2)
+        t = time.time()
+        d.wait(lambda: len(d.polls_after(t)) >= 2, 60, "two settled polls")  # the intake's look-ups are over
+        t0 = d.polls_after(t)[-1][0] + 0.001
+        before = proc_sample(d.pid)
+        d.wait(lambda: len(d.polls_after(t0)) >= size["cycles"], 60 + 5 * size["cycles"] * size["fast_poll"],
+               f"{size['cycles']} polls")
+        after = proc_sample(d.pid)
+        polls = d.polls_after(t0)[:size["cycles"]]
+        t1 = polls[-1][0] + size["fast_poll"] / 2  # the last cycle's other look-ups, if any
+        while time.time() < t1:
+            time.sleep(0.02)
+        rs = [r for at, r in rig.fake.since(t0) if at <= t1]
+        cycles = len([r for r in rs if is_poll(r)])
+        if d.count(tasks.PENDING) != n:
+            raise BenchError(f"the {n} pending tasks did not stay pending\n{d.log_tail()}")
+        # The naive poll, same fake, same listing.
+        tn = time.time()
+        for _ in range(size["cycles"]):
+            naive.labelled_issues(LABEL)
+        nn, ncounted, _ = counted_since(rig.fake, tn, "naive")
+        rows.append({"pending": n, "cycles": cycles, "requests": len(rs),
+                     "counted": sum(1 for r in rs if r.counted), "not_modified": sum(1 for r in rs if r.status == 304),
+                     "counted_per_cycle": sum(1 for r in rs if r.counted) / cycles,
+                     "not_modified_per_cycle": sum(1 for r in rs if r.status == 304) / cycles,
+                     "requests_per_cycle": len(rs) / cycles,
+                     "naive_counted_per_cycle": ncounted / size["cycles"],
+                     "cpu_ms_per_cycle": (after["cpu_s"] - before["cpu_s"]) * 1000 / size["cycles"],
+                     "rss_mb": after["rss_mb"]})
+    out["cycles"] = rows
+    out["cycles_poll_interval_s"] = size["fast_poll"]
+
+
+def measure_rate_limit(rig: Rig, d: "Daemon", out: Dict[str, Any]) -> None:
+    """Fewer than 200 requests left: the poll slows down and the status line
+    says why; with the budget back, the poll returns to its pace."""
+    def gap() -> float:
+        t = time.time()
+        first = d.next_poll(t)[0]
+        return d.next_poll(first + 0.001, 60)[0] - first
+    normal = gap()
+    rig.fake.set_rate_limit(150)
+    t = time.time()
+    d.next_poll(t)  # this poll reads the low budget from the headers
+    slow = gap()
+    status = d.tasks().status
+    rig.fake.set_rate_limit(5000)
+    d.next_poll(time.time(), 60)
+    after = gap()
+    out["rate_limit"] = {"normal_gap_s": normal, "slow_gap_s": slow, "after_gap_s": after, "status": status,
+                         "status_says_so": "rate limit" in status}
+
+
+def measure_pr_lookup(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """Finding the pull requests of K active branches: our one conditional
+    listing against one `pulls?head=OWNER:BRANCH` call per branch."""
+    ours = coordinator.GitHub(REPO, env=rig.gh_env("ours"))
+    naive = coordinator.GitHub(REPO, env=rig.gh_env("naive-pr"))
+    made = 0
+    rows = []
+    for k in size["branches"]:
+        branches = [f"auto/gh-{9000 + i}" for i in range(k)]
+        for b in branches[made:k:2]:  # every other branch has a PR
+            rig.fake.create_pull(b, title=f"PR for {b}")
+        made = k
+        ours.pull_heads()  # the first call of a run pays once; cycles after it are what repeats
+        t, c0 = time.time(), time.perf_counter()
+        for _ in range(size["pr_cycles"]):
+            heads = ours.pull_heads()
+            _ = [heads.get(b, "") for b in branches]
+        ours_s = (time.perf_counter() - c0) / size["pr_cycles"]
+        on, oc, onm = counted_since(rig.fake, t, "ours")
+        t, c0 = time.time(), time.perf_counter()
+        for _ in range(size["pr_cycles"]):
+            _ = [naive.pulls_for_head(b) for b in branches]
+        naive_s = (time.perf_counter() - c0) / size["pr_cycles"]
+        nn, nc, _ = counted_since(rig.fake, t, "naive-pr")
+        rows.append({"branches": k, "cycles": size["pr_cycles"],
+                     "ours_requests_per_cycle": on / size["pr_cycles"], "ours_counted_per_cycle": oc / size["pr_cycles"],
+                     "naive_requests_per_cycle": nn / size["pr_cycles"], "naive_counted_per_cycle": nc / size["pr_cycles"],
+                     "ours_s_per_cycle": ours_s, "naive_s_per_cycle": naive_s})
+    out["pr_lookup"] = rows
+
+
+def measure_latency(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """Label -> worker start, and worker exit -> tasks.md Completed, comment
+    posted, label swapped; one issue at a time."""
+    d = rig.daemon("latency", poll_interval=size["latency_poll"]).start()
+    rss0 = proc_sample(d.pid)["rss_mb"]
+    runs = []
+    for i in range(size["runs"]):
+        t_label = time.time()
+        n = rig.fake.add_issue(f"Latency run {i + 1}", "Add a line.", labels=[LABEL], author="alice")
+        start = d.wait(lambda: d.trace_times(n)[0], 30, f"gh-{n} to start", step=0.005)
+        end = d.wait(lambda: d.trace_times(n)[1], 60, f"gh-{n} to exit", step=0.005)
+        state_at = _watch_state(d, n, 30)
+        labels_at = d.wait(lambda: _request_at(rig.fake, end, "POST", f"/repos/{REPO}/issues/{n}/labels"),
+                           30, f"gh-{n} label swap", step=0.01)
+        cid = (rig.fake.comments(n) or [{}])[0].get("id")
+        comment_at = (_request_at(rig.fake, end, "PATCH", f"/repos/{REPO}/issues/comments/{cid}")
+                      or _request_at(rig.fake, end, "POST", f"/repos/{REPO}/issues/{n}/comments"))
+        if comment_at is None or "✅" not in rig.fake.comments(n)[0]["body"]:
+            raise BenchError(f"gh-{n}: no completion comment\n{d.log_tail()}")
+        runs.append({"issue": n, "label_to_start_s": start - t_label, "exit_to_tasks_md_s": state_at - end,
+                     "exit_to_comment_s": comment_at - end, "exit_to_labels_s": labels_at - end})
+    d.alive()
+    rss1 = proc_sample(d.pid)["rss_mb"]
+    if d.stop() != 0:
+        raise BenchError(f"the latency coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
+
+    def stats(key: str) -> Dict[str, float]:
+        values = [r[key] for r in runs]
+        return {"median_s": statistics.median(values), "max_s": max(values)}
+    out["latency"] = {"runs": runs, "poll_interval_s": size["latency_poll"], "rss_first_mb": rss0,
+                      "rss_last_mb": rss1, **{k: stats(k) for k in runs[0] if k.endswith("_s")}}
+
+
+def _watch_state(d: "Daemon", n: int, timeout: float) -> float:
+    """When tasks.md first showed gh-N Completed: stat every 2 ms, parse on change."""
+    deadline, seen = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            st = os.stat(d.tasks_path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key != seen:
+            seen = key
+            now = time.time()
+            t = d.tasks().governing(n)
+            if t is not None and t.state == tasks.COMPLETED:
+                return now
+        time.sleep(0.002)
+    d.alive()
+    raise BenchError(f"gh-{n} never showed as Completed in tasks.md\n{d.log_tail()}")
+
+
+def _request_at(fake: TimedFake, t0: float, method: str, path: str) -> Optional[float]:
+    for at, r in fake.since(t0):
+        if r.method == method and r.path == path and r.status < 300:
+            return at
+    return None
+
+
+def sample_taskfile(n: int, ended_only: bool = False) -> tasks.TaskFile:
+    """A tasks.md of n entries shaped like a long-running queue: mostly
+    ended entries with their details, some pending, a few active (none of
+    those with ended_only: a daemon would act on them)."""
+    doc = tasks.TaskFile(status="running · 3 active · 100 pending")
+    day = time.strftime(tasks.TIME_FORMAT)  # today: the daemon's archive leaves them in place
+    for i in range(1, n + 1):
+        kind = i % 20 if not ended_only else i % 17
+        t = tasks.Task(issue=i, title=f"Fix the widget frobnicator, part {i}", priority=i % 4,
+                       body_sha=f"{i:040x}"[:12], attempts=1)
+        if kind < 12:
+            t.state, t.commit, t.worker = tasks.COMPLETED, f"{i:07x}", f"w-{i:06x}"
+            t.completed, t.pr, t.branch = day, f"https://github.com/{REPO}/pull/{i}", f"auto/gh-{i}"
+            t.extra = [("Finished", day)]
+        elif kind < 15:
+            t.state, t.reason, t.worker = tasks.FAILED, "exit status 1 after 12m (no result)", f"w-{i:06x}"
+            t.extra = [("Finished", day)]
+        elif kind < 17:
+            t.state, t.reason = tasks.BLOCKED, "needs the staging credentials"
+        elif kind < 19:
+            t.state, t.attempts = tasks.PENDING, 0
+        else:
+            t.state, t.worker, t.pid, t.pid_start = tasks.ACTIVE, f"w-{i:06x}", 1000 + i, 123456
+            t.started, t.branch, t.worktree = day, f"auto/gh-{i}", f"/srv/tac/trees/gh-{i}"
+            t.log, t.log_offset, t.comment_id = f"/srv/tac/logs/gh-{i}.jsonl", 0, 5000 + i
+        doc.tasks.append(t)
+    return doc
+
+
+def measure_taskfile(size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    rows = []
+    for n in size["task_sizes"]:
+        text = tasks.render(sample_taskfile(n))
+        parse_t, render_t = [], []
+        for _ in range(size["parse_repeats"]):
+            c = time.perf_counter()
+            doc, problems = tasks.parse(text)
+            parse_t.append(time.perf_counter() - c)
+            c = time.perf_counter()
+            again = tasks.render(doc)
+            render_t.append(time.perf_counter() - c)
+        if problems or again != text or len(doc.tasks) != n:
+            raise BenchError(f"tasks.md of {n} entries did not round-trip: {problems[:3]}")
+        rows.append({"entries": n, "bytes": len(text.encode()), "parse_s": statistics.median(parse_t),
+                     "render_s": statistics.median(render_t)})
+    out["taskfile"] = rows
+
+
+def measure_big_taskfile(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """An idle daemon whose tasks.md holds many ended entries: what each
+    poll cycle costs it when the file is big."""
+    n = size["task_sizes"][-1]
+    d = rig.daemon("big", paused=True, poll_interval=size["fast_poll"])
+    d.tasks_path.write_text(tasks.render(sample_taskfile(n, ended_only=True)))
+    d.start()
+    t = time.time()
+    d.wait(lambda: d.polls_after(t), 60, "a poll")
+    t0 = time.time()
+    before = proc_sample(d.pid)
+    d.wait(lambda: len(d.polls_after(t0)) >= size["cycles"], 60 + 5 * size["cycles"] * size["fast_poll"],
+           f"{size['cycles']} polls")
+    after = proc_sample(d.pid)
+    cycles = len(d.polls_after(t0))
+    if len(d.tasks().tasks) != n:
+        raise BenchError(f"the big tasks.md lost entries\n{d.log_tail()}")
+    out["big_taskfile"] = {"entries": n, "cycles": cycles, "poll_interval_s": size["fast_poll"],
+                           "cpu_ms_per_cycle": (after["cpu_s"] - before["cpu_s"]) * 1000 / cycles,
+                           "rss_mb": after["rss_mb"]}
+    if d.stop() != 0:
+        raise BenchError(f"the big-file coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
+
+
+# A child's peak RSS from wait4 includes the memory of the process that
+# forked it (Linux carries the high-water mark across exec), so the child is
+# forked by this small runner rather than by the benchmark with its fake.
+RUNNER = """
+import os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write("%r %d %d" % (time.perf_counter() - t, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
+"""
+
+
+def _timed_run(argv: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one run of argv, output discarded."""
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as result:
+        subprocess.run([sys.executable, "-c", RUNNER, result.name, *argv], env=env,
+                       stdout=subprocess.DEVNULL, stderr=err, check=False)
+        wall, rss_kb, code = result.read().split()
+        if int(code) != 0:
+            err.seek(0)
+            raise BenchError(f"{' '.join(argv[:3])} ... exited {code}: {err.read().decode(errors='replace')[-1000:]}")
+    return float(wall), int(rss_kb) / 1024
+
+
+def measure_status(rig: Rig, d: "Daemon", size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """status.py against the queue daemon's state (its tasks.md, metrics.json)."""
+    env = dict(rig.env, NO_COLOR="1", COLUMNS="80")
+    runs = {"text": [], "json": [], "floor": []}
+    for _ in range(size["status_runs"]):
+        runs["text"].append(_timed_run([sys.executable, str(STATUS), "--config", str(d.config_path)], env)[0])
+        runs["json"].append(_timed_run([sys.executable, str(STATUS), "--config", str(d.config_path), "--json"], env)[0])
+        runs["floor"].append(_timed_run([sys.executable, "-c", "pass"], env)[0])
+    out["status"] = {k: statistics.median(v) for k, v in runs.items()}
+    out["status"]["runs"] = size["status_runs"]
+    out["status"]["tasks"] = len(d.tasks().tasks)
+
+
+def write_big_log(path: Path, size_bytes: int) -> int:
+    """A stream-json transcript of about size_bytes: many turns, each with a
+    tool result of 1-48 KB, as `cat` of source files makes them."""
+    line_of_code = "".join(chr(97 + (k * 7) % 26) for k in range(99)) + "\n"
+    written, turn = 0, 0
+    usage = {"input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"type": "system", "subtype": "init", "session_id": "s", "model": "claude-sonnet-4-6",
+                            "tools": ["Bash", "Read"], "cwd": "/srv/tac/trees/gh-1"}) + "\n")
+        while written < size_bytes:
+            msg = {"id": f"msg_{turn}", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+                   "usage": usage}
+            events = (
+                {"type": "assistant", "message": dict(msg, content=[
+                    {"type": "text", "text": f"Step {turn}: reading the next file."}])},
+                {"type": "assistant", "message": dict(msg, content=[
+                    {"type": "tool_use", "id": f"toolu_{turn}", "name": "Bash",
+                     "input": {"command": f"cat src/module_{turn}.py"}}])},
+                {"type": "user", "message": {"role": "user", "content": [
+                    {"tool_use_id": f"toolu_{turn}", "type": "tool_result", "is_error": False,
+                     "content": line_of_code * (10 + (turn * 37) % 480)}]}},
+            )
+            for ev in events:
+                line = json.dumps(ev) + "\n"
+                f.write(line)
+                written += len(line)
+            turn += 1
+        f.write(json.dumps({"type": "result", "subtype": "success", "is_error": False, "total_cost_usd": 1.5,
+                            "num_turns": turn, "duration_ms": 60000, "usage": usage}) + "\n")
+    return turn
+
+
+NAIVE_VIEW = "import json,sys; lines=open(sys.argv[1],'rb').readlines(); print(len(lines))"
+
+
+def measure_viewer(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    path = rig.tmp / "big.jsonl"
+    turns = write_big_log(path, size["log_mb"] * 1024 * 1024)
+    env = dict(rig.env, NO_COLOR="1", COLUMNS="100")
+    wall, rss = _timed_run([sys.executable, str(VIEWER), "--log", str(path)], env)
+    nwall, nrss = _timed_run([sys.executable, "-c", NAIVE_VIEW, str(path)], env)
+    out["viewer"] = {"log_mb": path.stat().st_size / 1024 / 1024, "turns": turns, "wall_s": wall,
+                     "max_rss_mb": rss, "naive_wall_s": nwall, "naive_max_rss_mb": nrss,
+                     "mb_per_s": path.stat().st_size / 1024 / 1024 / wall}
+    path.unlink()
+
+
+# ---------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------
+
+def machine() -> Dict[str, str]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                cpu = cpu or value.strip()
+                if key.strip() == "Model":  # a Pi names itself here; prefer it
+                    cpu = value.strip()
+    except OSError:
+        pass
+    try:
+        gh = subprocess.run(["gh", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    except OSError:
+        gh = "gh missing"
+    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "arch": platform.machine(), "cpu": cpu or "unknown",
+            "cpus": str(os.cpu_count() or "?"), "python": platform.python_version(),
+            "gh": gh.replace("gh version ", "gh ").split(" (")[0]}
+
+
+def _s(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _ratio(naive: float, ours: float) -> str:
+    if ours <= 0:
+        return "∞ (ours is 0)" if naive > 0 else "—"
+    return f"{naive / ours:.1f}×"
+
+
+def rows_for(r: Dict[str, Any]) -> List[Tuple[str, str, str, str]]:
+    rows: List[Tuple[str, str, str, str]] = []
+    add = rows.append
+    poll = r["cycles_poll_interval_s"]
+    for c in r["cycles"]:
+        add((f"Counted requests per poll cycle, {c['pending']} pending tasks",
+             f"{c['counted_per_cycle']:.2f}", f"{c['naive_counted_per_cycle']:.2f} (no ETag)",
+             _ratio(c["naive_counted_per_cycle"], c["counted_per_cycle"])))
+    for c in r["cycles"]:
+        add((f"304 (free) answers per poll cycle, {c['pending']} pending tasks",
+             f"{c['not_modified_per_cycle']:.2f}", "0.00 (no ETag)", ""))
+    add((f"Coordinator CPU per poll cycle, {' / '.join(str(c['pending']) for c in r['cycles'])} pending",
+         " / ".join(f"{c['cpu_ms_per_cycle']:.0f} ms" for c in r["cycles"]), "", ""))
+    for p in r["pr_lookup"]:
+        add((f"PR look-up, {p['branches']} active branches: counted requests per cycle",
+             f"{p['ours_counted_per_cycle']:.2f} (one conditional list)",
+             f"{p['naive_counted_per_cycle']:.2f} (pulls?head= per branch)",
+             _ratio(p["naive_counted_per_cycle"], p["ours_counted_per_cycle"])))
+        add((f"PR look-up, {p['branches']} active branches: gh calls / wall time per cycle",
+             f"{p['ours_requests_per_cycle']:.0f} / {_s(p['ours_s_per_cycle'])}",
+             f"{p['naive_requests_per_cycle']:.0f} / {_s(p['naive_s_per_cycle'])}",
+             _ratio(p["naive_s_per_cycle"], p["ours_s_per_cycle"])))
+    lat = r["latency"]
+    n = len(lat["runs"])
+    for key, what in (("exit_to_tasks_md_s", "Worker exit → tasks.md shows Completed"),
+                      ("exit_to_comment_s", "Worker exit → completion comment posted"),
+                      ("exit_to_labels_s", "Worker exit → trigger label swapped for tac:done"),
+                      ("label_to_start_s", f"Label applied → worker started (poll_interval {lat['poll_interval_s']:g} s)")):
+        add((f"{what} (median / max of {n})", f"{_s(lat[key]['median_s'])} / {_s(lat[key]['max_s'])}", "", ""))
+    h = r["sighup"]
+    add((f"SIGHUP → poll (median / max of {len(h['latency_s'])})", f"{_s(h['median_s'])} / {_s(h['max_s'])}",
+         "15 s average (wait for the next poll at 30 s)", _ratio(30 / 2, h["median_s"])))
+    add(("SIGHUP: valid config reloaded / invalid one refused, old kept",
+         f"{'yes' if h['valid_reloaded'] else 'NO'} / {'yes' if h['invalid_refused_old_kept'] else 'NO'}", "", ""))
+    rl = r["rate_limit"]
+    add(("Rate limit below 200: time between polls, normal → low → restored",
+         f"{_s(rl['normal_gap_s'])} → {_s(rl['slow_gap_s'])} → {_s(rl['after_gap_s'])}", "", ""))
+    add(("Rate limit below 200: status line says so", "yes" if rl["status_says_so"] else "NO", "", ""))
+    i = r["idle"]
+    add((f"Idle RSS, start → end of {i['window_s']:.0f} s (max)",
+         f"{i['rss_start_mb']:.1f} → {i['rss_end_mb']:.1f} MB ({i['rss_max_mb']:.1f})", "", ""))
+    add((f"Idle CPU, coordinator (poll_interval {i['poll_interval_s']} s)", f"{i['cpu_s_per_hour']:.1f} s/hour", "", ""))
+    add(("Idle CPU, its gh children", f"{i['children_cpu_s_per_hour']:.1f} s/hour", "", ""))
+    add((f"Idle requests in {i['window_s']:.0f} s: counted / 304", f"{i['counted']} / {i['not_modified']}", "", ""))
+    add((f"RSS after {poll:g} s-interval cycles at {' / '.join(str(c['pending']) for c in r['cycles'])} pending",
+         " / ".join(f"{c['rss_mb']:.1f}" for c in r["cycles"]) + " MB", "", ""))
+    add((f"RSS over {n} worker runs, first → last", f"{lat['rss_first_mb']:.1f} → {lat['rss_last_mb']:.1f} MB", "", ""))
+    b = r["big_taskfile"]
+    add((f"Coordinator CPU per poll cycle, idle, {b['entries']:,}-entry tasks.md",
+         f"{b['cpu_ms_per_cycle']:.0f} ms", "", ""))
+    for t in r["taskfile"]:
+        add((f"tasks.md parse / render, {t['entries']:,} entries ({t['bytes'] / 1024:,.0f} KB)",
+             f"{_s(t['parse_s'])} / {_s(t['render_s'])}", "", ""))
+    s = r["status"]
+    add((f"status.py start-up, {s['tasks']} tasks (median of {s['runs']})", _s(s["text"]),
+         f"{_s(s['floor'])} (python -c pass)", ""))
+    add(("status.py --json start-up", _s(s["json"]), f"{_s(s['floor'])} (python -c pass)", ""))
+    v = r["viewer"]
+    add((f"view_worker, {v['log_mb']:.0f} MB log: wall time", f"{_s(v['wall_s'])} ({v['mb_per_s']:.1f} MB/s)",
+         f"{_s(v['naive_wall_s'])} (readlines, no rendering)", ""))
+    add((f"view_worker, {v['log_mb']:.0f} MB log: max RSS", f"{v['max_rss_mb']:.0f} MB",
+         f"{v['naive_max_rss_mb']:.0f} MB (whole file in memory)", _ratio(v["naive_max_rss_mb"], v["max_rss_mb"])))
+    return rows
+
+
+def markdown(m: Dict[str, str], mode: str, rows: List[Tuple[str, str, str, str]]) -> str:
+    out = [f"Benchmark ({mode} run, `python bench/run.py{' --quick' if mode == 'quick' else ''}`), {m['date']}",
+           f"Machine: {m['arch']} · {m['cpu']} · {m['cpus']} CPUs · Python {m['python']} · {m['gh']}", "",
+           "| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] + ["---:"] * 3) + "|"]
+    out += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    rig = Rig(keep)
+    try:
+        progress(f"idle daemon for {size['idle_window']:g} s, then SIGHUP")
+        queue = measure_idle_and_hup(rig, size, out)
+        progress(f"poll cycles at {', '.join(map(str, size['pending']))} pending tasks")
+        measure_cycles(rig, queue, size, out)
+        progress("rate limit nearly spent")
+        measure_rate_limit(rig, queue, out)
+        progress("status.py start-up")
+        measure_status(rig, queue, size, out)
+        queue.alive()
+        if queue.stop() != 0:
+            raise BenchError(f"the queue coordinator did not exit cleanly on SIGTERM\n{queue.log_tail()}")
+        for t in queue.tasks().tasks:  # the next daemon must not pick the queue up
+            rig.fake.close_issue(t.issue)
+        progress(f"worker exit latency, {size['runs']} runs")
+        measure_latency(rig, size, out)
+        progress(f"PR look-up for {', '.join(map(str, size['branches']))} branches")
+        measure_pr_lookup(rig, size, out)
+        progress("tasks.md parse and render")
+        measure_taskfile(size, out)
+        progress(f"an idle daemon with a {size['task_sizes'][-1]:,}-entry tasks.md")
+        measure_big_taskfile(rig, size, out)
+        progress(f"view_worker on a {size['log_mb']} MB log")
+        measure_viewer(rig, size, out)
+    finally:
+        rig.close()
+        if keep:
+            progress(f"kept {rig.tmp}")
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes (under a minute)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (daemon logs) for a look")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    size = QUICK if args.quick else FULL
+    started = time.time()
+
+    def progress(message: str) -> None:
+        print(f"bench: {time.time() - started:5.1f}s {message}", file=sys.stderr, flush=True)
+
+    try:
+        results = run(size, args.keep, progress)
+    except BenchError as e:
+        print(f"bench: broken: {e}", file=sys.stderr)
+        return 1
+    m = machine()
+    rows = rows_for(results)
+    if args.json:
+        print(json.dumps({"mode": mode, "machine": m, "seconds": time.time() - started, "results": results,
+                          "table": [dict(zip(HEADERS, r)) for r in rows]}, indent=1))
+    else:
+        print(markdown(m, mode, rows))
+    progress("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""The daemon under abuse: kill -9 at random moments, a crash-looping worker,
+and a person editing tasks.md while the daemon writes it.
+
+Everything real but GitHub (tests/harness.py). The randomness is seeded; the
+seed is printed, and TAC_CHAOS_SEED=<seed> replays a run's choices (not its
+timing, which the machine decides).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import pytest
+
+from harness import Project, overlapping_runs, processes_under, stop_project, trace_runs, zombies_of
+from adws import coordinator as co
+from adws import tasks
+
+FINAL = ("✅", "⏰", "❌")  # how the final comment starts, per terminal state
+
+
+@pytest.fixture
+def project(tmp_path, github, gh_env, clone, git_origin):
+    p = Project(tmp_path, github, gh_env, clone, git_origin)
+    p.env["TAC_TRACE"] = str(p.dir / "trace.txt")
+    yield p
+    stop_project(p)
+
+
+class Watcher:
+    """Parses tasks.md (and reads metrics.json) over and over while the
+    daemon runs, keeping every problem and every status line it saw."""
+
+    def __init__(self, project: Project, every: float = 0.01):
+        self.tasks_path = project.dir / "tasks.md"
+        self.metrics_path = project.dir / "metrics.json"
+        self.parses = 0
+        self.problems: List[str] = []
+        self.statuses: List[str] = []
+        self.spawn_blocks: List[str] = []
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                text = self.tasks_path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = None
+            if text is not None:
+                doc, problems = tasks.parse(text)
+                self.parses += 1
+                self.problems += problems
+                if not self.statuses or self.statuses[-1] != doc.status:
+                    self.statuses.append(doc.status)
+            try:
+                block = json.loads(self.metrics_path.read_text()).get("spawn_block", "")
+            except (OSError, ValueError):
+                block = ""
+            if block and (not self.spawn_blocks or self.spawn_blocks[-1] != block):
+                self.spawn_blocks.append(block)
+            time.sleep(self._every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def hand_edit(path: Path, change: Callable[[str], str]) -> None:
+    """Edit tasks.md as a careful editor does: write the new text beside it
+    and rename it over, unless the daemon wrote the file meanwhile (then
+    read again and redo the edit)."""
+    for _ in range(100):
+        before = path.read_bytes()
+        after = change(before.decode("utf-8")).encode("utf-8")
+        tmp = path.with_name(".hand-edit.tmp")
+        tmp.write_bytes(after)
+        if path.read_bytes() == before:
+            os.replace(tmp, path)
+            return
+        time.sleep(0.01)
+    raise AssertionError("tasks.md kept changing under the hand edit")
+
+
+def move_entry(n: int, section: str) -> Callable[[str], str]:
+    """Cut gh-N's entry (its line and its "- Key: value" lines) and paste it
+    under "## <section>": what a person does to cancel or re-queue."""
+    def change(text: str) -> str:
+        lines = text.split("\n")
+        i = next(k for k, line in enumerate(lines) if re.match(rf"\[[^\]]*\] gh-{n}:", line))
+        j = i + 1
+        while j < len(lines) and lines[j].startswith("- "):
+            j += 1
+        block = lines[i:j]
+        del lines[i:j]
+        h = lines.index(f"## {section}")
+        lines[h + 1:h + 1] = block
+        return "\n".join(lines)
+    return change
+
+
+def set_priority(n: int, p: int) -> Callable[[str], str]:
+    def change(text: str) -> str:
+        new = re.sub(rf"(?m)^(\[[^\]]*\] gh-{n}:.*)\{{p\d\}}$", rf"\g<1>{{p{p}}}", text)
+        assert new != text, text
+        return new
+    return change
+
+
+def finals(github, n: int) -> List[str]:
+    return [c["body"] for c in github.comments(n) if c["body"].startswith(FINAL)]
+
+
+# ===========================================================================
+# Chaos: kill -9 at random moments across many task lifecycles
+# ===========================================================================
+
+KINDS = {
+    # kind: (script for the issue, the state it must end in)
+    "pr": (lambda n, r: {"commit": f"f{n}.txt", "sleep": r.uniform(0.2, 2.5)}, tasks.COMPLETED),
+    "blocked": (lambda n, r: {"blocked": "Needs a decision", "sleep": r.uniform(0.2, 1.5)}, tasks.BLOCKED),
+    "retry": (lambda n, r: {"attempts": [
+        {"turns": 1, "exit": 1, "result": "error_during_execution", "sleep": r.uniform(0.2, 1.5)},
+        {"commit": f"f{n}.txt", "sleep": r.uniform(0.2, 1.5)}]}, tasks.COMPLETED),
+    "fail": (lambda n, r: {"turns": 1, "exit": 1, "result": "error_during_execution",
+                           "sleep": r.uniform(0.2, 1.0)}, tasks.FAILED),
+}
+
+
+class Killer:
+    """Starts the daemon, kills it with SIGKILL at a chosen kind of moment,
+    starts it again."""
+
+    def __init__(self, project: Project, rnd: random.Random):
+        self.project = project
+        self.rnd = rnd
+        self.proc = project.start()
+        self.kills: Dict[str, int] = {}
+        self.hits: Dict[str, int] = {}
+
+    def _log_size(self) -> int:
+        path = self.project.dir / "coordinator.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def _new_log_line(self, offset: int, needle: str) -> bool:
+        with open(self.project.dir / "coordinator.log", "rb") as f:
+            f.seek(offset)
+            return needle.encode() in f.read()
+
+    def _half_spawned(self) -> bool:
+        """An Active entry with no PID yet: spawn() is between its steps."""
+        try:
+            doc, _ = tasks.parse((self.project.dir / "tasks.md").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return False
+        return any(t.pid is None for t in doc.in_state(tasks.ACTIVE))
+
+    def _writing(self) -> bool:
+        """tasks.update() is between its temp file and the rename."""
+        return any(name.startswith(".tasks.md.") and name.endswith(".tmp") for name in os.listdir(self.project.dir))
+
+    def round(self) -> None:
+        mode = self.rnd.choice(["random", "random", "spawn", "write", "completion"])
+        wait = {"random": self.rnd.uniform(0.1, 2.5)}.get(mode, 3.0)
+        offset = self._log_size()
+        deadline = time.time() + wait
+        hit = False
+        while time.time() < deadline and self.proc.poll() is None:
+            if mode == "spawn" and self._half_spawned():
+                hit = True
+                break
+            if mode == "write" and self._writing():
+                hit = True
+                break
+            if mode == "completion" and self._new_log_line(offset, " exited pid="):
+                time.sleep(self.rnd.uniform(0, 0.8))  # somewhere in push, PR, comment, label swap
+                hit = True
+                break
+            time.sleep(0.001 if mode == "write" else 0.005)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.kills[mode] = self.kills.get(mode, 0) + 1
+        self.hits[mode] = self.hits.get(mode, 0) + hit
+        time.sleep(self.rnd.uniform(0, 0.3))
+        self.proc = self.project.start()
+
+
+@pytest.mark.slow
+def test_chaos_kill_9_at_random_moments(project, github):
+    seed = int(os.environ.get("TAC_CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
+    print(f"\nchaos seed {seed} (replay its choices with TAC_CHAOS_SEED={seed})")
+    rnd = random.Random(seed)
+    project.write_config(workers={"max_concurrent": 3, "startup_backoff": [1, 1, 1, 2, 2], "retry_backoff": [1],
+                                  "max_attempts": 2, "stop_grace": 1}, github={"poll_interval": 0.5})
+    kinds = ["pr"] * 7 + ["blocked"] * 2 + ["retry"] * 3 + ["fail"] * 2
+    rnd.shuffle(kinds)
+    script: Dict[str, dict] = {}
+    expect: Dict[int, str] = {}
+
+    def add(kind: str) -> None:
+        n = project.issue(f"chaos {kind}")
+        make, state = KINDS[kind]
+        script[str(n)] = make(n, rnd)
+        project.script(script)
+        expect[n] = state
+
+    for kind in kinds[:6]:
+        add(kind)
+    later = kinds[6:]
+    watcher = Watcher(project)
+    killer = Killer(project, rnd)
+    t0 = time.time()
+    try:
+        while time.time() - t0 < 50:
+            if later and rnd.random() < 0.5:
+                add(later.pop())
+            killer.round()
+            if not later and all(project.state(n) in tasks.TERMINAL for n in expect):
+                break
+        chaos_time = time.time() - t0
+        for kind in later:
+            add(kind)
+        # Left alone now, it must finish everything by itself.
+        for n in expect:
+            project.wait_for(lambda: project.state(n) in tasks.TERMINAL, timeout=60, message=f"gh-{n} ended")
+        for n in expect:
+            project.wait_for(lambda: not co.get_extra(project.task(n), co.OUTBOX)
+                             and "rpi-auto" not in github.issue_labels(n), timeout=30, message=f"gh-{n} told")
+        time.sleep(1.5)  # a few idle ticks: nothing may happen twice after the end
+    finally:
+        watcher.stop()
+    runs = trace_runs(project.dir / "trace.txt")
+    total_runs = sum(len(r) for r in runs.values())
+    print(f"chaos: {sum(killer.kills.values())} kills in {chaos_time:.0f} s by moment {killer.kills}, "
+          f"caught in the act {killer.hits}; {len(expect)} issues, {total_runs} worker runs, "
+          f"tasks.md parsed {watcher.parses} times")
+
+    # tasks.md was always whole and understood, and ends with one entry per issue.
+    assert watcher.parses > 1000 and watcher.problems == []
+    doc, problems, _ = tasks.load(project.dir / "tasks.md")
+    assert problems == []
+    assert sorted(t.issue for t in doc.tasks) == sorted(expect)
+    # Never two workers for one issue; no run was left without an end.
+    assert overlapping_runs(project.dir / "trace.txt") == []
+    assert all(end < float("inf") for r in runs.values() for _, end in r.values())
+    pulls = github.pulls()
+    for n, state in expect.items():
+        t = doc.governing(n)
+        assert t.state == state, (n, t)
+        mine = [p for p in pulls if re.fullmatch(rf"auto/gh-{n}(-\d+)?", p["head"]["ref"])]
+        if state == tasks.COMPLETED:
+            assert len(mine) == 1 and t.pr == mine[0]["html_url"], (n, mine)  # one PR
+        else:
+            assert mine == []
+        assert len(finals(github, n)) == 1, (n, github.comments(n))  # told once
+        labels = github.issue_labels(n)
+        assert "rpi-auto" not in labels and sum(lab.startswith("tac:") for lab in labels) == 1
+        assert co.DONE_LABELS[state] in labels
+        runs_n = len(runs.get(n, {}))
+        assert runs_n == (2 if script[str(n)].get("attempts") or state == tasks.FAILED else 1), (n, runs_n)
+    assert len(pulls) == sum(s == tasks.COMPLETED for s in expect.values())
+    final = killer.proc
+    assert final.poll() is None
+    assert zombies_of(final.pid) == []
+    assert processes_under(project.dir) == []
+
+
+# ===========================================================================
+# Spawn storm: a worker that can never start
+# ===========================================================================
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["crash", "missing command"])
+def test_spawn_storm_is_bounded_by_the_backoff_and_the_breaker(project, github, how):
+    backoff = [1, 2, 2]
+    if how == "crash":
+        project.write_config(workers={"startup_backoff": backoff, "max_concurrent": 3, "breaker_threshold": 3})
+        project.script({"default": {"crash": True, "stderr": "claude: invalid API key"}})
+        why = "claude: invalid API key"
+    else:
+        project.write_config(workers={"startup_backoff": backoff, "max_concurrent": 3, "breaker_threshold": 3},
+                             command=[str(project.dir / "no-such-claude")])
+        why = f"{project.dir / 'no-such-claude'}: command not found"
+    issues = [project.issue(f"storm {i}") for i in range(3)]
+    watcher = Watcher(project)
+    p = project.start()
+    t0 = time.time()
+    try:
+        for n in issues:
+            project.wait_for(lambda: project.state(n) == tasks.FAILED, timeout=40, message=f"gh-{n} failed")
+        took = time.time() - t0
+        time.sleep(1.5)  # nothing more starts after the last step
+    finally:
+        watcher.stop()
+    starts = {n: (project.dir / "logs" / f"gh-{n}.jsonl").read_text().count('"subtype": "attempt"')
+              for n in issues}
+    bound = len(backoff) + 1  # every step of the schedule, then Failed
+    print(f"\nspawn storm ({how}): {sum(starts.values())} starts in {took:.1f} s, bound {bound * len(issues)}; "
+          f"per issue {starts}")
+    assert starts == {n: bound for n in issues}
+    for n in issues:
+        t = project.task(n)
+        assert t.reason == f"{bound} startup errors in a row, last: {why}"
+        assert t.attempts == 0  # never counted as the task's own failure
+    if how == "crash":
+        assert sum(len(r) for r in trace_runs(project.dir / "trace.txt").values()) == bound * len(issues)
+    message = f"spawning paused: 3 startup errors in a row ({why})"
+    log = project.log_text()
+    assert message in log
+    assert any(s.startswith(message) for s in watcher.statuses), watcher.statuses
+    assert any(b.startswith(message) for b in watcher.spawn_blocks), watcher.spawn_blocks
+    assert watcher.problems == []
+    for n in issues:
+        project.wait_for(lambda: "tac:failed" in github.issue_labels(n), message="tac:failed")
+    assert zombies_of(p.pid) == []
+
+
+# ===========================================================================
+# A person edits tasks.md while the daemon runs
+# ===========================================================================
+
+@pytest.mark.slow
+def test_hand_edits_to_tasks_md_survive_and_are_obeyed(project, github):
+    project.write_config(workers={"max_concurrent": 1}, github={"poll_interval": 0.5})
+    a = project.issue("Occupies the only slot")
+    b = project.issue("Normal")
+    c = project.issue("Cancelled by hand")
+    d = project.issue("Made urgent by hand")
+    project.script({"default": {"commit": "x.txt"}, str(a): {"commit": "a.txt", "sleep": 3}})
+    watcher = Watcher(project)
+    p = project.start()
+    path = project.dir / "tasks.md"
+    try:
+        project.wait_for(lambda: project.state(a) == tasks.ACTIVE and all(
+            project.state(n) == tasks.PENDING for n in (b, c, d)), message="a running, b c d queued")
+        hand_edit(path, move_entry(c, tasks.FAILED))
+        hand_edit(path, set_priority(d, 0))
+        for n in (a, b, d):
+            project.wait_for(lambda: project.state(n) == tasks.COMPLETED, timeout=40, message=f"gh-{n} done")
+        project.wait_for(lambda: "tac:failed" in github.issue_labels(c), message="c told")
+        doc = project.tasks()
+        assert doc.governing(c).state == tasks.FAILED and doc.governing(d).priority == 0  # the edits survived
+        runs = trace_runs(project.dir / "trace.txt")
+        assert c not in runs  # the cancelled issue never started
+        (d_start, _), = runs[d].values()
+        (b_start, _), = runs[b].values()
+        assert d_start < b_start  # {p0} went first with one slot
+        assert "rpi-auto" not in github.issue_labels(c)
+        assert finals(github, c) == [f"❌ Failed: moved to Failed in tasks.md\n\nThe worktree is kept at `gh-{c}` "
+                                     f"for inspection. Re-apply the `rpi-auto` label to try again.\n\n"
+                                     f"{co.COMMENT_MARKER}"]
+
+        # Moving a running task's entry to Failed stops its worker.
+        project.script({"default": {"turns": 1, "commit": "e.txt", "sleep": 600}})
+        e = project.issue("Stopped by moving its entry")
+        project.wait_for(lambda: (project.task(e) or tasks.Task(0, "")).pid, message="e running")
+        wid = project.task(e).worker
+        t0 = time.time()
+        hand_edit(path, move_entry(e, tasks.FAILED))
+        project.wait_for(lambda: co.processes_tagged(wid) == [], timeout=10, message="e's worker gone")
+        print(f"\nentry moved to Failed -> worker gone in {time.time() - t0:.2f} s")
+        assert f"gh-{e} stopping pid=" in project.log_text() and co.CANCELLED in project.log_text()
+        project.wait_for(lambda: "tac:failed" in github.issue_labels(e), message="e told")
+        t = project.task(e)
+        assert t.state == tasks.FAILED and t.reason == "moved to Failed in tasks.md"
+        assert (project.dir / "trees" / f"gh-{e}").exists() and github.pulls()[-1]["head"]["ref"] != f"auto/gh-{e}"
+        (run,) = trace_runs(project.dir / "trace.txt")[e].values()
+        assert run[1] < float("inf")  # it ended (SIGINT), and only one ran
+    finally:
+        watcher.stop()
+    assert watcher.problems == []
+    assert zombies_of(p.pid) == []

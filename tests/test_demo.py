@@ -1,0 +1,91 @@
+"""`python adws/coordinator.py --demo` as a newcomer runs it: a subprocess
+with no terminal, no GitHub account and no API key."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+from harness import COORDINATOR
+from adws import tasks
+
+# As in conftest: the developer's own gh settings must not reach the demo.
+_GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "GH_HOST",
+             "GITHUB_ENTERPRISE_TOKEN", "GH_PAGER", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+COMMANDS = ("python ", "cat ", "git ", "less ", "rm ")
+
+
+def demo_env(tmp_path: Path) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _GH_LEAKS}
+    env["TMPDIR"] = str(tmp_path)  # the sandbox lands here, and goes with tmp_path
+    return env
+
+
+def processes_with(needle: bytes) -> List[int]:
+    """Live processes whose environment contains `needle`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and stat[stat.rfind(")") + 2] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_path):
+    r = subprocess.run([sys.executable, str(COORDINATOR), "--demo"], env=demo_env(tmp_path),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+    assert "Traceback" not in out + r.stderr
+    sandboxes = list(tmp_path.glob("tac-demo-*"))
+    assert len(sandboxes) == 1
+    sandbox = sandboxes[0]
+
+    # The pull request, with its URL and title, and the Blocked issue.
+    assert re.search(r"pull request: Add a subtract function\n\s+https://github\.localhost/demo/calculator/pull/\d+",
+                     out), out
+    assert "Blocked" in out and "labels now: tac:blocked" in out
+    assert "The agent needs a human: Which notation" in out  # the issue comment
+    doc, problems, _ = tasks.load(sandbox / "tasks.md")
+    assert problems == []
+    assert [t.issue for t in doc.in_state(tasks.COMPLETED)] == [1]
+    assert [t.issue for t in doc.in_state(tasks.BLOCKED)] == [2]
+    # tasks.md is printed as it is on disk.
+    for line in (sandbox / "tasks.md").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            assert line.strip() in out
+    # The usage report and the way on.
+    assert "Daily usage" in out and "$0.06" in out
+    assert f"view_worker.py 1 --config {sandbox / 'config.toml'}" in out
+    assert f"rm -rf {sandbox}" in out
+
+    # Made for 80 columns: only a command (kept whole for copying) runs longer.
+    long = [line for line in out.splitlines() if len(line) > 80 and not line.strip().startswith(COMMANDS)]
+    assert long == []
+
+    # No worker outlives the demo.
+    assert processes_with(f"TAC_SCRIPT={sandbox / 'script.json'}".encode()) == []
+
+
+def test_demo_without_gh_says_how_to_get_it(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git",):
+        found = [Path(d) / tool for d in os.environ.get("PATH", "").split(os.pathsep) if (Path(d) / tool).is_file()]
+        (bin_dir / tool).symlink_to(found[0])
+    env = demo_env(tmp_path)
+    env["PATH"] = str(bin_dir)
+    r = subprocess.run([sys.executable, str(COORDINATOR), "--demo"], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stdout == "the demo needs the GitHub CLI: sudo apt-get install gh\n"
+    assert list(tmp_path.glob("tac-demo-*")) == []  # nothing made before the check

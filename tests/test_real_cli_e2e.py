@@ -1,0 +1,169 @@
+"""The coordinator with the REAL Claude Code CLI as its worker.
+
+The CLI (pinned in tests/claude_cli.py, installed by tests/install_claude_cli.sh)
+talks to a scripted local Messages API (tests/fake_anthropic.py) that makes
+the agent edit, test and commit through real tool calls; GitHub is the fake
+REST server reached through the real gh. Nothing here is a stand-in for the
+coordinator or the CLI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from harness import ROOT, Project, tagged_processes
+from claude_cli import CLAUDE_CLI_VERSION, claude_path
+from fake_anthropic import FakeAnthropic
+from adws import tasks
+
+pytestmark = pytest.mark.real_cli
+
+
+@pytest.fixture
+def cli():
+    path = claude_path()
+    if path is None:
+        if os.environ.get("TAC_SKIP_REAL_CLI") == "1":
+            pytest.skip("TAC_SKIP_REAL_CLI=1")
+        pytest.fail(f"Claude Code CLI {CLAUDE_CLI_VERSION} not installed: run sh tests/install_claude_cli.sh")
+    return path
+
+
+@pytest.fixture
+def real(tmp_path, github, gh_env, clone, git_origin, cli):
+    project = Project(tmp_path, github, gh_env, clone, git_origin)
+    home = tmp_path / "home"
+    home.mkdir()
+    fakes = []
+
+    def setup(script, mode=None, **workers):
+        fake = FakeAnthropic(script).start()
+        if mode:
+            fake.mode = mode
+        fakes.append(fake)
+        # The coordinator's own environment: account variables of whoever
+        # runs the tests must not reach the CLI.
+        for k in list(project.env):
+            if k.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDECODE")):
+                del project.env[k]
+        project.env.update(fake.env(str(home)))
+        # NO_PROXY=localhost would also match api.github.localhost and send
+        # gh around the proxy that leads to the fake GitHub. The CLI does not
+        # need it: the worker's environment has no HTTP_PROXY.
+        project.env["NO_PROXY"] = project.env["no_proxy"] = "127.0.0.1"
+        w = {"max_concurrent": 1, "startup_grace": 2, "max_attempts": 1, "timeout": 120}
+        w.update(workers)
+        project.write_config(command=[cli, "-p", "--output-format", "stream-json", "--verbose",
+                                      "--dangerously-skip-permissions"], workers=w)
+        return fake
+
+    project.setup = setup
+    yield project
+    project.stop_all()
+    for f in fakes:
+        f.stop()
+
+
+def result_events(project, n):
+    lines = (project.dir / "logs" / f"gh-{n}.jsonl").read_text().splitlines()
+    out = []
+    for ln in lines:
+        try:
+            ev = json.loads(ln)
+        except ValueError:
+            continue
+        if ev.get("type") == "result":
+            out.append(ev)
+    return out
+
+
+def test_real_cli_edits_tests_commits_and_ends_as_pr(real, github):
+    n = real.issue("Add an add() function", "calc.add(2, 3) must be 5, with a test.")
+    real.setup([
+        {"tool": "Bash", "input": {"command": (
+            "printf 'def add(a, b):\\n    return a + b\\n' > calc.py && "
+            "printf 'import calc\\nassert calc.add(2, 3) == 5\\nprint(\"ok\")\\n' > test_calc.py && "
+            f"{sys.executable} test_calc.py")}},
+        {"tool": "Bash", "input": {"command": f"git add calc.py test_calc.py && git commit -q -m 'Add add() (Closes #{n})'"}},
+        {"text": "Added calc.add with a test; committed."},
+    ])
+    real.start()
+    real.wait_for(lambda: real.state(n) == tasks.COMPLETED, timeout=90, message="completed")
+    pr = github.pulls()[0]
+    assert pr["head"]["ref"] == f"auto/gh-{n}" and not pr["draft"]
+    assert real.task(n).pr == pr["html_url"]
+    real.wait_for(lambda: "tac:done" in github.issue_labels(n), message="label swap")
+    assert pr["html_url"] in github.comments(n)[-1]["body"]
+    show = subprocess.run(["git", "--git-dir", str(real.origin), "show", f"auto/gh-{n}:calc.py"],
+                          capture_output=True, text=True)
+    assert "return a + b" in show.stdout
+
+    # The ledger, and the report built on it, agree with the CLI's own cost to the cent.
+    results = result_events(real, n)
+    assert len(results) == 1 and results[0]["subtype"] == "success"
+    cli_cost = Decimal(repr(results[0]["total_cost_usd"]))
+    assert cli_cost > 0
+    ledger = [json.loads(ln) for ln in (real.dir / "logs" / "usage.jsonl").read_text().splitlines()]
+    assert [r["issue"] for r in ledger] == [n]
+    assert Decimal(repr(ledger[0]["cost_usd"])) == cli_cost
+    assert ledger[0]["cost_source"] == "result"
+    report = subprocess.run([sys.executable, str(ROOT / "tools" / "usage_report.py"), "--config", str(real.config),
+                             "--json"], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    total = json.loads(report.stdout)["total"]["cost_usd"]
+    assert round(Decimal(repr(total)), 2) == round(cli_cost, 2)
+    # And the transcript viewer reads the real log.
+    view = subprocess.run([sys.executable, str(ROOT / "tools" / "view_worker.py"), str(n), "--config", str(real.config)],
+                          capture_output=True, text=True)
+    assert view.returncode == 0, view.stderr
+    assert "git add calc.py test_calc.py" in view.stdout and "success" in view.stdout
+
+
+def test_real_cli_blocked_md_ends_blocked(real, github):
+    n = real.issue("Choose a database")
+    real.setup([
+        {"tool": "Bash", "input": {"command": "printf 'Needs a human: Postgres or SQLite?\\n\\nBoth fit.\\n' > BLOCKED.md"}},
+        {"text": "Blocked on a decision."},
+    ])
+    real.start()
+    real.wait_for(lambda: real.state(n) == tasks.BLOCKED, timeout=90, message="blocked")
+    assert real.task(n).reason == "Needs a human: Postgres or SQLite?"
+    real.wait_for(lambda: "tac:blocked" in github.issue_labels(n), message="label swap")
+    assert github.pulls() == []
+
+
+def test_real_cli_max_turns_exhaustion_fails_with_subtype(real, github):
+    n = real.issue("Loop forever")
+    real.setup([{"tool": "Bash", "input": {"command": "true"}}] * 6 + [{"text": "never reached"}], max_turns=2)
+    real.start()
+    real.wait_for(lambda: real.state(n) == tasks.FAILED, timeout=90, message="failed")
+    t = real.task(n)
+    assert "error_max_turns" in t.reason and "without commits" in t.reason
+    assert result_events(real, n)[0]["subtype"] == "error_max_turns"
+    argv = (real.dir / "logs" / f"gh-{n}.jsonl").read_text()
+    assert '"subtype": "attempt"' in argv
+
+
+def test_real_cli_with_api_down_is_a_startup_error_and_pauses_spawning(real, github):
+    n = real.issue("Anything")
+    real.setup([{"text": "unused"}], mode="refuse", api_retry_limit=3, startup_backoff=[120], breaker_threshold=5)
+    real.start()
+    # The CLI never gets a model turn; it retries. The coordinator stops it
+    # after api_retry_limit retries, sends the task back to Pending with a
+    # next attempt, and pauses spawning for everyone.
+    real.wait_for(lambda: real.state(n) == tasks.PENDING and real.task(n).next_attempt, timeout=60,
+                  message="back to pending with a next attempt")
+    t = real.task(n)
+    assert t.attempts == 0 and t.startup_errors == 1
+    assert "startup error" in t.reason
+    real.wait_for(lambda: "spawning paused: API unreachable" in (real.dir / "tasks.md").read_text(),
+                  message="status shows the pause")
+    real.wait_for(lambda: tagged_processes() == [], timeout=20, message="no CLI process left")
+    ledger = (real.dir / "logs" / "usage.jsonl").read_text()
+    assert '"api_retries": ' in ledger
