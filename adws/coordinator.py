@@ -85,6 +85,7 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "label": ("rpi-auto", _STR),
         "poll_interval": (30, _NUM),
         "trusted_users": ([], _STRLIST),
+        "progress_every": (300, _NUM),
     },
     "repo": {
         "path": (".", _STR),
@@ -134,6 +135,7 @@ class Config:
     label: str
     poll_interval: float
     trusted_users: List[str]
+    progress_every: float
     repo_path: Path
     base_branch: str
     branch_prefix: str
@@ -276,7 +278,7 @@ def load_config(path: Path) -> Config:
 
     return Config(
         file=path, repo=repo, label=label, poll_interval=float(get("github", "poll_interval")),
-        trusted_users=list(get("github", "trusted_users")),
+        trusted_users=list(get("github", "trusted_users")), progress_every=float(get("github", "progress_every")),
         repo_path=rel(get("repo", "path")), base_branch=get("repo", "base_branch"),
         branch_prefix=prefix, remote=get("repo", "remote"),
         max_concurrent=mc, command=list(command), timeout=float(get("workers", "timeout")),
@@ -401,15 +403,16 @@ def pi_model() -> str:
         return ""
 
 
-def worker_cap(setting: Any) -> int:
+def worker_cap(setting: Any, model: Optional[str] = None, total_mb: Optional[int] = None) -> int:
     """max_concurrent: an integer as given; "auto" is 1 on a Raspberry Pi and
     otherwise one worker per ~3 GB of memory (a claude worker plus the
-    tests it runs)."""
+    tests it runs). The machine facts can be passed in for tests."""
     if setting != "auto":
         return int(setting)
-    if "raspberry pi" in pi_model().lower():
+    model = pi_model() if model is None else model
+    if "raspberry pi" in model.lower():
         return 1
-    total = mem_total_mb() or 3072
+    total = (mem_total_mb() if total_mb is None else total_mb) or 3072
     return max(1, min(8, total // 3072))
 
 
@@ -696,6 +699,17 @@ def git(args: Sequence[str], cwd: Path, timeout: float = 300) -> str:
         last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         raise GitError(f"git {' '.join(args[:2])}: {last}")
     return proc.stdout
+
+
+def run_number(task: Task) -> int:
+    """The number of the task's next run across every round: a re-labelled
+    issue starts a new round of attempts but must not reuse the branch (and
+    the pull request) of an earlier round."""
+    try:
+        earlier = int(get_extra(task, EARLIER_RUNS) or 0)
+    except ValueError:
+        earlier = 0
+    return earlier + task.attempts + 1
 
 
 def branch_for(cfg: Config, issue: int, attempt: int) -> str:
@@ -1103,7 +1117,7 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
 #     the same write that ends the task, cleared once GitHub has them, so a
 #     crash in between is caught up after the restart, never forgotten.
 
-FINISHED, OUTBOX = "Finished", "GitHub"
+FINISHED, OUTBOX, EARLIER_RUNS = "Finished", "GitHub", "Earlier runs"
 EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must re-apply the label"
 
 
@@ -1126,8 +1140,6 @@ def new_worker_id() -> str:
 
 class Coordinator:
     """Owns the workers and is the only writer of tasks.md."""
-
-    PROGRESS_EVERY = 300.0  # seconds between edits of a running task's status comment
 
     def __init__(self, cfg: Config, github: Optional[GitHub] = None,
                  clock: Callable[[], float] = time.time, dry_run: bool = False,
@@ -1238,7 +1250,8 @@ class Coordinator:
         if force_poll or now >= self.next_poll_at:
             polled = self.poll(now)
         if self.listing_ok:
-            self.deliver_outbox(now)
+            if polled:  # owed notices are retried once per poll, not every 1 s tick
+                self.deliver_outbox(now)
             self.dispatch(now)
         self.publish(now, polled)
 
@@ -1272,7 +1285,7 @@ class Coordinator:
                 reason = stop_reason_for(w, self.cfg, now, s, (w.tree / "STOP").exists())
             if reason:
                 self.begin_stop(w, reason, now)
-            elif w.comment_id and now - w.comment_at >= self.PROGRESS_EVERY:
+            elif w.comment_id and self.cfg.progress_every > 0 and now - w.comment_at >= self.cfg.progress_every:
                 w.comment_at = now
                 last = f", last step: `{s.last_tool}`" if s.last_tool else ""
                 self.try_comment_id(w.issue, w.comment_id,
@@ -1526,6 +1539,8 @@ class Coordinator:
                 continue
             fresh = Task(issue=n, title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
                          body_sha=_body_sha(issue))
+            if task is not None:
+                set_extra(fresh, EARLIER_RUNS, str(run_number(task) - 1))
             log.info("gh-%d queued {p%d} labelled by %s%s", n, fresh.priority, who[0] if who else "?",
                      " (again)" if task is not None else "")
             changes.append(_requeue(fresh))
@@ -1577,9 +1592,17 @@ class Coordinator:
             text = (f"❌ Failed: {t.reason}\n\nThe worktree is kept at `{tree.name}` for inspection. "
                     f"Re-apply the `{self.cfg.label}` label to try again.")
         try:
+            edited = False
             if t.comment_id:
-                self.github.edit_comment(t.comment_id, redact(text))
-            else:
+                try:
+                    self.github.edit_comment(t.comment_id, redact(text))
+                    edited = True
+                except GitHubError as e:
+                    # 404: a person deleted our status comment. Say it anew,
+                    # or the notice would stay owed and be retried forever.
+                    if e.status != 404:
+                        raise
+            if not edited:
                 self.github.comment(t.issue, redact(text))
             self.github.remove_label(t.issue, self.cfg.label)
             self.github.add_labels(t.issue, [DONE_LABELS[t.state]])
@@ -1725,7 +1748,7 @@ class Coordinator:
         cfg = self.cfg
         n = t.issue
         attempt = t.attempts + 1
-        branch = branch_for(cfg, n, attempt)
+        branch = branch_for(cfg, n, run_number(t))
         tree = tree_for(cfg, n)
         worker_id = new_worker_id()
         cfg.logs.mkdir(parents=True, exist_ok=True)
@@ -1912,7 +1935,7 @@ class Coordinator:
             follower = transcript.TranscriptFollower(log_path, t.log_offset or 0)
             follower.catch_up()
             w = Worker(issue=t.issue, worker_id=t.worker, attempt=t.attempts + 1,
-                       branch=t.branch or branch_for(self.cfg, t.issue, t.attempts + 1),
+                       branch=t.branch or branch_for(self.cfg, t.issue, run_number(t)),
                        tree=Path(t.worktree) if t.worktree else tree_for(self.cfg, t.issue),
                        log_path=log_path, stderr_path=self.cfg.logs / f"gh-{t.issue}.stderr.log", stderr_offset=0,
                        pid=pid or 0, pid_start=start, started_at=tasks.parse_time(t.started) or now,
@@ -1989,7 +2012,7 @@ def _requeue(fresh: Task) -> Callable[[tasks.TaskFile], None]:
             return
         if t is not None:
             doc.remove(t)
-        doc.add(dataclasses.replace(fresh, extra=[]))
+        doc.add(dataclasses.replace(fresh, extra=list(fresh.extra)))
     return change
 
 
@@ -2243,17 +2266,29 @@ class Daemon:
             now = self.c.clock()
             self.c.tick(now, force_poll=poll_now)
             poll_now = False
+            # SIGCHLD also comes for every gh and git call the tick made. Only
+            # a worker that ended is worth another tick at once: otherwise a
+            # call that keeps failing is repeated as fast as gh can run.
+            self.drain(r)
+            if signal.SIGCHLD in self.signals and not any(w.poll_exit() for w in self.c.live_workers()):
+                while signal.SIGCHLD in self.signals:
+                    self.signals.remove(signal.SIGCHLD)  # in place: a handler may append meanwhile
             timeout = self.c.next_wake(self.c.clock())
             if not self.signals:
                 try:
                     select.select([r], [], [], timeout)
                 except InterruptedError:
                     pass
-            try:
-                while os.read(r, 512):
-                    pass
-            except BlockingIOError:
+            self.drain(r)
+
+    @staticmethod
+    def drain(r: int) -> None:
+        """Empty the wake-up pipe: what woke us is in self.signals."""
+        try:
+            while os.read(r, 512):
                 pass
+        except BlockingIOError:
+            pass
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -61,7 +61,7 @@ _ISSUES = [
     ("Support complex numbers",
      "The calculator should accept complex numbers.",
      {"turns": 2, "tool": "grep -rn complex .", "sleep": 3, "cost": 0.02,
-      "blocked": "Which notation should the parser accept: 1+2j (Python) or 1+2i (maths)?"}),
+      "blocked": "Should 1+2j (Python) or 1+2i (maths) be the notation?"}),
 ]
 
 
@@ -296,12 +296,13 @@ def _load_tool(name: str) -> ModuleType:
 
 # -- what happened ---------------------------------------------------------------------
 
-def _say(console, text: str = "", style: str = "", command: bool = False) -> None:
+def _say(console, text: str = "", style: str = "", verbatim: bool = False) -> None:
     """One line at the console's width; a wrapped line keeps its indent.
-    A command is never broken (so it can be copied): the terminal wraps it."""
+    A verbatim line (a command to copy, a line of a file) is never broken:
+    the terminal wraps it if it must."""
     from rich.text import Text
     indent = len(text) - len(text.lstrip(" "))
-    if command:
+    if verbatim:
         lines = [text]
     else:
         lines = textwrap.wrap(text, width=max(20, console.width), subsequent_indent=" " * indent,
@@ -313,7 +314,7 @@ def _say(console, text: str = "", style: str = "", command: bool = False) -> Non
 def report(console, sandbox: Path, config: Path, fake, numbers: List[int], clone: Path) -> None:
     from adws import tasks
     say = functools.partial(_say, console)
-    cmd = functools.partial(_say, console, command=True)
+    cmd = functools.partial(_say, console, verbatim=True)
     doc, _, _ = tasks.load(sandbox / "tasks.md")
     pulls = {p["head"]["ref"]: p for p in fake.pulls()}
 
@@ -336,7 +337,7 @@ def report(console, sandbox: Path, config: Path, fake, numbers: List[int], clone
 
     heading(say, f"tasks.md, the queue ({sandbox / 'tasks.md'})")
     for line in (sandbox / "tasks.md").read_text(encoding="utf-8").rstrip().splitlines():
-        say("  " + line)
+        cmd("  " + line)
 
     heading(say, "Usage report (tools/usage_report.py)")
     sys.stdout.flush()

@@ -24,6 +24,8 @@ keyed by $TAC_ISSUE_NUMBER. Options (all optional):
     ignore_sigterm: bool  ignore SIGINT and SIGTERM (SIGKILL is the only way out)
     children: int         start this many `sleep 600` children in sessions of their own
     tool: str             the Bash command shown in the tool call (default "git status")
+    output_tokens: int    output tokens reported per turn (default 50): drives the running cost estimate
+    turn_delay: float     seconds between turns
 
 If $TAC_TRACE names a file, each run appends `ISSUE PID START -` when it
 starts and `ISSUE PID START END` when it ends (epoch seconds), so a test can
@@ -97,12 +99,14 @@ def main() -> int:
         while True:  # like the real CLI with no API: never exits by itself
             time.sleep(1)
     tool = opts.get("tool", "git status")
-    usage = {"input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    usage = {"input_tokens": 100, "output_tokens": int(opts.get("output_tokens", 50)),
+             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     for t in range(turns):
         emit({"type": "assistant", "session_id": session, "parent_tool_use_id": None,
               "message": {"id": f"msg_{t}", "type": "message", "role": "assistant", "model": model,
                           "content": [{"type": "tool_use", "id": f"toolu_{t}", "name": "Bash",
                                        "input": {"command": tool}}], "usage": usage}})
+        time.sleep(float(opts.get("turn_delay", 0)))
         emit({"type": "user", "session_id": session, "parent_tool_use_id": None,
               "message": {"role": "user", "content": [{"tool_use_id": f"toolu_{t}", "type": "tool_result",
                                                        "content": "ok", "is_error": False}]}})

@@ -321,7 +321,7 @@ def _trim(lines: List[str], lead: bool = True) -> List[str]:
     return lines[a:b]
 
 
-def _entry(m: "re.Match[str]", section: str) -> Task:
+def _entry(m: re.Match, section: str) -> Task:
     marker, issue, rest = m.groups()
     rest = rest.strip()
     p = _PRIORITY_RE.search(rest)
@@ -544,7 +544,7 @@ def append_archive(archive_path, tasks: List[Task], day: str = "") -> None:
             out += lines
     if not out:
         return
-    gap = ("" if text.endswith("\n") else "\n") + "\n" if text else ""
+    gap = "" if not text else "\n" if text.endswith("\n") else "\n\n"
     chunk = gap + f"## Archived {day or time.strftime('%Y-%m-%d')}\n" + "\n".join(out) + "\n"
     with open(archive_path, "ab") as f:
         f.write(chunk.encode("utf-8", "surrogateescape"))

@@ -30,6 +30,7 @@ waited for never came).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -73,10 +74,10 @@ class BenchError(Exception):
 
 FULL = dict(idle_window=60.0, pending=(0, 10, 100), cycles=10, fast_poll=1.0, hups=5, branches=(10, 100),
             pr_cycles=3, runs=10, latency_poll=2.0, task_sizes=(100, 1000, 10000), parse_repeats=5,
-            status_runs=10, log_mb=200)
-QUICK = dict(idle_window=10.0, pending=(0, 10, 30), cycles=4, fast_poll=0.5, hups=3, branches=(10,),
+            status_runs=10, log_mb=200, owed_window=10.0)
+QUICK = dict(idle_window=10.0, pending=(0, 10, 30), cycles=3, fast_poll=0.5, hups=3, branches=(10,),
              pr_cycles=2, runs=3, latency_poll=1.0, task_sizes=(100, 1000, 10000), parse_repeats=2,
-             status_runs=5, log_mb=20)
+             status_runs=3, log_mb=20, owed_window=5.0)
 
 
 # ---------------------------------------------------------------------------
@@ -194,12 +195,15 @@ class Daemon:
             lines.append("polling_interval = 5")  # an unknown key: the daemon must refuse the file
         self.config_path.write_text("\n".join(lines) + "\n")
 
-    def start(self) -> "Daemon":
+    def start(self, healthy: bool = True) -> "Daemon":
+        """Start it and wait for its first poll (healthy: and metrics.json
+        saying the poll went well)."""
+        t = time.time()
         out = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, str(COORDINATOR), "--config", str(self.config_path)],
                                      env=self.env, stdout=out, stderr=subprocess.STDOUT)
         out.close()
-        self.wait(self.ready, 60, "the first poll")
+        self.wait(self.ready if healthy else lambda: self.polls_after(t), 60, "the first poll")
         return self
 
     @property
@@ -452,6 +456,35 @@ def measure_rate_limit(rig: Rig, d: "Daemon", out: Dict[str, Any]) -> None:
                          "status_says_so": "rate limit" in status}
 
 
+def measure_owed_notice(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """A task that ended, still labelled, whose notice cannot be delivered
+    as planned (a person deleted the status comment it edits): what it
+    costs per poll cycle until it is delivered."""
+    n = rig.fake.add_issue("Owed notice", "Its status comment was deleted.", labels=[LABEL], author="alice")
+    d = rig.daemon("owed", paused=True, poll_interval=2.0)
+    when = time.strftime(tasks.TIME_FORMAT)
+    doc = tasks.TaskFile()
+    doc.add(tasks.Task(issue=n, title="Owed notice", state=tasks.COMPLETED, completed=when, attempts=1,
+                       comment_id=99999999, extra=[("Finished", when), ("GitHub", "pending")]))
+    d.tasks_path.write_text(tasks.render(doc))
+    t0 = time.time()
+    d.start(healthy=False)
+    window = size["owed_window"]
+    while time.time() - t0 < window:
+        d.alive()
+        time.sleep(0.1)
+    rs = rig.fake.since(t0)
+    polls = max(1, sum(1 for _, r in rs if is_poll(r)))
+    counted = sum(1 for _, r in rs if r.counted)
+    delivered = "tac:done" in rig.fake.issue_labels(n)
+    out["owed_notice"] = {"window_s": window, "polls": polls, "requests": len(rs), "counted": counted,
+                          "counted_per_cycle": counted / polls, "delivered": delivered,
+                          "by_kind": sorted({f"{r.method} {r.status}" for _, r in rs})}
+    if d.stop() != 0:
+        raise BenchError(f"the owed-notice coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
+    rig.fake.close_issue(n)
+
+
 def measure_pr_lookup(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None:
     """Finding the pull requests of K active branches: our one conditional
     listing against one `pulls?head=OWNER:BRANCH` call per branch."""
@@ -506,12 +539,29 @@ def measure_latency(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None
                      "exit_to_comment_s": comment_at - end, "exit_to_labels_s": labels_at - end})
     d.alive()
     rss1 = proc_sample(d.pid)["rss_mb"]
+
+    # GitHub down just as a worker ends: the finish waits for GitHub; how
+    # often does it ask meanwhile?
+    n = rig.fake.add_issue("Ends during an outage", "Add a line.", labels=[LABEL], author="alice")
+    d.wait(lambda: d.trace_times(n)[0], 30, f"gh-{n} to start", step=0.005)
+    rig.fake.set_outage(502)
+    try:
+        d.wait(lambda: d.trace_times(n)[1], 60, f"gh-{n} to exit", step=0.005)
+        time.sleep(0.2)
+        t0 = time.time()
+        time.sleep(size["owed_window"])
+        asked = len(rig.fake.since(t0))
+    finally:
+        rig.fake.set_outage(None)
+    _watch_state(d, n, 60)  # and it finishes once GitHub is back
+    outage = {"window_s": size["owed_window"], "requests": asked, "per_s": asked / size["owed_window"]}
     if d.stop() != 0:
         raise BenchError(f"the latency coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
 
     def stats(key: str) -> Dict[str, float]:
         values = [r[key] for r in runs]
         return {"median_s": statistics.median(values), "max_s": max(values)}
+    out["outage_finish"] = outage
     out["latency"] = {"runs": runs, "poll_interval_s": size["latency_poll"], "rss_first_mb": rss0,
                       "rss_last_mb": rss1, **{k: stats(k) for k in runs[0] if k.endswith("_s")}}
 
@@ -576,18 +626,22 @@ def measure_taskfile(size: Dict[str, Any], out: Dict[str, Any]) -> None:
     rows = []
     for n in size["task_sizes"]:
         text = tasks.render(sample_taskfile(n))
-        parse_t, render_t = [], []
+        parse_t, render_t, parse_cpu, render_cpu = [], [], [], []
         for _ in range(size["parse_repeats"]):
-            c = time.perf_counter()
+            gc.collect()  # the benchmark's own garbage is not tasks.md's cost
+            c, p = time.perf_counter(), time.process_time()
             doc, problems = tasks.parse(text)
             parse_t.append(time.perf_counter() - c)
-            c = time.perf_counter()
+            parse_cpu.append(time.process_time() - p)
+            c, p = time.perf_counter(), time.process_time()
             again = tasks.render(doc)
             render_t.append(time.perf_counter() - c)
+            render_cpu.append(time.process_time() - p)
         if problems or again != text or len(doc.tasks) != n:
             raise BenchError(f"tasks.md of {n} entries did not round-trip: {problems[:3]}")
         rows.append({"entries": n, "bytes": len(text.encode()), "parse_s": statistics.median(parse_t),
-                     "render_s": statistics.median(render_t)})
+                     "render_s": statistics.median(render_t), "parse_cpu_s": statistics.median(parse_cpu),
+                     "render_cpu_s": statistics.median(render_cpu)})
     out["taskfile"] = rows
 
 
@@ -775,6 +829,13 @@ def rows_for(r: Dict[str, Any]) -> List[Tuple[str, str, str, str]]:
          "15 s average (wait for the next poll at 30 s)", _ratio(30 / 2, h["median_s"])))
     add(("SIGHUP: valid config reloaded / invalid one refused, old kept",
          f"{'yes' if h['valid_reloaded'] else 'NO'} / {'yes' if h['invalid_refused_old_kept'] else 'NO'}", "", ""))
+    o = r["owed_notice"]
+    add((f"Ended task still labelled, its comment deleted: requests in {o['window_s']:g} s "
+         f"({o['polls']} polls at 2 s)", f"{o['requests']} ({o['counted']} counted), "
+         f"{'delivered' if o['delivered'] else 'NOT delivered'}", "", ""))
+    og = r["outage_finish"]
+    add(("GitHub down (502) as a worker ends: requests while its finish waits",
+         f"{og['per_s']:.1f} per second", "", ""))
     rl = r["rate_limit"]
     add(("Rate limit below 200: time between polls, normal → low → restored",
          f"{_s(rl['normal_gap_s'])} → {_s(rl['slow_gap_s'])} → {_s(rl['after_gap_s'])}", "", ""))
@@ -792,8 +853,8 @@ def rows_for(r: Dict[str, Any]) -> List[Tuple[str, str, str, str]]:
     add((f"Coordinator CPU per poll cycle, idle, {b['entries']:,}-entry tasks.md",
          f"{b['cpu_ms_per_cycle']:.0f} ms", "", ""))
     for t in r["taskfile"]:
-        add((f"tasks.md parse / render, {t['entries']:,} entries ({t['bytes'] / 1024:,.0f} KB)",
-             f"{_s(t['parse_s'])} / {_s(t['render_s'])}", "", ""))
+        add((f"tasks.md parse / render, {t['entries']:,} entries ({t['bytes'] / 1024:,.0f} KB), wall (CPU)",
+             f"{_s(t['parse_s'])} ({_s(t['parse_cpu_s'])}) / {_s(t['render_s'])} ({_s(t['render_cpu_s'])})", "", ""))
     s = r["status"]
     add((f"status.py start-up, {s['tasks']} tasks (median of {s['runs']})", _s(s["text"]),
          f"{_s(s['floor'])} (python -c pass)", ""))
@@ -828,6 +889,8 @@ def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Di
         measure_cycles(rig, queue, size, out)
         progress("rate limit nearly spent")
         measure_rate_limit(rig, queue, out)
+        progress("an owed notice whose comment was deleted")
+        measure_owed_notice(rig, size, out)
         progress("status.py start-up")
         measure_status(rig, queue, size, out)
         queue.alive()

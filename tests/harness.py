@@ -172,8 +172,13 @@ def trace_runs(path: Path) -> Dict[int, Dict[int, List[float]]]:
 
 def overlapping_runs(path: Path) -> List[str]:
     """Pairs of runs of one issue whose intervals overlap: two workers at once."""
+    return overlaps(trace_runs(path))
+
+
+def overlaps(runs: Dict[int, Dict[int, List[float]]]) -> List[str]:
+    """overlapping_runs() for runs already read (see trace_runs)."""
     found = []
-    for issue, by_pid in trace_runs(path).items():
+    for issue, by_pid in runs.items():
         spans = sorted((start, end, pid) for pid, (start, end) in by_pid.items())
         for (s1, e1, p1), (s2, e2, p2) in zip(spans, spans[1:]):
             if s2 < e1:

@@ -6,8 +6,11 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List
+
+import pytest
 
 from harness import COORDINATOR
 from adws import tasks
@@ -18,9 +21,17 @@ _GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN", "GH_T
 COMMANDS = ("python ", "cat ", "git ", "less ", "rm ")
 
 
-def demo_env(tmp_path: Path) -> Dict[str, str]:
+@pytest.fixture
+def tmp_dir() -> Iterator[Path]:
+    """Where the demo makes its sandbox (TMPDIR): short like /tmp, so lines
+    holding its paths are as long as a user sees them; removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="td-") as d:
+        yield Path(d)
+
+
+def demo_env(tmp_dir: Path) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _GH_LEAKS}
-    env["TMPDIR"] = str(tmp_path)  # the sandbox lands here, and goes with tmp_path
+    env["TMPDIR"] = str(tmp_dir)
     return env
 
 
@@ -40,13 +51,13 @@ def processes_with(needle: bytes) -> List[int]:
     return found
 
 
-def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_path):
-    r = subprocess.run([sys.executable, str(COORDINATOR), "--demo"], env=demo_env(tmp_path),
+def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_dir):
+    r = subprocess.run([sys.executable, str(COORDINATOR), "--demo"], env=demo_env(tmp_dir),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
     assert "Traceback" not in out + r.stderr
-    sandboxes = list(tmp_path.glob("tac-demo-*"))
+    sandboxes = list(tmp_dir.glob("tac-demo-*"))
     assert len(sandboxes) == 1
     sandbox = sandboxes[0]
 
@@ -54,21 +65,20 @@ def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_path):
     assert re.search(r"pull request: Add a subtract function\n\s+https://github\.localhost/demo/calculator/pull/\d+",
                      out), out
     assert "Blocked" in out and "labels now: tac:blocked" in out
-    assert "The agent needs a human: Which notation" in out  # the issue comment
+    assert "The agent needs a human: Should 1+2j (Python) or 1+2i" in out  # the issue comment
     doc, problems, _ = tasks.load(sandbox / "tasks.md")
     assert problems == []
     assert [t.issue for t in doc.in_state(tasks.COMPLETED)] == [1]
     assert [t.issue for t in doc.in_state(tasks.BLOCKED)] == [2]
     # tasks.md is printed as it is on disk.
     for line in (sandbox / "tasks.md").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            assert line.strip() in out
+        assert "  " + line in out.splitlines()
     # The usage report and the way on.
     assert "Daily usage" in out and "$0.06" in out
     assert f"view_worker.py 1 --config {sandbox / 'config.toml'}" in out
     assert f"rm -rf {sandbox}" in out
 
-    # Made for 80 columns: only a command (kept whole for copying) runs longer.
+    # Made for 80 columns: only a command (kept whole for copying) is longer.
     long = [line for line in out.splitlines() if len(line) > 80 and not line.strip().startswith(COMMANDS)]
     assert long == []
 
@@ -76,16 +86,16 @@ def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_path):
     assert processes_with(f"TAC_SCRIPT={sandbox / 'script.json'}".encode()) == []
 
 
-def test_demo_without_gh_says_how_to_get_it(tmp_path):
+def test_demo_without_gh_says_how_to_get_it(tmp_path, tmp_dir):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("git",):
         found = [Path(d) / tool for d in os.environ.get("PATH", "").split(os.pathsep) if (Path(d) / tool).is_file()]
         (bin_dir / tool).symlink_to(found[0])
-    env = demo_env(tmp_path)
+    env = demo_env(tmp_dir)
     env["PATH"] = str(bin_dir)
     r = subprocess.run([sys.executable, str(COORDINATOR), "--demo"], env=env, stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert r.stdout == "the demo needs the GitHub CLI: sudo apt-get install gh\n"
-    assert list(tmp_path.glob("tac-demo-*")) == []  # nothing made before the check
+    assert list(tmp_dir.glob("tac-demo-*")) == []  # nothing made before the check

@@ -272,6 +272,9 @@ def test_ten_thousand_entries():
     text = render(doc)
     back, problems = parse(text)
     assert problems == [] and len(back.tasks) == 10000 and back == doc
+    # Long runs of spaces once made a backtracking pattern quadratic.
+    spaces = " " * 50000
+    parse(f"## {spaces}x\n## Pending\n[] gh-1: {spaces}x\n- {spaces}y\n-{spaces}: z\n")
 
 
 # -- Properties ---------------------------------------------------------------

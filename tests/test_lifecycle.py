@@ -1,0 +1,149 @@
+"""Task lifecycle details users rely on: re-runs, the archive, repairs,
+budgets and the issue's status comment. Real daemon, real gh, real git."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+import sys
+
+from harness import ROOT, Project, tagged_processes
+from adws import tasks
+from adws.coordinator import worker_cap
+
+
+@pytest.fixture
+def project(tmp_path, github, gh_env, clone, git_origin):
+    p = Project(tmp_path, github, gh_env, clone, git_origin)
+    yield p
+    p.stop_all()
+
+
+def test_relabelling_a_completed_issue_runs_it_again_on_a_new_branch(project, github):
+    n = project.issue("Do it")
+    project.start()
+    project.wait_for(lambda: "tac:done" in github.issue_labels(n), message="first run done")
+    first_pr = project.task(n).pr
+    time.sleep(1.1)  # GitHub timestamps are whole seconds: the new label must be later
+    github.label_issue(n, "rpi-auto", "alice")
+    project.wait_for(lambda: len(github.pulls()) == 2, timeout=40, message="a second PR")
+    heads = sorted(p["head"]["ref"] for p in github.pulls())
+    assert heads == [f"auto/gh-{n}", f"auto/gh-{n}-2"]
+    project.wait_for(lambda: project.task(n).pr and project.task(n).pr != first_pr, message="new PR recorded")
+    assert project.state(n) == tasks.COMPLETED
+
+
+def test_label_left_on_an_ended_task_is_removed_not_rerun(project, github):
+    """A person moved an entry to Failed by hand: the coordinator swaps the
+    label instead of starting the issue again."""
+    n = project.issue("Cancelled by hand")
+    (project.dir / "tasks.md").write_text(f"## Failed\n[❌ w-abc123] gh-{n}: Cancelled by hand {{p2}}\n- Reason: not wanted\n")
+    for _ in range(2):
+        assert project.run("--once").returncode == 0
+    assert project.state(n) == tasks.FAILED
+    assert "rpi-auto" not in github.issue_labels(n) and "tac:failed" in github.issue_labels(n)
+    assert not (project.dir / "logs" / f"gh-{n}.jsonl").exists()  # never started
+    assert len(github.comments(n)) == 1
+
+
+def test_completed_entries_from_earlier_days_move_to_the_archive(project, github):
+    (project.dir / "tasks.md").write_text(
+        "## Completed Today\n"
+        "[✅ abc1234, w-111111] gh-70: Yesterday's work {p2}\n- Completed: 2020-01-01 10:00:00\n- PR: https://x/pull/71\n"
+        "[✅ def5678, w-222222] gh-72: Today's work {p2}\n"
+        f"- Completed: {tasks.format_time(time.time())}\n- PR: https://x/pull/73\n")
+    assert project.run("--once").returncode == 0
+    doc = project.tasks()
+    assert [t.issue for t in doc.in_state(tasks.COMPLETED)] == [72]
+    archive = (project.dir / "tasks-archive.md").read_text()
+    assert "gh-70: Yesterday's work" in archive and "https://x/pull/71" in archive
+    assert "gh-72" not in archive
+    assert project.run("--once").returncode == 0  # idempotent
+    assert (project.dir / "tasks-archive.md").read_text().count("gh-70") == 1
+
+
+def test_stale_worktree_is_repaired_not_a_reason_to_fail(project, github):
+    n = project.issue("Stale tree")
+    stale = project.dir / "trees" / f"gh-{n}"
+    stale.mkdir(parents=True)
+    (stale / "junk.txt").write_text("left from an earlier run")
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.COMPLETED, message="completed")
+    assert f"gh-{n} worktree repaired" in project.log_text()
+    metrics = json.loads((project.dir / "metrics.json").read_text())
+    assert metrics["counters"]["worktree_repairs"] >= 1
+
+
+def test_daily_budget_stops_spawning_and_says_why(project, github):
+    logs = project.dir / "logs"
+    logs.mkdir()
+    today = time.strftime("%Y-%m-%d")
+    (logs / "usage.jsonl").write_text(json.dumps({"ts": "x", "date": today, "issue": 1, "cost_usd": 5.25}) + "\n")
+    project.write_config(budget={"daily_usd": 5.0})
+    n = project.issue("Costs money")
+    r = project.run("--once")
+    assert r.returncode == 0
+    assert project.state(n) == tasks.PENDING
+    assert not (logs / f"gh-{n}.jsonl").exists()
+    assert "daily budget reached: $5.25 of $5.00 today" in r.stderr
+    status = json.loads(subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--config",
+                                        str(project.config), "--json"], capture_output=True, text=True).stdout)
+    assert "daily budget reached" in json.dumps(status)
+    # Raising the budget lets it start.
+    project.write_config(budget={"daily_usd": 50.0})
+    assert project.run("--once").returncode == 0
+    assert project.state(n) in (tasks.ACTIVE, tasks.COMPLETED)
+
+
+def test_per_run_budget_stops_the_run_and_is_passed_to_the_cli(project, github):
+    n = project.issue("Expensive")
+    # Each turn reports 1M output tokens (~$15 at Sonnet prices).
+    project.script({"default": {"turns": 5, "output_tokens": 1000000, "turn_delay": 1, "sleep": 30}})
+    project.write_config(budget={"per_run_usd": 10}, workers={"max_attempts": 1})
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.FAILED, timeout=40, message="stopped over budget")
+    assert "over per_run_usd $10.00" in project.task(n).reason
+    project.wait_for(lambda: tagged_processes() == [], timeout=10, message="worker gone")
+    starts = [json.loads(ln) for ln in (project.dir / "logs" / f"gh-{n}.jsonl").read_text().splitlines()
+              if '"tac"' in ln]
+    assert starts[0]["subtype"] == "attempt"
+
+
+def test_per_run_budget_reaches_the_worker_argv(project, github):
+    n = project.issue("Watch argv")
+    project.script({"default": {"sleep": 20}})
+    project.write_config(budget={"per_run_usd": 2.5}, workers={"max_turns": 7})
+    project.start()
+    pid = project.wait_for(lambda: project.task(n) and project.task(n).pid, message="pid")
+    argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    assert b"--max-budget-usd" in argv and argv[argv.index(b"--max-budget-usd") + 1] == b"2.5"
+    assert argv[argv.index(b"--max-turns") + 1] == b"7"
+
+
+def test_status_comment_is_edited_in_place_as_the_run_progresses(project, github):
+    n = project.issue("Slow one")
+    project.script({"default": {"turns": 3, "turn_delay": 1.5, "commit": "x.txt"}})
+    project.write_config(github={"progress_every": 1})
+    project.start()
+    project.wait_for(lambda: github.comments(n) and "so far" in github.comments(n)[0]["body"], timeout=30,
+                     message="progress edit")
+    assert "$" in github.comments(n)[0]["body"]
+    project.wait_for(lambda: project.state(n) == tasks.COMPLETED and "tac:done" in github.issue_labels(n))
+    comments = github.comments(n)
+    assert len(comments) == 1  # one comment, edited: not a stream of new ones
+    assert comments[0]["body"].startswith("✅ Done:") and project.task(n).pr in comments[0]["body"]
+
+
+@pytest.mark.parametrize("setting, model, total, expect", [
+    ("auto", "Raspberry Pi 4 Model B Rev 1.4", 8192, 1),
+    ("auto", "Raspberry Pi 5 Model B Rev 1.0", 16384, 1),
+    ("auto", "", 24 * 1024, 8),
+    ("auto", "", 6144, 2),
+    ("auto", "", 2048, 1),
+    (3, "Raspberry Pi 4 Model B", 8192, 3),
+])
+def test_worker_cap(setting, model, total, expect):
+    assert worker_cap(setting, model=model, total_mb=total) == expect
