@@ -34,11 +34,11 @@ from typing import Callable, Deque, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "adws" / "scripted_worker.py"
-TIMEOUT = 60.0        # seconds for both issues to end; they take about 15
+TIMEOUT = 60.0        # seconds for both issues to end; they take about 10
 REPO = "demo/calculator"
 LABEL = "rpi-auto"
 OPERATOR = "alice"    # a collaborator with write access: her label is trusted
-LOG_LINES = 8         # daemon log lines under the live status view
+LOG_LINES = 6         # daemon log lines under the live status view
 
 # Settings of the developer's own environment that would steer `gh` away
 # from the fake (the same list as tests/conftest.py).
@@ -67,7 +67,8 @@ _ISSUES = [
 
 def main() -> int:
     """Build the sandbox, run the coordinator until both issues have ended,
-    then show what happened. Exit status 0 when both ended as planned."""
+    then show what happened. Exit status 0 once both have ended (a pull
+    request or Blocked), 1 on a timeout, 130 on Ctrl-C."""
     for tool, package in (("gh", "gh"), ("git", "git")):
         if shutil.which(tool) is None:
             what = "the GitHub CLI" if tool == "gh" else "git"
@@ -255,7 +256,7 @@ def _run(c, done: Callable[[], bool], started: float) -> None:
 
 def _run_live(c, done: Callable[[], bool], started: float, console, screen: Callable[[], object]) -> None:
     from rich.live import Live
-    with Live(screen(), console=console, auto_refresh=False, vertical_overflow="visible") as live:
+    with Live(screen(), console=console, auto_refresh=False, vertical_overflow="crop") as live:
         while not _step(c, done, started):
             live.update(screen(), refresh=True)
         live.update(screen(), refresh=True)

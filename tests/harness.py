@@ -89,11 +89,17 @@ class Project:
                     p.kill()
                     p.wait()
         # Workers outlive the coordinator on purpose; tests must not leak them.
-        for pid in tagged_processes():
+        # Only this project's: another test run or a real coordinator on the
+        # same machine has workers too.
+        for pid in self.worker_pids():
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+    def worker_pids(self) -> List[int]:
+        """Live processes started by this project's workers."""
+        return tagged_processes(f"TAC_SCRIPT={self.env['TAC_SCRIPT']}")
 
     def log_text(self) -> str:
         path = self.dir / "coordinator.log"
@@ -123,8 +129,9 @@ class Project:
         return t.state if t else ""
 
 
-def tagged_processes() -> List[int]:
-    """Live processes started by any coordinator worker (they carry TAC_WORKER_ID)."""
+def tagged_processes(also: str = "") -> List[int]:
+    """Live processes started by any coordinator worker (they carry
+    TAC_WORKER_ID), or only those whose environment also holds `also`."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -134,7 +141,8 @@ def tagged_processes() -> List[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        if b"TAC_WORKER_ID=" in env and stat[stat.rfind(")") + 2] != "Z":
+        if b"TAC_WORKER_ID=" in env and stat[stat.rfind(")") + 2] != "Z" \
+                and (not also or also.encode() in env.split(b"\0")):
             found.append(int(entry))
     return found
 

@@ -2,15 +2,12 @@
 against a fake GitHub, real git, the scripted stand-in worker."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from harness import Project, tagged_processes
+from harness import Project
 from adws import tasks
 
 
@@ -121,7 +118,7 @@ def test_dry_run_spawns_nothing_and_writes_nothing(project, github):
     assert r.returncode == 0, r.stderr
     assert f"would start gh-{n}" in r.stdout
     assert not (project.dir / "tasks.md").exists()
-    assert tagged_processes() == []
+    assert project.worker_pids() == []
 
 
 def test_github_outage_is_unknown_not_empty(project, github):

@@ -10,7 +10,7 @@ import pytest
 
 import sys
 
-from harness import ROOT, Project, tagged_processes
+from harness import ROOT, Project
 from adws import tasks
 from adws.coordinator import worker_cap
 
@@ -106,7 +106,7 @@ def test_per_run_budget_stops_the_run_and_is_passed_to_the_cli(project, github):
     project.start()
     project.wait_for(lambda: project.state(n) == tasks.FAILED, timeout=40, message="stopped over budget")
     assert "over per_run_usd $10.00" in project.task(n).reason
-    project.wait_for(lambda: tagged_processes() == [], timeout=10, message="worker gone")
+    project.wait_for(lambda: project.worker_pids() == [], timeout=10, message="worker gone")
     starts = [json.loads(ln) for ln in (project.dir / "logs" / f"gh-{n}.jsonl").read_text().splitlines()
               if '"tac"' in ln]
     assert starts[0]["subtype"] == "attempt"

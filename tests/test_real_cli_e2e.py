@@ -13,11 +13,10 @@ import os
 import subprocess
 import sys
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from harness import ROOT, Project, tagged_processes
+from harness import ROOT, Project
 from claude_cli import CLAUDE_CLI_VERSION, claude_path
 from fake_anthropic import FakeAnthropic
 from adws import tasks
@@ -164,6 +163,6 @@ def test_real_cli_with_api_down_is_a_startup_error_and_pauses_spawning(real, git
     assert "startup error" in t.reason
     real.wait_for(lambda: "spawning paused: API unreachable" in (real.dir / "tasks.md").read_text(),
                   message="status shows the pause")
-    real.wait_for(lambda: tagged_processes() == [], timeout=20, message="no CLI process left")
+    real.wait_for(lambda: real.worker_pids() == [], timeout=20, message="no CLI process left")
     ledger = (real.dir / "logs" / "usage.jsonl").read_text()
     assert '"api_retries": ' in ledger
