@@ -538,20 +538,22 @@ class GitHub:
 
     def get_conditional(self, path: str) -> Any:
         """GET with the ETag of the last answer: an unchanged list costs a
-        304, which does not count against the rate limit."""
-        etag, cached = self._etags.get(path, ("", None))
-        resp = self.api("GET", path, etag=etag)
-        if resp.status == 304:
-            return cached
-        data = resp.data
-        # Follow pagination (rare: more than 100 labelled issues).
-        nxt = _next_link(resp.headers.get("link", ""))
-        while nxt and isinstance(data, list):
-            page = self.api("GET", nxt)
-            data = data + (page.data or [])
-            nxt = _next_link(page.headers.get("link", ""))
-        if resp.headers.get("etag"):
-            self._etags[path] = (resp.headers["etag"], data)
+        304, which does not count against the rate limit. Each page of a
+        long list (rare: more than 100 labelled issues) is asked with its
+        own ETag: the first page stays the same when an older issue gets
+        the label, which lands on a later page."""
+        data: Any = None
+        while path:
+            etag, cached = self._etags.get(path, ("", None))
+            resp = self.api("GET", path, etag=etag)
+            if resp.status == 304:
+                page, link = cached
+            else:
+                page, link = resp.data, resp.headers.get("link", "")
+                if resp.headers.get("etag"):
+                    self._etags[path] = (resp.headers["etag"], (page, link))
+            data = page if data is None else data + (page or [])
+            path = _next_link(link) if isinstance(page, list) else ""
         return data
 
     # -- what the coordinator asks --------------------------------------------
@@ -767,6 +769,19 @@ def commits_ahead(cfg: Config, branch: str) -> int:
         return int(out.strip() or 0)
     except (GitError, ValueError):
         return 0
+
+
+HELD_PREFIXES = (".github/workflows/", ".github/actions/")
+
+
+def held_paths(cfg: Config, branch: str) -> List[str]:
+    """Files the branch changes that must not be pushed without a person's
+    review: CI definitions, which run with the repository's secrets."""
+    try:
+        out = git(["diff", "--name-only", f"{cfg.remote}/{cfg.base_branch}...{branch}"], cfg.repo_path)
+    except GitError:
+        return []
+    return [p for p in out.splitlines() if p.startswith(HELD_PREFIXES)]
 
 
 def head_sha(cfg: Config, branch: str) -> str:
@@ -1374,6 +1389,14 @@ class Coordinator:
             outcome.reason = why
         else:
             self.breaker_count = 0
+        held = held_paths(cfg, w.branch) if commits > 0 and outcome.kind in ("blocked", "open_pr") else []
+        if held:
+            # Pushing a branch that edits CI workflows lets the agent run
+            # code with the repository's secrets: a person reviews it first.
+            outcome = Outcome("blocked", f"the run changed {', '.join(held[:3])}; review the worktree "
+                                         f"before pushing (workflows run with the repository's secrets)")
+            commits = 0  # not pushed
+            log.warning("%s not pushed: changes %s", w.name, ", ".join(held))
 
         if outcome.kind == "blocked" and commits > 0:
             try:

@@ -112,6 +112,8 @@ def main() -> int:
                                                        "content": "ok", "is_error": False}]}})
     if opts.get("commit"):
         name = opts["commit"]
+        if os.path.dirname(name):
+            os.makedirs(os.path.dirname(name), exist_ok=True)
         with open(name, "a", encoding="utf-8") as f:
             f.write(f"change for issue {os.environ.get('TAC_ISSUE_NUMBER')}\n")
         subprocess.run(["git", "add", name], check=True)

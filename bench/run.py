@@ -74,10 +74,10 @@ class BenchError(Exception):
 
 FULL = dict(idle_window=60.0, pending=(0, 10, 100), cycles=10, fast_poll=1.0, hups=5, branches=(10, 100),
             pr_cycles=3, runs=10, latency_poll=2.0, task_sizes=(100, 1000, 10000), parse_repeats=5,
-            status_runs=10, log_mb=200, owed_window=10.0)
+            status_runs=10, log_mb=200, retry_window=10.0)
 QUICK = dict(idle_window=10.0, pending=(0, 10, 30), cycles=3, fast_poll=0.5, hups=3, branches=(10,),
              pr_cycles=2, runs=3, latency_poll=1.0, task_sizes=(100, 1000, 10000), parse_repeats=2,
-             status_runs=3, log_mb=20, owed_window=5.0)
+             status_runs=3, log_mb=10, retry_window=3.0)
 
 
 # ---------------------------------------------------------------------------
@@ -277,7 +277,7 @@ class Daemon:
         mark = f"TAC_SCRIPT={self.dir / 'script.json'}".encode()
         for pid in _pids_with_env(mark):
             try:
-                os.killpg(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
         return self.proc.returncode if self.proc is not None else None
@@ -469,7 +469,7 @@ def measure_owed_notice(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> 
     d.tasks_path.write_text(tasks.render(doc))
     t0 = time.time()
     d.start(healthy=False)
-    window = size["owed_window"]
+    window = size["retry_window"]
     while time.time() - t0 < window:
         d.alive()
         time.sleep(0.1)
@@ -549,12 +549,12 @@ def measure_latency(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None
         d.wait(lambda: d.trace_times(n)[1], 60, f"gh-{n} to exit", step=0.005)
         time.sleep(0.2)
         t0 = time.time()
-        time.sleep(size["owed_window"])
+        time.sleep(size["retry_window"])
         asked = len(rig.fake.since(t0))
     finally:
         rig.fake.set_outage(None)
     _watch_state(d, n, 60)  # and it finishes once GitHub is back
-    outage = {"window_s": size["owed_window"], "requests": asked, "per_s": asked / size["owed_window"]}
+    outage = {"window_s": size["retry_window"], "requests": asked, "per_s": asked / size["retry_window"]}
     if d.stop() != 0:
         raise BenchError(f"the latency coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
 
@@ -797,73 +797,81 @@ def _ratio(naive: float, ours: float) -> str:
 
 def rows_for(r: Dict[str, Any]) -> List[Tuple[str, str, str, str]]:
     rows: List[Tuple[str, str, str, str]] = []
-    add = rows.append
+
+    def add(measure: str, ours: str, naive: str = "", ratio: str = "") -> None:
+        rows.append((measure, ours, naive, ratio))
+
+    def section(title: str) -> None:
+        add(f"**{title}**", "", "", "")
+
+    pending = " / ".join(str(c["pending"]) for c in r["cycles"])
     poll = r["cycles_poll_interval_s"]
+    section(f"GitHub requests (real daemon, PAUSE file, poll every {poll:g} s)")
     for c in r["cycles"]:
-        add((f"Counted requests per poll cycle, {c['pending']} pending tasks",
-             f"{c['counted_per_cycle']:.2f}", f"{c['naive_counted_per_cycle']:.2f} (no ETag)",
-             _ratio(c["naive_counted_per_cycle"], c["counted_per_cycle"])))
-    for c in r["cycles"]:
-        add((f"304 (free) answers per poll cycle, {c['pending']} pending tasks",
-             f"{c['not_modified_per_cycle']:.2f}", "0.00 (no ETag)", ""))
-    add((f"Coordinator CPU per poll cycle, {' / '.join(str(c['pending']) for c in r['cycles'])} pending",
-         " / ".join(f"{c['cpu_ms_per_cycle']:.0f} ms" for c in r["cycles"]), "", ""))
+        add(f"Counted requests per poll cycle, {c['pending']} pending tasks", f"{c['counted_per_cycle']:.2f}",
+            f"{c['naive_counted_per_cycle']:.2f} (no ETag)", _ratio(c["naive_counted_per_cycle"], c["counted_per_cycle"]))
+    add(f"Free 304 answers per poll cycle, {pending} pending",
+        " / ".join(f"{c['not_modified_per_cycle']:.2f}" for c in r["cycles"]), "0 (no ETag)")
+    add(f"Coordinator CPU per poll cycle, {pending} pending",
+        " / ".join(f"{c['cpu_ms_per_cycle']:.0f} ms" for c in r["cycles"]))
     for p in r["pr_lookup"]:
-        add((f"PR look-up, {p['branches']} active branches: counted requests per cycle",
-             f"{p['ours_counted_per_cycle']:.2f} (one conditional list)",
-             f"{p['naive_counted_per_cycle']:.2f} (pulls?head= per branch)",
-             _ratio(p["naive_counted_per_cycle"], p["ours_counted_per_cycle"])))
-        add((f"PR look-up, {p['branches']} active branches: gh calls / wall time per cycle",
-             f"{p['ours_requests_per_cycle']:.0f} / {_s(p['ours_s_per_cycle'])}",
-             f"{p['naive_requests_per_cycle']:.0f} / {_s(p['naive_s_per_cycle'])}",
-             _ratio(p["naive_s_per_cycle"], p["ours_s_per_cycle"])))
+        add(f"PR look-up for {p['branches']} active branches: counted requests per cycle",
+            f"{p['ours_counted_per_cycle']:.2f} (one conditional list)",
+            f"{p['naive_counted_per_cycle']:.2f} (pulls?head= per branch)",
+            _ratio(p["naive_counted_per_cycle"], p["ours_counted_per_cycle"]))
+        add(f"PR look-up for {p['branches']} active branches: gh calls / time per cycle",
+            f"{p['ours_requests_per_cycle']:.0f} / {_s(p['ours_s_per_cycle'])}",
+            f"{p['naive_requests_per_cycle']:.0f} / {_s(p['naive_s_per_cycle'])}",
+            _ratio(p["naive_s_per_cycle"], p["ours_s_per_cycle"]))
+    i = r["idle"]
+    add(f"Idle, {i['window_s']:.0f} s at poll_interval {i['poll_interval_s']} s: counted / 304 requests",
+        f"{i['counted']} / {i['not_modified']}")
+    o = r["owed_notice"]
+    add(f"Ended task still labelled, status comment deleted: requests in {o['window_s']:g} s",
+        f"{o['requests']} ({o['counted']} counted), {'delivered' if o['delivered'] else 'NOT delivered'}")
+    og = r["outage_finish"]
+    add("GitHub down (502) as a worker ends: calls while the finish waits", f"{og['per_s']:.1f} per second")
+    rl = r["rate_limit"]
+    add("Rate limit below 200: time between polls, normal → low → restored",
+        f"{_s(rl['normal_gap_s'])} → {_s(rl['slow_gap_s'])} → {_s(rl['after_gap_s'])}")
+    add("Rate limit below 200: the status line says so", "yes" if rl["status_says_so"] else "NO")
+
     lat = r["latency"]
     n = len(lat["runs"])
+    section("Latency")
     for key, what in (("exit_to_tasks_md_s", "Worker exit → tasks.md shows Completed"),
                       ("exit_to_comment_s", "Worker exit → completion comment posted"),
                       ("exit_to_labels_s", "Worker exit → trigger label swapped for tac:done"),
                       ("label_to_start_s", f"Label applied → worker started (poll_interval {lat['poll_interval_s']:g} s)")):
-        add((f"{what} (median / max of {n})", f"{_s(lat[key]['median_s'])} / {_s(lat[key]['max_s'])}", "", ""))
+        add(f"{what} (median / max of {n})", f"{_s(lat[key]['median_s'])} / {_s(lat[key]['max_s'])}")
     h = r["sighup"]
-    add((f"SIGHUP → poll (median / max of {len(h['latency_s'])})", f"{_s(h['median_s'])} / {_s(h['max_s'])}",
-         "15 s average (wait for the next poll at 30 s)", _ratio(30 / 2, h["median_s"])))
-    add(("SIGHUP: valid config reloaded / invalid one refused, old kept",
-         f"{'yes' if h['valid_reloaded'] else 'NO'} / {'yes' if h['invalid_refused_old_kept'] else 'NO'}", "", ""))
-    o = r["owed_notice"]
-    add((f"Ended task still labelled, its comment deleted: requests in {o['window_s']:g} s "
-         f"({o['polls']} polls at 2 s)", f"{o['requests']} ({o['counted']} counted), "
-         f"{'delivered' if o['delivered'] else 'NOT delivered'}", "", ""))
-    og = r["outage_finish"]
-    add(("GitHub down (502) as a worker ends: requests while its finish waits",
-         f"{og['per_s']:.1f} per second", "", ""))
-    rl = r["rate_limit"]
-    add(("Rate limit below 200: time between polls, normal → low → restored",
-         f"{_s(rl['normal_gap_s'])} → {_s(rl['slow_gap_s'])} → {_s(rl['after_gap_s'])}", "", ""))
-    add(("Rate limit below 200: status line says so", "yes" if rl["status_says_so"] else "NO", "", ""))
-    i = r["idle"]
-    add((f"Idle RSS, start → end of {i['window_s']:.0f} s (max)",
-         f"{i['rss_start_mb']:.1f} → {i['rss_end_mb']:.1f} MB ({i['rss_max_mb']:.1f})", "", ""))
-    add((f"Idle CPU, coordinator (poll_interval {i['poll_interval_s']} s)", f"{i['cpu_s_per_hour']:.1f} s/hour", "", ""))
-    add(("Idle CPU, its gh children", f"{i['children_cpu_s_per_hour']:.1f} s/hour", "", ""))
-    add((f"Idle requests in {i['window_s']:.0f} s: counted / 304", f"{i['counted']} / {i['not_modified']}", "", ""))
-    add((f"RSS after {poll:g} s-interval cycles at {' / '.join(str(c['pending']) for c in r['cycles'])} pending",
-         " / ".join(f"{c['rss_mb']:.1f}" for c in r["cycles"]) + " MB", "", ""))
-    add((f"RSS over {n} worker runs, first → last", f"{lat['rss_first_mb']:.1f} → {lat['rss_last_mb']:.1f} MB", "", ""))
+    add(f"SIGHUP → poll (median / max of {len(h['latency_s'])})", f"{_s(h['median_s'])} / {_s(h['max_s'])}",
+        "15 s (average wait for the next poll at 30 s)", _ratio(30 / 2, h["median_s"]))
+    add("SIGHUP: valid config reloaded / invalid one refused, old kept",
+        f"{'yes' if h['valid_reloaded'] else 'NO'} / {'yes' if h['invalid_refused_old_kept'] else 'NO'}")
+
+    section("Footprint")
+    add(f"Idle RSS, start → end of {i['window_s']:.0f} s (max)",
+        f"{i['rss_start_mb']:.1f} → {i['rss_end_mb']:.1f} MB ({i['rss_max_mb']:.1f})")
+    add(f"Idle CPU (poll_interval {i['poll_interval_s']} s), coordinator / its gh children",
+        f"{i['cpu_s_per_hour']:.1f} / {i['children_cpu_s_per_hour']:.1f} s per hour")
+    add(f"RSS after the poll cycles at {pending} pending",
+        " / ".join(f"{c['rss_mb']:.1f}" for c in r["cycles"]) + " MB")
+    add(f"RSS over {n} worker runs, first → last", f"{lat['rss_first_mb']:.1f} → {lat['rss_last_mb']:.1f} MB")
     b = r["big_taskfile"]
-    add((f"Coordinator CPU per poll cycle, idle, {b['entries']:,}-entry tasks.md",
-         f"{b['cpu_ms_per_cycle']:.0f} ms", "", ""))
+    add(f"Coordinator CPU per poll cycle, idle, {b['entries']:,}-entry tasks.md", f"{b['cpu_ms_per_cycle']:.0f} ms")
     for t in r["taskfile"]:
-        add((f"tasks.md parse / render, {t['entries']:,} entries ({t['bytes'] / 1024:,.0f} KB), wall (CPU)",
-             f"{_s(t['parse_s'])} ({_s(t['parse_cpu_s'])}) / {_s(t['render_s'])} ({_s(t['render_cpu_s'])})", "", ""))
-    s = r["status"]
-    add((f"status.py start-up, {s['tasks']} tasks (median of {s['runs']})", _s(s["text"]),
-         f"{_s(s['floor'])} (python -c pass)", ""))
-    add(("status.py --json start-up", _s(s["json"]), f"{_s(s['floor'])} (python -c pass)", ""))
+        add(f"tasks.md parse / render, {t['entries']:,} entries ({t['bytes'] / 1024:,.0f} KB), wall (CPU)",
+            f"{_s(t['parse_s'])} ({_s(t['parse_cpu_s'])}) / {_s(t['render_s'])} ({_s(t['render_cpu_s'])})")
+    st = r["status"]
+    add(f"status.py start-up, {st['tasks']} tasks (median of {st['runs']})", _s(st["text"]),
+        f"{_s(st['floor'])} (python -c pass)")
+    add("status.py --json start-up", _s(st["json"]), f"{_s(st['floor'])} (python -c pass)")
     v = r["viewer"]
-    add((f"view_worker, {v['log_mb']:.0f} MB log: wall time", f"{_s(v['wall_s'])} ({v['mb_per_s']:.1f} MB/s)",
-         f"{_s(v['naive_wall_s'])} (readlines, no rendering)", ""))
-    add((f"view_worker, {v['log_mb']:.0f} MB log: max RSS", f"{v['max_rss_mb']:.0f} MB",
-         f"{v['naive_max_rss_mb']:.0f} MB (whole file in memory)", _ratio(v["naive_max_rss_mb"], v["max_rss_mb"])))
+    add(f"view_worker, {v['log_mb']:.0f} MB log: time", f"{_s(v['wall_s'])} ({v['mb_per_s']:.1f} MB/s)",
+        f"{_s(v['naive_wall_s'])} (readlines, no rendering)")
+    add(f"view_worker, {v['log_mb']:.0f} MB log: peak RSS", f"{v['max_rss_mb']:.0f} MB",
+        f"{v['naive_max_rss_mb']:.0f} MB (whole file in memory)", _ratio(v["naive_max_rss_mb"], v["max_rss_mb"]))
     return rows
 
 
@@ -889,15 +897,15 @@ def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Di
         measure_cycles(rig, queue, size, out)
         progress("rate limit nearly spent")
         measure_rate_limit(rig, queue, out)
-        progress("an owed notice whose comment was deleted")
-        measure_owed_notice(rig, size, out)
         progress("status.py start-up")
         measure_status(rig, queue, size, out)
         queue.alive()
         if queue.stop() != 0:
             raise BenchError(f"the queue coordinator did not exit cleanly on SIGTERM\n{queue.log_tail()}")
-        for t in queue.tasks().tasks:  # the next daemon must not pick the queue up
+        for t in queue.tasks().tasks:  # the next daemons must not pick the queue up
             rig.fake.close_issue(t.issue)
+        progress("an owed notice whose comment was deleted")
+        measure_owed_notice(rig, size, out)
         progress(f"worker exit latency, {size['runs']} runs")
         measure_latency(rig, size, out)
         progress(f"PR look-up for {', '.join(map(str, size['branches']))} branches")

@@ -384,7 +384,7 @@ def test_clean_issue_text_caps_by_bytes_without_splitting_a_character():
 
 
 def test_paths_and_branches_come_from_the_number_never_the_title(project, github, git_origin, tmp_path):
-    project.write_config(**{})  # defaults
+    project.write_config()
     text = project.config.read_text().replace("[repo]", '[repo]\nbranch_prefix = "tac/x-"')
     project.config.write_text(text)
     n = project.issue("../../etc/passwd; rm -rf ~", "$(touch ../../pwned)")
@@ -529,3 +529,24 @@ def test_redact_values_of_secret_variables():
     assert coordinator.redact is redact_mod.redact
     assert redact_mod.redact_bytes(b"\xff\xfe " + GHP.encode(), {}) == b"\xff\xfe [redacted]"
     assert redact_mod.redact_bytes(b"\xff plain", {}) == b"\xff plain"
+
+
+def test_branch_that_changes_ci_workflows_is_held_for_review_not_pushed(tmp_path, github, gh_env, clone, git_origin):
+    """A workflow file runs with the repository's secrets once pushed: the
+    coordinator ends such a run Blocked and pushes nothing."""
+    import subprocess as sp
+    from harness import Project as _Project
+    project = _Project(tmp_path, github, gh_env, clone, git_origin)
+    try:
+        n = project.issue("Speed up CI")
+        project.script({"default": {"commit": ".github/workflows/ci.yml"}})
+        project.start()
+        project.wait_for(lambda: project.state(n) == tasks.BLOCKED, message="held as blocked")
+        assert ".github/workflows/ci.yml" in project.task(n).reason
+        assert github.pulls() == []
+        r = sp.run(["git", "--git-dir", str(git_origin), "rev-parse", "--verify", "-q", f"refs/heads/auto/gh-{n}"],
+                   capture_output=True)
+        assert r.returncode != 0  # never pushed
+        assert (project.dir / "trees" / f"gh-{n}" / ".github" / "workflows" / "ci.yml").exists()  # kept for review
+    finally:
+        project.stop_all()

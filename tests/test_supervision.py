@@ -32,8 +32,8 @@ T0 = 1_700_000_000.0  # a whole second: tasks.md times have one-second resolutio
 # -- fakes ----------------------------------------------------------------------
 
 class FakeFollower:
-    """Stands in for transcript.TranscriptFollower: `.summary` and `.poll()`.
-    Lines are fed by the test; poll() hands them over once."""
+    """Stands in for transcript.TranscriptFollower: `.summary`, `.poll()` and
+    `.catch_up()`. Lines are fed by the test; poll() hands them over once."""
 
     def __init__(self, summary: Optional[RunSummary] = None):
         self.summary = summary or RunSummary()
@@ -47,6 +47,10 @@ class FakeFollower:
         self.polls += 1
         out, self.fed = self.fed, []
         return out
+
+    def catch_up(self) -> RunSummary:
+        self.poll()
+        return self.summary
 
 
 class FakePopen:
