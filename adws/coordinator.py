@@ -52,251 +52,21 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from adws import ledger, metrics, tasks, transcript  # noqa: E402
+from adws.config import EX_CONFIG, Config, ConfigError, load_config  # noqa: E402
 # Tokens must never reach a log line, an issue comment or a terminal; the
 # patterns are shared with tools/view_worker.py.
 from adws.redact import redact  # noqa: E402
 from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa: E402
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Raspberry Pi OS Bullseye (3.9)
-    import tomli as tomllib
 
 log = logging.getLogger("tac")
 
-EX_OK, EX_FAIL, EX_CONFIG = 0, 1, 78  # 78 = EX_CONFIG: systemd won't restart-loop on it
+EX_OK, EX_FAIL = 0, 1
 
 
 # ===========================================================================
-# 1. Configuration
+# 1. Configuration: adws/config.py (the tools read the same file the same way)
 # ===========================================================================
-
-class ConfigError(Exception):
-    """A config problem, already phrased for the user: 'FILE: [section] key ...'."""
-
-
-# (section, key) -> (default, type check, description). The shipped
-# config.toml documents every key; this table is what the daemon enforces.
-_INT, _NUM, _STR, _BOOL, _STRLIST, _INTLIST = "integer", "number", "string", "boolean", "list of strings", "list of integers"
-
-CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
-    "github": {
-        "repo": (None, _STR),
-        "label": ("rpi-auto", _STR),
-        "poll_interval": (30, _NUM),
-        "trusted_users": ([], _STRLIST),
-        "progress_every": (300, _NUM),
-    },
-    "repo": {
-        "path": (".", _STR),
-        "base_branch": ("main", _STR),
-        "branch_prefix": ("auto/", _STR),
-        "remote": ("origin", _STR),
-    },
-    "workers": {
-        "max_concurrent": ("auto", "\"auto\" or an integer"),
-        "command": (["claude", "-p", "--output-format", "stream-json", "--verbose",
-                     "--dangerously-skip-permissions"], _STRLIST),
-        "timeout": (3600, _NUM),
-        "startup_grace": (10, _NUM),
-        "startup_backoff": ([300, 600, 1200], _INTLIST),
-        "breaker_threshold": (3, _INT),
-        "max_attempts": (2, _INT),
-        "retry_backoff": ([600, 1800], _INTLIST),
-        "stall_timeout": (900, _NUM),
-        "result_exit_grace": (30, _NUM),
-        "api_retry_limit": (6, _INT),
-        "stop_grace": (5, _NUM),
-        "min_free_memory_mb": (1500, _INT),
-        "max_turns": (0, _INT),
-        "pass_env": ([], _STRLIST),
-        "allowed_tools": ([], _STRLIST),
-        "disallowed_tools": ([], _STRLIST),
-    },
-    "budget": {
-        "daily_usd": (0, _NUM),
-        "monthly_usd": (0, _NUM),
-        "per_run_usd": (0, _NUM),
-    },
-    "paths": {
-        "tasks": ("tasks.md", _STR),
-        "template": ("worker_template.md", _STR),
-        "trees": ("trees", _STR),
-        "logs": ("logs", _STR),
-    },
-}
-
-
-@dataclass
-class Config:
-    """The validated configuration; paths are absolute."""
-    file: Path
-    repo: str
-    label: str
-    poll_interval: float
-    trusted_users: List[str]
-    progress_every: float
-    repo_path: Path
-    base_branch: str
-    branch_prefix: str
-    remote: str
-    max_concurrent: Any  # "auto" or int; see worker_cap()
-    command: List[str]
-    timeout: float
-    startup_grace: float
-    startup_backoff: List[int]
-    breaker_threshold: int
-    max_attempts: int
-    retry_backoff: List[int]
-    stall_timeout: float
-    result_exit_grace: float
-    api_retry_limit: int
-    stop_grace: float
-    min_free_memory_mb: int
-    max_turns: int
-    pass_env: List[str]
-    allowed_tools: List[str]
-    disallowed_tools: List[str]
-    daily_usd: float
-    monthly_usd: float
-    per_run_usd: float
-    tasks_path: Path
-    template_path: Path
-    trees: Path
-    logs: Path
-
-    @property
-    def owner(self) -> str:
-        return self.repo.split("/", 1)[0]
-
-    @property
-    def state_dir(self) -> Path:
-        """tasks.md's folder: the lock, PAUSE and metrics.json live beside it."""
-        return self.tasks_path.parent
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.state_dir / "metrics.json"
-
-    @property
-    def pause_path(self) -> Path:
-        return self.state_dir / "PAUSE"
-
-    @property
-    def archive_path(self) -> Path:
-        return self.state_dir / "tasks-archive.md"
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.logs / "usage.jsonl"
-
-
-def _check_type(value: Any, kind: str) -> bool:
-    if kind == _INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _NUM:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == _STR:
-        return isinstance(value, str)
-    if kind == _BOOL:
-        return isinstance(value, bool)
-    if kind == _STRLIST:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if kind == _INTLIST:
-        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    return True  # special forms are checked by hand below
-
-
-def load_config(path: Path) -> Config:
-    """Read and validate config.toml. Unknown keys are errors: a typo must
-    never silently fall back to a default."""
-    path = Path(path).resolve()
-    name = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: not found (copy config.toml from the project and edit [github] repo)")
-    except OSError as e:
-        raise ConfigError(f"{name}: cannot read: {e.strerror}")
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: not UTF-8 text")
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{name}: {e}")  # tomllib names the line and column
-
-    values: Dict[str, Any] = {}
-    for section, body in data.items():
-        if section not in CONFIG_SCHEMA:
-            raise ConfigError(f"{name}: unknown section [{section}] (known: {', '.join(CONFIG_SCHEMA)})")
-        if not isinstance(body, dict):
-            raise ConfigError(f"{name}: {section} must be a [section], not a value")
-        for key, value in body.items():
-            if key not in CONFIG_SCHEMA[section]:
-                known = ", ".join(CONFIG_SCHEMA[section])
-                raise ConfigError(f"{name}: unknown key [{section}] {key} (known: {known})")
-            _, kind = CONFIG_SCHEMA[section][key]
-            if not _check_type(value, kind):
-                raise ConfigError(f"{name}: [{section}] {key} must be a {kind}, got {value!r}")
-            values[f"{section}.{key}"] = value
-
-    def get(section: str, key: str) -> Any:
-        default = CONFIG_SCHEMA[section][key][0]
-        return values.get(f"{section}.{key}", default)
-
-    repo = get("github", "repo")
-    if not repo:
-        raise ConfigError(f"{name}: [github] repo is required, e.g. repo = \"acme/widgets\"")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
-        raise ConfigError(f"{name}: [github] repo must be owner/name, got {repo!r}")
-    label = get("github", "label")
-    if not label.strip():
-        raise ConfigError(f"{name}: [github] label must not be empty")
-    mc = get("workers", "max_concurrent")
-    if not (mc == "auto" or (isinstance(mc, int) and not isinstance(mc, bool) and mc >= 1)):
-        raise ConfigError(f"{name}: [workers] max_concurrent must be \"auto\" or an integer >= 1, got {mc!r}")
-    command = get("workers", "command")
-    if not command:
-        raise ConfigError(f"{name}: [workers] command must not be empty")
-    for section, key in (("github", "poll_interval"), ("workers", "timeout"), ("workers", "startup_grace"),
-                         ("workers", "stall_timeout"), ("workers", "stop_grace")):
-        if get(section, key) <= 0:
-            raise ConfigError(f"{name}: [{section}] {key} must be greater than 0")
-    for key in ("startup_backoff", "retry_backoff"):
-        if not get("workers", key) or any(v < 0 for v in get("workers", key)):
-            raise ConfigError(f"{name}: [workers] {key} must be a non-empty list of seconds >= 0")
-    if get("workers", "max_attempts") < 1:
-        raise ConfigError(f"{name}: [workers] max_attempts must be at least 1")
-    prefix = get("repo", "branch_prefix")
-    if not re.fullmatch(r"[A-Za-z0-9._/-]*", prefix) or ".." in prefix:
-        raise ConfigError(f"{name}: [repo] branch_prefix may hold only letters, digits and . _ / -, got {prefix!r}")
-
-    base = path.parent
-
-    def rel(p: str) -> Path:
-        return (base / os.path.expanduser(p)).resolve()
-
-    return Config(
-        file=path, repo=repo, label=label, poll_interval=float(get("github", "poll_interval")),
-        trusted_users=list(get("github", "trusted_users")), progress_every=float(get("github", "progress_every")),
-        repo_path=rel(get("repo", "path")), base_branch=get("repo", "base_branch"),
-        branch_prefix=prefix, remote=get("repo", "remote"),
-        max_concurrent=mc, command=list(command), timeout=float(get("workers", "timeout")),
-        startup_grace=float(get("workers", "startup_grace")),
-        startup_backoff=list(get("workers", "startup_backoff")),
-        breaker_threshold=get("workers", "breaker_threshold"), max_attempts=get("workers", "max_attempts"),
-        retry_backoff=list(get("workers", "retry_backoff")), stall_timeout=float(get("workers", "stall_timeout")),
-        result_exit_grace=float(get("workers", "result_exit_grace")),
-        api_retry_limit=get("workers", "api_retry_limit"), stop_grace=float(get("workers", "stop_grace")),
-        min_free_memory_mb=get("workers", "min_free_memory_mb"), max_turns=get("workers", "max_turns"),
-        pass_env=list(get("workers", "pass_env")), allowed_tools=list(get("workers", "allowed_tools")),
-        disallowed_tools=list(get("workers", "disallowed_tools")),
-        daily_usd=float(get("budget", "daily_usd")), monthly_usd=float(get("budget", "monthly_usd")),
-        per_run_usd=float(get("budget", "per_run_usd")),
-        tasks_path=rel(get("paths", "tasks")), template_path=rel(get("paths", "template")),
-        trees=rel(get("paths", "trees")), logs=rel(get("paths", "logs")),
-    )
-
 
 # ===========================================================================
 # 2. Small helpers: time, logging, secrets, /proc
@@ -1193,7 +963,7 @@ class Coordinator:
         self.ready = False                    # first successful cycle done (systemd READY=1)
         self._dry_doc: Optional[tasks.TaskFile] = None
         self._archived_day = ""
-        self._loaded: Tuple[Optional[tuple], tasks.TaskFile] = (None, tasks.TaskFile())  # load()'s cache
+        self._loaded: Tuple[Optional[bytes], tasks.TaskFile] = (None, tasks.TaskFile())  # load()'s cache
 
     # -- helpers -----------------------------------------------------------------
     def say_once(self, key: Any, message: str, *args: Any) -> None:
@@ -1207,18 +977,18 @@ class Coordinator:
         """tasks.md as it is now, for reading: changes go through update().
         A tick reads it several times and a 10,000-entry file takes a good
         part of a second to parse on a Pi, so it is parsed again only when
-        the file changed (our writes replace it: a new inode)."""
+        its bytes changed. (Comparing bytes, not mtime and size: two writes
+        within one clock tick can leave both equal.)"""
         if self.dry_run and self._dry_doc is not None:
             return self._dry_doc  # --dry-run: changes live in memory only
         try:
-            st = os.stat(self.cfg.tasks_path)
-            key: Optional[tuple] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        except OSError:
-            key = None
-        if key is not None and key == self._loaded[0]:
+            data = self.cfg.tasks_path.read_bytes()
+        except FileNotFoundError:
+            data = b""  # as tasks.load: no file is an empty queue
+        if data == self._loaded[0]:
             return self._loaded[1]
-        doc, problems, _ = tasks.load(self.cfg.tasks_path)
-        self._loaded = (key, doc)
+        doc, problems = tasks.parse(data.decode("utf-8", "surrogateescape"), self.cfg.tasks_path.name)
+        self._loaded = (data, doc)
         if self.dry_run:
             self._dry_doc = doc
         for p in problems:
@@ -1626,7 +1396,10 @@ class Coordinator:
                     if e.status != 404:
                         raise
             if not edited:
-                self.github.comment(t.issue, redact(text))
+                # Remembered before the label calls: if we die before the
+                # owed mark is cleared, the retry edits this comment rather
+                # than posting the notice a second time.
+                self.update(_remember_comment(t.issue, self.github.comment(t.issue, redact(text))))
             self.github.remove_label(t.issue, self.cfg.label)
             self.github.add_labels(t.issue, [DONE_LABELS[t.state]])
         except GitHubError as e:
@@ -2028,6 +1801,14 @@ def _owe_notice(n: int, when: str) -> Callable[[tasks.TaskFile], None]:
     return change
 
 
+def _remember_comment(n: int, comment_id: int) -> Callable[[tasks.TaskFile], None]:
+    def change(doc: tasks.TaskFile) -> None:
+        t = doc.governing(n)
+        if t is not None:
+            t.comment_id = comment_id
+    return change
+
+
 def _requeue(fresh: Task) -> Callable[[tasks.TaskFile], None]:
     def change(doc: tasks.TaskFile) -> None:
         t = doc.governing(fresh.issue)
@@ -2345,7 +2126,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return EX_FAIL
         return EX_OK
     try:
-        lock = take_lock(cfg)  # noqa: F841 - held until the process exits
+        coordinator.lock_file = take_lock(cfg)  # held (open) until the process exits
     except LockHeld as e:
         print(f"coordinator: {e}", file=sys.stderr)
         return EX_FAIL

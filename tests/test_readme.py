@@ -30,7 +30,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_every_config_key_is_documented_in_shipped_config():
     import sys
     sys.path.insert(0, str(ROOT))
-    from adws.coordinator import CONFIG_SCHEMA, load_config
+    from adws.config import CONFIG_SCHEMA, load_config
     shipped = (ROOT / "config.toml").read_text()
     for section, keys in CONFIG_SCHEMA.items():
         assert f"[{section}]" in shipped

@@ -34,17 +34,14 @@ import json  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Dict, List, Optional  # noqa: E402
 
-if sys.version_info >= (3, 11):
-    import tomllib  # noqa: E402
-else:  # Python 3.9/3.10 (Raspberry Pi OS Bullseye)
-    import tomli as tomllib  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from adws import ledger, metrics, tasks  # noqa: E402
+from adws import config, ledger, metrics, tasks  # noqa: E402
 
 # rich is imported inside the rendering functions: --json never needs it and
 # a Pi pays for every module at start-up.
 
-EX_CONFIG = 78  # as the daemon: a config problem, not a crash
+EX_CONFIG = config.EX_CONFIG  # as the daemon: a config problem, not a crash
 PENDING_SHOWN = 5
 COMPLETED_SHOWN = 5
 ENDED_SHOWN = 8      # failed and blocked together: a Pi screen is short
@@ -52,7 +49,7 @@ REFRESH_SECONDS = 2.0
 
 
 # ---------------------------------------------------------------------------
-# Config (a minimal read: only the keys status needs)
+# Config
 # ---------------------------------------------------------------------------
 
 class ConfigError(Exception):
@@ -60,42 +57,20 @@ class ConfigError(Exception):
 
 
 def load_config(path: str) -> Dict[str, Any]:
-    """Paths (relative to the config file's folder) and budgets from config.toml."""
-    path = os.path.abspath(path)
+    """Paths and budgets from config.toml, read by the daemon's own loader
+    so both agree on what every path means."""
     try:
-        with open(path, "rb") as f:
-            data = tomllib.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("{}: not found (pass --config PATH)".format(path))
-    except OSError as e:
-        raise ConfigError("{}: cannot read: {}".format(path, e.strerror))
-    except UnicodeDecodeError:
-        raise ConfigError("{}: not UTF-8 text".format(path))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("{}: {}".format(path, e))
-
-    def get(section: str, key: str, default, kinds):
-        body = data.get(section, {})
-        value = body.get(key, default) if isinstance(body, dict) else default
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ConfigError("{}: [{}] {} has the wrong type: {!r}".format(path, section, key, value))
-        return value
-
-    base = os.path.dirname(path)
-
-    def rel(p: str) -> str:
-        return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
-
-    tasks_path = rel(get("paths", "tasks", "tasks.md", str))
-    logs = rel(get("paths", "logs", "logs", str))
+        cfg = config.load_config(Path(path), need_repo=False)
+    except config.ConfigError as e:
+        raise ConfigError(str(e))
     return {
-        "file": path,
-        "tasks_path": tasks_path,
-        "metrics_path": os.path.join(os.path.dirname(tasks_path), metrics.FILENAME),
-        "ledger_path": os.path.join(logs, "usage.jsonl"),
+        "file": str(cfg.file),
+        "tasks_path": str(cfg.tasks_path),
+        "metrics_path": str(cfg.metrics_path),
+        "ledger_path": str(cfg.ledger_path),
         # 0 means "no limit" in config.toml.
-        "daily_usd": float(get("budget", "daily_usd", 0, (int, float))) or None,
-        "monthly_usd": float(get("budget", "monthly_usd", 0, (int, float))) or None,
+        "daily_usd": cfg.daily_usd or None,
+        "monthly_usd": cfg.monthly_usd or None,
     }
 
 

@@ -33,12 +33,9 @@ import time  # noqa: E402
 from decimal import Decimal  # noqa: E402
 from typing import Any, Callable, Dict, Iterable, List, Optional  # noqa: E402
 
-if sys.version_info >= (3, 11):
-    import tomllib  # noqa: E402
-else:  # Python 3.9/3.10 (Raspberry Pi OS Bullseye)
-    import tomli as tomllib  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from adws import ledger  # noqa: E402
+from adws import config, ledger  # noqa: E402
 
 EX_CONFIG = 78
 CHART_DAYS = 14
@@ -50,23 +47,12 @@ TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_r
 # Config (only [paths] logs is needed)
 # ---------------------------------------------------------------------------
 
-def ledger_path(config: str) -> str:
+def ledger_path(config_file: str) -> str:
     """<logs>/usage.jsonl from config.toml; raises ValueError with one line."""
-    config = os.path.abspath(config)
     try:
-        with open(config, "rb") as f:
-            data = tomllib.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise ValueError("{}: not found (pass --config PATH)".format(config))
-    except OSError as e:
-        raise ValueError("{}: cannot read: {}".format(config, e.strerror))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ValueError("{}: {}".format(config, e))
-    paths = data.get("paths", {})
-    logs = paths.get("logs", "logs") if isinstance(paths, dict) else "logs"
-    if not isinstance(logs, str):
-        raise ValueError("{}: [paths] logs must be a string, got {!r}".format(config, logs))
-    return os.path.normpath(os.path.join(os.path.dirname(config), os.path.expanduser(logs), "usage.jsonl"))
+        return str(config.load_config(Path(config_file), need_repo=False).ledger_path)
+    except config.ConfigError as e:
+        raise ValueError(str(e))
 
 
 # ---------------------------------------------------------------------------

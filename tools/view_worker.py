@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.text import Text  # noqa: E402
 
-from adws import transcript  # noqa: E402
+from adws import config, transcript  # noqa: E402
 from adws.redact import redact, redact_bytes  # noqa: E402
 
 PROG = "view_worker"
@@ -52,34 +52,18 @@ def warn(message: str) -> None:
 # Config: only `[paths] logs` (a shared loader may replace this later)
 # ---------------------------------------------------------------------------
 
-def _toml_load(f):
-    try:
-        import tomllib  # Python 3.11+
-    except ImportError:
-        import tomli as tomllib  # type: ignore[no-redef]  # ImportError if absent: handled by the caller
-    return tomllib.load(f)
-
-
 def logs_dir(config_path: Path) -> Path:
-    """``[paths] logs`` of the config, relative to the config's folder.
+    """``[paths] logs`` of the config, read by the daemon's own loader.
 
     A config that cannot be read falls back to ``logs/`` beside it, said once
     on stderr: a viewer should still show what it can.
     """
-    folder = config_path.parent
     try:
-        with open(config_path, "rb") as f:
-            data = _toml_load(f)
-        paths = data.get("paths", {})
-        if not isinstance(paths, dict):
-            raise ValueError("[paths] is not a table")
-        logs = paths.get("logs", "logs")
-        if not isinstance(logs, str) or not logs:
-            raise ValueError("[paths] logs is not a string")
-    except (OSError, ValueError, ImportError) as exc:  # TOMLDecodeError is a ValueError
+        return config.load_config(config_path, need_repo=False).logs
+    except (config.ConfigError, ImportError) as exc:
+        folder = config_path.parent
         warn("cannot read {} ({}); using {}".format(config_path, exc, folder / "logs"))
         return folder / "logs"
-    return folder / logs
 
 
 # ---------------------------------------------------------------------------
