@@ -71,9 +71,9 @@ def plan() -> dict:
 def main() -> int:
     opts = plan()
     prompt = sys.stdin.buffer.read()  # the prompt, as the CLI reads it
-    copy = os.environ.get("TAC_PROMPT_COPY", "")
-    if copy:
-        with open(copy.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0")), "wb") as f:
+    copy_path = os.environ.get("TAC_PROMPT_COPY", "")
+    if copy_path:
+        with open(copy_path.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0")), "wb") as f:
             f.write(prompt)
     if opts.get("stderr"):
         print(opts["stderr"], file=sys.stderr, flush=True)
