@@ -1714,8 +1714,21 @@ class Coordinator:
         except GitError as e:
             log.warning("git worktree prune: %s", e)
         self.archive(now)
+        # Temp files of writes that a crash interrupted; only we write
+        # tasks.md, and we hold the lock, so none of them is in use.
+        for stale in self.cfg.state_dir.glob(f".{self.cfg.tasks_path.name}.*.tmp"):
+            try:
+                stale.unlink()
+            except OSError:
+                pass
         for t in self.load().in_state(ACTIVE):
             pid, start = t.pid, t.pid_start
+            if pid and start is None and pid not in processes_tagged(t.worker or "-"):
+                # A PID without its start time (a hand-written entry) may
+                # name any process by now: never adopt or signal it.
+                log.warning("gh-%d PID %d has no recorded start time and is not our worker; not adopting it",
+                            t.issue, pid)
+                pid = None
             if not pid and t.worker:
                 tagged = [p for p in processes_tagged(t.worker) if _pgid(p) == p]
                 if tagged:

@@ -194,37 +194,15 @@ def overlaps(runs: Dict[int, Dict[int, List[float]]]) -> List[str]:
     return found
 
 
-def processes_under(path: Path) -> List[int]:
-    """Live worker processes (and their children) of the project in `path`:
-    TAC_WORKTREE points inside it. Unlike tagged_processes(), this ignores
-    workers of other projects running on the same machine."""
-    needle = f"TAC_WORKTREE={path}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            env = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if any(v.startswith(needle) for v in env.split(b"\0")):
-            found.append(int(entry))
-    return found
-
-
-def stop_project(project: Project) -> None:
-    """Like Project.stop_all, but kills only this project's workers, so test
-    runs side by side on one machine leave each other's workers alone."""
-    for p in project.procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    for pid in processes_under(project.dir):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+def lasting_zombies(pid: int, samples: int = 4, every: float = 0.5) -> List[int]:
+    """Zombie children of `pid` that stay zombies across `samples` looks.
+    A git or gh call caught between its exit and subprocess.run's wait, or a
+    worker in the second before its reap, is a zombie for an instant; a
+    child nobody reaps stays one."""
+    lasting = set(zombies_of(pid))
+    for _ in range(samples - 1):
+        if not lasting:
+            break
+        time.sleep(every)
+        lasting &= set(zombies_of(pid))
+    return sorted(lasting)

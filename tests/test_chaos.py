@@ -15,11 +15,11 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List
 
 import pytest
 
-from harness import Project, overlaps, processes_under, stop_project, trace_runs, zombies_of
+from harness import Project, lasting_zombies, overlaps, trace_runs
 from adws import coordinator as co
 from adws import tasks
 
@@ -31,7 +31,7 @@ def project(tmp_path, github, gh_env, clone, git_origin):
     p = Project(tmp_path, github, gh_env, clone, git_origin)
     p.env["TAC_TRACE"] = str(p.dir / "trace.txt")
     yield p
-    stop_project(p)
+    p.stop_all()
 
 
 class Watcher:
@@ -194,21 +194,21 @@ class Killer:
             return False
         return any(t.pid is None for t in doc.in_state(tasks.ACTIVE))
 
-    def _writing(self) -> bool:
-        """tasks.update() is between its temp file and the rename."""
-        return any(name.startswith(".tasks.md.") and name.endswith(".tmp") for name in os.listdir(self.project.dir))
+    def _temp_files(self) -> set:
+        return {name for name in os.listdir(self.project.dir) if name.startswith(".tasks.md.") and name.endswith(".tmp")}
 
     def round(self) -> None:
         mode = self.rnd.choice(["random", "random", "spawn", "write", "completion"])
         wait = {"random": self.rnd.uniform(0.1, 2.5)}.get(mode, 3.0)
         offset = self._log_size()
+        stale = self._temp_files()  # left by earlier kills mid-write
         deadline = time.time() + wait
         hit = False
         while time.time() < deadline and self.proc.poll() is None:
             if mode == "spawn" and self._half_spawned():
                 hit = True
                 break
-            if mode == "write" and self._writing():
+            if mode == "write" and self._temp_files() - stale:  # between its temp file and the rename
                 hit = True
                 break
             if mode == "completion" and self._new_log_line(offset, " exited pid="):
@@ -305,8 +305,8 @@ def test_chaos_kill_9_at_random_moments(project, github):
     assert len(pulls) == sum(t.state == tasks.COMPLETED for t in doc.tasks)
     final = killer.proc
     assert final.poll() is None
-    assert zombies_of(final.pid) == []
-    assert processes_under(project.dir) == []
+    assert lasting_zombies(final.pid) == []
+    assert project.worker_pids() == []
 
 
 # ===========================================================================
@@ -356,7 +356,7 @@ def test_spawn_storm_is_bounded_by_the_backoff_and_the_breaker(project, github, 
     assert watcher.problems == []
     for n in issues:
         project.wait_for(lambda: "tac:failed" in github.issue_labels(n), message="tac:failed")
-    assert zombies_of(p.pid) == []
+    assert lasting_zombies(p.pid) == []
 
 
 # ===========================================================================
@@ -413,4 +413,4 @@ def test_hand_edits_to_tasks_md_survive_and_are_obeyed(project, github):
     finally:
         watcher.stop()
     assert watcher.problems == []
-    assert zombies_of(p.pid) == []
+    assert lasting_zombies(p.pid) == []

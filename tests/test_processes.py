@@ -15,7 +15,6 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from harness import ROOT, Project, processes_under, stop_project, trace_runs, zombies_of
+from harness import ROOT, Project, lasting_zombies, trace_runs, zombies_of
 from adws import coordinator as co
 from adws import tasks
 from adws.transcript import RunSummary
@@ -36,7 +35,7 @@ def project(tmp_path, github, gh_env, clone, git_origin):
     p = Project(tmp_path, github, gh_env, clone, git_origin)
     p.env["TAC_TRACE"] = str(p.dir / "trace.txt")
     yield p
-    stop_project(p)
+    p.stop_all()
 
 
 def started(project: Project, p: subprocess.Popen) -> None:
@@ -155,7 +154,9 @@ def real_worker(tmp_path: Path, n: int, popen: subprocess.Popen) -> co.Worker:
 def test_sigchld_handler_never_steals_an_exit_status(wiring, tmp_path):
     """200 subprocess.run calls exit 3 while 40 workers exit with their own
     codes and are reaped by Coordinator.reap: every code is the real one.
-    (A handler that called waitpid(-1) got 137 of 200 wrong here.)"""
+    The check has teeth: with a SIGCHLD handler reaping by waitpid(-1)
+    instead, 21 of 200 such calls reported 0 on this machine (NOTES.md saw
+    137 of 200)."""
     daemon, _ = wiring
     c = daemon.c
     expected: Dict[int, int] = {}
@@ -177,7 +178,7 @@ def test_sigchld_handler_never_steals_an_exit_status(wiring, tmp_path):
     assert {n: w.returncode for n, w in c.workers.items()} == expected
     assert all(w.state == co.EXITED for w in c.workers.values())
     assert signal.SIGCHLD in daemon.signals  # the handler did run, and only recorded
-    assert zombies_of(os.getpid()) == []
+    assert not set(zombies_of(os.getpid())) & {w.pid for w in c.workers.values()}  # each one reaped
 
 
 def test_sigchld_wakes_the_loop_at_once(wiring, tmp_path):
@@ -185,18 +186,28 @@ def test_sigchld_wakes_the_loop_at_once(wiring, tmp_path):
     daemon.signals.clear()
     p = subprocess.Popen(["sleep", "0.3"])
     t0 = time.time()
-    ready, _, _ = select.select([r], [], [], 10)
+    while True:  # as Daemon.run waits: select on the wake-up pipe, with a long timeout
+        ready, _, _ = select.select([r], [], [], 10)
+        assert ready == [r], "select timed out: SIGCHLD did not wake it"
+        while True:
+            try:
+                os.read(r, 512)
+            except BlockingIOError:
+                break
+        if p.poll() is not None:  # (another child's SIGCHLD may come first)
+            break
     woke = time.time() - t0
-    assert ready == [r] and 0.25 <= woke < 2, woke
-    assert signal.SIGCHLD in daemon.signals
-    assert p.wait() == 0
+    print(f"sleep 0.3 exited, select woke after {woke:.3f} s")
+    assert woke < 2
+    assert signal.SIGCHLD in daemon.signals and p.returncode == 0
 
 
 def test_signal_handlers_only_record_and_the_loop_acts(wiring):
     daemon, _ = wiring
     daemon.signals.clear()
     os.kill(os.getpid(), signal.SIGUSR1)
-    assert daemon.signals == [signal.SIGUSR1] and not daemon.c.paused_by_signal  # nothing done yet
+    recorded = [s for s in daemon.signals if s != signal.SIGCHLD]  # a stray child may end meanwhile
+    assert recorded == [signal.SIGUSR1] and not daemon.c.paused_by_signal  # nothing done yet
     daemon.handle_signals()
     assert daemon.c.paused_by_signal and daemon.c.spawn_block(time.time()) == "paused by SIGUSR1"
     os.kill(os.getpid(), signal.SIGUSR1)
@@ -226,7 +237,7 @@ def test_many_workers_and_failing_calls_side_by_side(project, github):
     project.script(script)
     clock = LogClock(project.dir / "coordinator.log")
     daemon = project.start()
-    noise: Dict[str, List[int]] = {"sh": [], "gh": []}
+    noise: Dict[str, List[int]] = {"sh": [], "gh": [], "git": []}
 
     def make_noise() -> None:
         for i in range(120):
@@ -234,6 +245,9 @@ def test_many_workers_and_failing_calls_side_by_side(project, github):
             if i % 6 == 0:
                 noise["gh"].append(subprocess.run(["gh", "api", "repos/acme/widgets/issues/99999"],
                                                   env=project.env, capture_output=True).returncode)
+            if i % 6 == 3:
+                noise["git"].append(subprocess.run(["git", "-C", str(project.clone), "rev-parse", "--verify", "-q",
+                                                    "refs/heads/no-such-branch"], capture_output=True).returncode)
             if i == 30:
                 github.fail_next(4, 502)  # whoever asks next, the daemon included
             time.sleep(0.02)
@@ -252,6 +266,7 @@ def test_many_workers_and_failing_calls_side_by_side(project, github):
         clock.stop()
     assert noise["sh"] == [3] * 120
     assert noise["gh"] == [1] * 20  # 404 (or an injected 502): gh exits 1 either way
+    assert noise["git"] == [1] * 20
     for n in ok:
         assert project.state(n) == tasks.COMPLETED
     for code, n in zip((3, 5, 7, 9), bad):
@@ -259,8 +274,8 @@ def test_many_workers_and_failing_calls_side_by_side(project, github):
         assert t.state == tasks.FAILED and t.attempts == 1
         assert t.reason == f"worker exited without commits (exit status {code}, result error_during_execution)"
     assert len(github.pulls()) == 4
-    assert zombies_of(daemon.pid) == []
-    assert processes_under(project.dir) == []
+    assert lasting_zombies(daemon.pid) == []
+    assert project.worker_pids() == []
     # From the worker's last breath to the daemon's "exited" line.
     lags = []
     for n in ok + bad:
@@ -285,12 +300,13 @@ def test_timeout_stops_a_worker_that_ignores_sigterm_and_its_escaped_children(pr
     assert {os.getsid(p) for p in co.processes_tagged(wid)} - {pid}
     project.wait_for(lambda: project.state(n) == tasks.FAILED, timeout=15, message="failed")
     assert project.task(n).reason == "worker exited without commits (timed out after 2 s)"
-    assert co.processes_tagged(wid) == [] and processes_under(project.dir) == []
+    assert co.processes_tagged(wid) == [] and project.worker_pids() == []
     assert not co.process_alive(pid, None)
     log = project.log_text()
     assert f"gh-{n} stopping pid={pid}: timed out after 2 s" in log
     assert f"gh-{n} exited pid={pid} terminated by SIGKILL" in log  # SIGINT and SIGTERM were ignored
-    assert "killed 2 leftover process(es)" in log
+    # The two children at least (the worker itself too, if SIGKILL had not landed yet).
+    assert re.search(rf"gh-{n} killed [23] leftover process\(es\) of {wid}", log)
     project.wait_for(lambda: "tac:failed" in github.issue_labels(n), message="tac:failed")
 
 
@@ -444,7 +460,7 @@ def test_memory_guard_starts_nothing_and_says_why(project):
     project.wait_for(lambda: "below min_free_memory_mb 100000000" in project.log_text(), message="memory line")
     assert re.search(r"not spawning: \d+ MB available, below min_free_memory_mb 100000000", project.log_text())
     time.sleep(1)
-    assert project.state(n) == tasks.PENDING and runs_of(project, n) == {} and processes_under(project.dir) == []
+    assert project.state(n) == tasks.PENDING and runs_of(project, n) == {} and project.worker_pids() == []
 
 
 def test_github_outage_is_unknown_nothing_is_dropped_and_it_recovers_by_itself(project, github):
@@ -453,11 +469,17 @@ def test_github_outage_is_unknown_nothing_is_dropped_and_it_recovers_by_itself(p
     p = project.start()
     wid, pid = worker_of(project, a)
     github.set_outage(503)
+    github.reset_requests()
+    t0 = time.time()
     project.wait_for(lambda: re.search(r"github: unreachable since \d\d:\d\d", status(project)), message="status")
     project.wait_for(lambda: runs_of(project, a)[pid][1] < float("inf"), message="worker done")
-    time.sleep(2)  # ticks pass; without GitHub's evidence nothing is decided
+    time.sleep(max(0.0, t0 + 6 - time.time()))  # ticks pass; without GitHub's evidence nothing is decided
     assert project.state(a) == tasks.ACTIVE
     assert github.pulls() == []
+    # Polling backs off: with poll_interval 1, six seconds of outage cost
+    # 2 + 4 s of waiting, i.e. three polls, not six (jitter is +-20 %).
+    polls = [r for r in github.requests if r.method == "GET" and r.path.endswith("/issues")]
+    assert 1 <= len(polls) <= 4, len(polls)
     github.set_outage(None)
     project.wait_for(lambda: project.state(a) == tasks.COMPLETED, timeout=30, message="finished after the outage")
     project.wait_for(lambda: "github: unreachable" not in status(project), timeout=30, message="status clear")
@@ -472,3 +494,48 @@ def test_github_outage_is_unknown_nothing_is_dropped_and_it_recovers_by_itself(p
     project.wait_for(lambda: project.state(c) == tasks.COMPLETED, timeout=40, message="c after the reset")
     assert p.poll() is None
     assert len(github.pulls()) == 3
+
+
+def test_a_failed_run_is_retried_on_schedule_across_a_restart(project, github):
+    project.write_config(workers={"retry_backoff": [4], "max_attempts": 2})
+    n = project.issue("Second time lucky")
+    project.script({"default": {"attempts": [{"turns": 1, "exit": 1, "result": "error_during_execution"},
+                                             {"commit": "x.txt"}]}})
+    p = project.start()
+    project.wait_for(lambda: project.state(n) == tasks.PENDING and project.task(n).attempts == 1, message="retry due")
+    due = tasks.parse_time(project.task(n).next_attempt)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(5) == 0
+    project.start()  # at once: the backoff lives in tasks.md, not in the process that died
+    project.wait_for(lambda: project.state(n) == tasks.COMPLETED, timeout=30, message="completed")
+    first, second = sorted(runs_of(project, n).values())
+    assert second[0] >= due  # not a moment early
+    t = project.task(n)
+    assert t.attempts == 2 and t.branch == f"auto/gh-{n}-2"
+    assert attempts_logged(project, n) == 2 and len(github.pulls()) == 1
+
+
+def test_restart_never_adopts_an_unrelated_process_named_by_a_hand_written_pid(tmp_path, github, gh_env, clone,
+                                                                               git_origin):
+    """An Active entry whose PID has no start time and is not one of our
+    workers (here: a plain `sleep`) is finished from evidence; the process
+    is neither adopted nor signalled."""
+    import subprocess as sp
+    from harness import Project as _Project
+    project = _Project(tmp_path, github, gh_env, clone, git_origin)
+    stranger = sp.Popen(["sleep", "60"])
+    try:
+        n = project.issue("Hand-written")
+        (project.dir / "tasks.md").write_text(
+            f"## Active\n[🟡 w-abcdef] gh-{n}: Hand-written {{p2}}\n- PID: {stranger.pid}\n- Branch: auto/gh-{n}\n")
+        (project.dir / ".tasks.md.x1y2.tmp").write_text("left by a crash")
+        r = project.run("--once")
+        assert r.returncode == 0, r.stderr
+        assert "not adopting it" in r.stderr
+        assert stranger.poll() is None  # untouched
+        assert project.state(n) != tasks.ACTIVE or project.task(n).worker != "w-abcdef"
+        assert not (project.dir / ".tasks.md.x1y2.tmp").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+        project.stop_all()
