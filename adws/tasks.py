@@ -236,7 +236,11 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
         text = text[1:]               # the byte-order mark some Windows editors add
     for n, line in enumerate(text.split("\n"), 1):
         line = line.rstrip("\r")
-        m = _SECTION_RE.fullmatch(line)
+        # Cheap first-character tests decide which patterns can match at
+        # all: a 10,000-entry file is mostly detail lines.
+        stripped = line.lstrip()
+        lead = stripped[:1]
+        m = _SECTION_RE.fullmatch(line) if lead == "#" else None
         if m:
             task = anchor = None
             name = _KNOWN.get(" ".join(m.group(1).split()).lower())
@@ -271,9 +275,9 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
                 report(n, "entry outside the known sections", line)
             continue
 
-        if not line.strip():
+        if not lead:
             continue                  # blank lines are only layout
-        m = _ENTRY_RE.fullmatch(line)
+        m = _ENTRY_RE.fullmatch(line) if lead == "[" else None
         if m:
             task = anchor = _entry(m, section)
             keys = set()
@@ -282,8 +286,9 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
                 report(n, f"{task.name} listed again (first at line {first[task.issue]})", line)
             first.setdefault(task.issue, n)
             continue
-        d = _DETAIL_RE.fullmatch(line)
-        if _ENTRYISH_RE.match(line):
+        d = _DETAIL_RE.fullmatch(line) if lead == "-" else None
+        maybe_entry = lead in "[*gG" or (lead == "-" and stripped[1:].lstrip()[:1] in ("[", "g", "G"))
+        if maybe_entry and _ENTRYISH_RE.match(line):
             task = None               # its "- Key: value" lines are not ours either
             report(n, "malformed entry", line)
         elif task is not None and d and d.group(1).strip():
@@ -339,7 +344,10 @@ def _entry(m: re.Match, section: str) -> Task:
 
 def _detail(task: Task, raw_key: str, raw_value: str, seen: set) -> Optional[str]:
     """Apply one "- Key: value" line; return a problem, or None."""
-    key, value = " ".join(raw_key.split()), _unescape(raw_value.strip())
+    key = raw_key.strip()
+    if "  " in key or "\t" in key:
+        key = " ".join(key.split())
+    value = _unescape(raw_value.strip())
     known = _BY_KEY.get(key.lower())
     if known is None:
         task.extra.append((key, value))
