@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from adws import coordinator, tasks  # noqa: E402
+from adws import coordinator, github, tasks  # noqa: E402
 from adws.fakegithub import FakeGitHub, RequestRecord  # noqa: E402
 
 COORDINATOR = ROOT / "adws" / "coordinator.py"
@@ -323,11 +323,11 @@ class UnconditionalGitHub(coordinator.GitHub):
     def get_conditional(self, path: str) -> Any:
         resp = self.api("GET", path)
         data = resp.data
-        nxt = coordinator._next_link(resp.headers.get("link", ""))
+        nxt = github._next_link(resp.headers.get("link", ""))
         while nxt and isinstance(data, list):
             page = self.api("GET", nxt)
             data = data + (page.data or [])
-            nxt = coordinator._next_link(page.headers.get("link", ""))
+            nxt = github._next_link(page.headers.get("link", ""))
         return data
 
 

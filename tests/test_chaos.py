@@ -22,6 +22,7 @@ import pytest
 from harness import Project, lasting_zombies, overlaps, trace_runs
 from adws import coordinator as co
 from adws import tasks
+from adws.github import COMMENT_MARKER
 
 FINAL = ("✅", "⏰", "❌")  # how the final comment starts, per terminal state
 
@@ -392,7 +393,7 @@ def test_hand_edits_to_tasks_md_survive_and_are_obeyed(project, github):
         assert "rpi-auto" not in github.issue_labels(c)
         assert finals(github, c) == [f"❌ Failed: moved to Failed in tasks.md\n\nThe worktree is kept at `gh-{c}` "
                                      f"for inspection. Re-apply the `rpi-auto` label to try again.\n\n"
-                                     f"{co.COMMENT_MARKER}"]
+                                     f"{COMMENT_MARKER}"]
 
         # Moving a running task's entry to Failed stops its worker.
         project.script({"default": {"turns": 1, "commit": "e.txt", "sleep": 600}})

@@ -460,3 +460,38 @@ def test_no_spawn_below_min_free_memory(cfg, tmp_path, said):
     assert c.workers == {} and c.counters["launched"] == 0
     assert tasks.load(c.cfg.tasks_path)[0].governing(7).state == PENDING
     assert any("below min_free_memory_mb 1000000000" in line for line in said)
+
+
+# -- GitHub trouble: an outage versus one refused request ---------------------------
+
+@pytest.mark.parametrize("status, down", [(0, True), (502, True), (503, True), (401, True), (403, True),
+                                          (429, True), (404, False), (422, False)])
+def test_only_an_outage_marks_github_unreachable(cfg, tmp_path, status, down):
+    c = make_coordinator(cfg, tmp_path)
+    c.github_failed(T0, co.GitHubError(status, "boom"))
+    assert (c.github_down_since == T0) is down
+    assert c.counters["github_errors"] == 1
+
+
+def test_finishing_waits_for_the_poll_backoff_while_github_is_down(cfg, tmp_path):
+    calls = []
+
+    class CountingGitHub(FakeGitHub):
+        def pull_heads(self):
+            calls.append(1)
+            raise co.GitHubError(503, "down")
+
+    c = make_coordinator(cfg, tmp_path)
+    c.github = CountingGitHub()
+    w = make_worker(tmp_path)
+    w.state = co.EXITED
+    c.workers[w.issue] = w
+    c.next_poll_at = T0 + 60
+    c.finish_exited(T0)              # first try: GitHub answers 503
+    assert len(calls) == 1 and c.github_down_since == T0
+    for dt in (1, 2, 30, 59):        # no hammering while the poll backs off
+        c.finish_exited(T0 + dt)
+    assert len(calls) == 1
+    c.finish_exited(T0 + 60)         # tried again when the poll is due
+    assert len(calls) == 2
+    assert w.issue in c.workers      # never dropped
