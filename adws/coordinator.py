@@ -8,9 +8,9 @@ request, a Blocked entry or a clear failure, with the issue told what happened.
 
 This file is the daemon, read top to bottom:
 
-    1. Configuration            strict TOML, one clean error per mistake
-    2. Small helpers            time, logging, secrets, /proc
-    3. GitHub, through gh api   one error type, conditional requests
+    1. Configuration            -> adws/config.py (strict TOML, shared with the tools)
+    2. Small helpers            time, logging, /proc
+    3. GitHub                   -> adws/github.py (gh api, one error type, ETags)
     4. Git and worktrees
     5. Workers                  the process state machine, spawning, stopping
     6. Policy                   pure decisions: retries, backoff, outcomes
@@ -19,8 +19,9 @@ This file is the daemon, read top to bottom:
     9. Signals, systemd, main()
 
 It is the only writer of tasks.md. What the tools share with it lives in
-small sibling modules (tasks, transcript, ledger, metrics), so no tool ever
-imports this file.
+small sibling modules (config, tasks, transcript, ledger, metrics, redact),
+so no tool ever imports this file; the GitHub client has a module of its own
+because the demo and the benchmark drive it too.
 """
 from __future__ import annotations
 

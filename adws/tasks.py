@@ -60,6 +60,9 @@ _DETAILS = (
     ("Comment", "comment_id", "int"), ("Body SHA", "body_sha", "str"),
 )
 _BY_KEY = {key.lower(): (attr, kind) for key, attr, kind in _DETAILS}
+# The key exactly as render() writes it after "-" (" PID"): the fast path for
+# the daemon's own lines; anything else takes the general route in _detail().
+_EXACT = {" " + key: (attr, kind) for key, attr, kind in _DETAILS}
 
 
 @dataclass
@@ -203,8 +206,6 @@ _TITLE_RE = re.compile(r"#(?:[ \t](.*))?")
 _STATUS_RE = re.compile(r">\s*status\s*:(.*)", re.I)
 _ENTRY_RE = re.compile(r"\s*\[([^\]]*)\]\s*gh-([0-9]+)\s*:(.*)", re.I)
 _ENTRYISH_RE = re.compile(r"\s*(?:[-*]\s*)?(?:\[|gh-[0-9])", re.I)  # looks meant as an entry
-_PRIORITY_RE = re.compile(r"\{p([0-9])\}$")   # only the last {pN}, at the end of the line
-_DETAIL_RE = re.compile(r"\s*-([^:]*):(.*)")
 _WORKER_RE = re.compile(r"(?<![0-9A-Za-z_-])w-[0-9A-Za-z_-]+")
 _SHA_RE = re.compile(r"(?<![0-9A-Za-z_-])[0-9a-fA-F]{4,40}(?![0-9A-Za-z_-])")
 _INT_RE = re.compile(r"-?[0-9]+")
@@ -286,17 +287,27 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
                 report(n, f"{task.name} listed again (first at line {first[task.issue]})", line)
             first.setdefault(task.issue, n)
             continue
-        d = _DETAIL_RE.fullmatch(line) if lead == "-" else None
+        # "- Key: value": the key runs to the first colon.
+        key, colon, value = stripped[1:].partition(":") if lead == "-" else ("", "", "")
         maybe_entry = lead in "[*gG" or (lead == "-" and stripped[1:].lstrip()[:1] in ("[", "g", "G"))
+        if task is not None and colon:
+            spec = _EXACT.get(key)
+            v = value[1:]
+            if (spec is not None and spec[0] not in keys and value[:1] == " " and v
+                    and not v[0].isspace() and not v[-1].isspace() and "\\" not in v
+                    and (spec[1] == "str" or (v.isascii() and v.isdigit()))):
+                setattr(task, spec[0], v if spec[1] == "str" else int(v))
+                keys.add(spec[0])
+                continue
         if maybe_entry and _ENTRYISH_RE.match(line):
             task = None               # its "- Key: value" lines are not ours either
             report(n, "malformed entry", line)
-        elif task is not None and d and d.group(1).strip():
-            err = _detail(task, d.group(1), d.group(2), keys)
+        elif task is not None and colon and key.strip():
+            err = _detail(task, key, value, keys)
             if err:
                 report(n, err, line)
             continue
-        elif d and task is None:
+        elif colon and task is None:
             report(n, "detail line outside an entry", line)
         else:
             report(n, f"unexpected text in '## {section}'", line)
@@ -329,12 +340,17 @@ def _trim(lines: List[str], lead: bool = True) -> List[str]:
 def _entry(m: re.Match, section: str) -> Task:
     marker, issue, rest = m.groups()
     rest = rest.strip()
-    p = _PRIORITY_RE.search(rest)
-    title, priority = (rest[:p.start()], int(p.group(1))) if p else (rest, 2)
+    # Only a final "{pN}" is the priority (checked by hand: a regex search
+    # anchored at the end still tries every position of a long title).
+    if len(rest) >= 4 and rest[-1] == "}" and rest[-4:-2] == "{p" and rest[-2] in "0123456789":
+        title, priority = rest[:-4], int(rest[-2])
+    else:
+        title, priority = rest, 2
     task = Task(int(issue), _unescape(title.strip()), section, priority)
     # The marker is read loosely (a hand-moved entry keeps its old one); only
     # what the section's canonical marker can carry is taken from it.
-    w, sha = _WORKER_RE.search(marker), _SHA_RE.search(marker)
+    w = _WORKER_RE.search(marker) if "w-" in marker else None
+    sha = _SHA_RE.search(marker) if section == COMPLETED else None
     if w and section != PENDING:
         task.worker = w.group()
     if sha and section == COMPLETED:
