@@ -289,7 +289,6 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
             continue
         # "- Key: value": the key runs to the first colon.
         key, colon, value = stripped[1:].partition(":") if lead == "-" else ("", "", "")
-        maybe_entry = lead in "[*gG" or (lead == "-" and stripped[1:].lstrip()[:1] in ("[", "g", "G"))
         if task is not None and colon:
             spec = _EXACT.get(key)
             v = value[1:]
@@ -299,6 +298,9 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
                 setattr(task, spec[0], v if spec[1] == "str" else int(v))
                 keys.add(spec[0])
                 continue
+        # No canonical key starts with "[" or "g", so the fast path above
+        # never hides a malformed entry line.
+        maybe_entry = lead in "[*gG" or (lead == "-" and stripped[1:].lstrip()[:1] in ("[", "g", "G"))
         if maybe_entry and _ENTRYISH_RE.match(line):
             task = None               # its "- Key: value" lines are not ours either
             report(n, "malformed entry", line)
