@@ -23,9 +23,9 @@ Why the format is shaped as it is:
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
-import gc
 import re
 import tempfile
 import time
