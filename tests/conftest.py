@@ -73,3 +73,16 @@ def clone(git_origin: Path, tmp_path: Path) -> Path:
     git("config", "user.email", "test@example.com", cwd=work)
     git("config", "commit.gpgsign", "false", cwd=work)
     return work
+
+
+@pytest.fixture
+def project(tmp_path: Path, github: FakeGitHub, gh_env: Dict[str, str], clone: Path, git_origin: Path):
+    """A coordinator project (tests/harness.py): config, clone, fake GitHub,
+    scripted worker. Every worker run is traced to trace.txt (start and end
+    times per PID), and the project's workers are stopped at teardown."""
+    from harness import Project
+    p = Project(tmp_path, github, gh_env, clone, git_origin)
+    p.env["TAC_TRACE"] = str(p.dir / "trace.txt")
+    yield p
+    p.stop_all()
+

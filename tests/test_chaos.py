@@ -27,14 +27,6 @@ from adws.github import COMMENT_MARKER
 FINAL = ("✅", "⏰", "❌")  # how the final comment starts, per terminal state
 
 
-@pytest.fixture
-def project(tmp_path, github, gh_env, clone, git_origin):
-    p = Project(tmp_path, github, gh_env, clone, git_origin)
-    p.env["TAC_TRACE"] = str(p.dir / "trace.txt")
-    yield p
-    p.stop_all()
-
-
 class Watcher:
     """Parses tasks.md (and reads metrics.json) over and over while the
     daemon runs, keeping every problem and every status line it saw."""

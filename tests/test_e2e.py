@@ -7,15 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Project
 from adws import tasks
-
-
-@pytest.fixture
-def project(tmp_path, github, gh_env, clone, git_origin):
-    p = Project(tmp_path, github, gh_env, clone, git_origin)
-    yield p
-    p.stop_all()
 
 
 def branch_in_origin(origin: Path, branch: str) -> bool:

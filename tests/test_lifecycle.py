@@ -10,16 +10,9 @@ import pytest
 
 import sys
 
-from harness import ROOT, Project
+from harness import ROOT
 from adws import tasks
 from adws.coordinator import worker_cap
-
-
-@pytest.fixture
-def project(tmp_path, github, gh_env, clone, git_origin):
-    p = Project(tmp_path, github, gh_env, clone, git_origin)
-    yield p
-    p.stop_all()
 
 
 def test_relabelling_a_completed_issue_runs_it_again_on_a_new_branch(project, github):

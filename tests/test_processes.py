@@ -30,14 +30,6 @@ from adws.transcript import RunSummary
 STOP_WORKER = ROOT / "tools" / "stop_worker.sh"
 
 
-@pytest.fixture
-def project(tmp_path, github, gh_env, clone, git_origin):
-    p = Project(tmp_path, github, gh_env, clone, git_origin)
-    p.env["TAC_TRACE"] = str(p.dir / "trace.txt")
-    yield p
-    p.stop_all()
-
-
 def started(project: Project, p: subprocess.Popen) -> None:
     """Wait until the daemon is in its loop: the first status line is
     published after the signal handlers are installed."""
@@ -515,15 +507,11 @@ def test_a_failed_run_is_retried_on_schedule_across_a_restart(project, github):
     assert attempts_logged(project, n) == 2 and len(github.pulls()) == 1
 
 
-def test_restart_never_adopts_an_unrelated_process_named_by_a_hand_written_pid(tmp_path, github, gh_env, clone,
-                                                                               git_origin):
+def test_restart_never_adopts_an_unrelated_process_named_by_a_hand_written_pid(project):
     """An Active entry whose PID has no start time and is not one of our
     workers (here: a plain `sleep`) is finished from evidence; the process
     is neither adopted nor signalled."""
-    import subprocess as sp
-    from harness import Project as _Project
-    project = _Project(tmp_path, github, gh_env, clone, git_origin)
-    stranger = sp.Popen(["sleep", "60"])
+    stranger = subprocess.Popen(["sleep", "60"])
     try:
         n = project.issue("Hand-written")
         (project.dir / "tasks.md").write_text(
@@ -538,4 +526,3 @@ def test_restart_never_adopts_an_unrelated_process_named_by_a_hand_written_pid(t
     finally:
         stranger.kill()
         stranger.wait()
-        project.stop_all()

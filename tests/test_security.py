@@ -31,13 +31,6 @@ AWS = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 VIEWER = ROOT / "tools" / "view_worker.py"
 
 
-@pytest.fixture
-def project(tmp_path, github, gh_env, clone, git_origin):
-    p = Project(tmp_path, github, gh_env, clone, git_origin)
-    yield p
-    p.stop_all()
-
-
 # -- helpers ------------------------------------------------------------------
 
 def attempts(project: Project, n: int) -> int:
@@ -531,22 +524,16 @@ def test_redact_values_of_secret_variables():
     assert redact_mod.redact_bytes(b"\xff plain", {}) == b"\xff plain"
 
 
-def test_branch_that_changes_ci_workflows_is_held_for_review_not_pushed(tmp_path, github, gh_env, clone, git_origin):
+def test_branch_that_changes_ci_workflows_is_held_for_review_not_pushed(project, github, git_origin):
     """A workflow file runs with the repository's secrets once pushed: the
     coordinator ends such a run Blocked and pushes nothing."""
-    import subprocess as sp
-    from harness import Project as _Project
-    project = _Project(tmp_path, github, gh_env, clone, git_origin)
-    try:
-        n = project.issue("Speed up CI")
-        project.script({"default": {"commit": ".github/workflows/ci.yml"}})
-        project.start()
-        project.wait_for(lambda: project.state(n) == tasks.BLOCKED, message="held as blocked")
-        assert ".github/workflows/ci.yml" in project.task(n).reason
-        assert github.pulls() == []
-        r = sp.run(["git", "--git-dir", str(git_origin), "rev-parse", "--verify", "-q", f"refs/heads/auto/gh-{n}"],
-                   capture_output=True)
-        assert r.returncode != 0  # never pushed
-        assert (project.dir / "trees" / f"gh-{n}" / ".github" / "workflows" / "ci.yml").exists()  # kept for review
-    finally:
-        project.stop_all()
+    n = project.issue("Speed up CI")
+    project.script({"default": {"commit": ".github/workflows/ci.yml"}})
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.BLOCKED, message="held as blocked")
+    assert ".github/workflows/ci.yml" in project.task(n).reason
+    assert github.pulls() == []
+    r = subprocess.run(["git", "--git-dir", str(git_origin), "rev-parse", "--verify", "-q", f"refs/heads/auto/gh-{n}"],
+                       capture_output=True)
+    assert r.returncode != 0  # never pushed
+    assert (project.dir / "trees" / f"gh-{n}" / ".github" / "workflows" / "ci.yml").exists()  # kept for review

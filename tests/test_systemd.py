@@ -190,13 +190,6 @@ def short_dir() -> Iterator[Path]:
         yield Path(d)
 
 
-@pytest.fixture
-def project(tmp_path, github, gh_env, clone, git_origin):
-    p = Project(tmp_path, github, gh_env, clone, git_origin)
-    yield p
-    p.stop_all()
-
-
 def test_daemon_reports_ready_watchdog_and_status(project, short_dir):
     listener = NotifyListener(str(short_dir / "notify"))
     project.env["NOTIFY_SOCKET"] = str(short_dir / "notify")

@@ -18,21 +18,7 @@ import pytest
 from adws import transcript
 from adws.transcript import RunSummary, TranscriptFollower, iter_events, key_argument, summarize
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "claude"
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared/samples/claude is not beside the project")
-
-
-def sample_files():
-    if not SAMPLES.is_dir():
-        return []
-    return sorted(list(SAMPLES.glob("*.jsonl")) + list(SAMPLES.glob("*.ndjson")))
-
-
-def sample(prefix: str) -> Path:
-    if not SAMPLES.is_dir():
-        pytest.skip("shared/samples/claude is not beside the project")
-    (path,) = [p for p in sample_files() if p.name.startswith(prefix)]
-    return path
+from claude_samples import needs_samples, sample, sample_files  # noqa: E402
 
 
 def load(path: Path):
