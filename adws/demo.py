@@ -347,11 +347,11 @@ def report(console, sandbox: Path, config: Path, fake, numbers: List[int], clone
     heading(say, "Explore further")
     blocked = doc.in_state(tasks.BLOCKED)
     say("The fake GitHub stopped with the demo; the files stay. Try:")
-    cmd(f"  python {_tool_path('view_worker.py')} {numbers[0]} --config {config}")
+    cmd(f"  {_python()} {_tool_path('view_worker.py')} {numbers[0]} --config {config}")
     say("      the worker's transcript, as people read it")
-    cmd(f"  python {_tool_path('status.py')} --config {config}")
+    cmd(f"  {_python()} {_tool_path('status.py')} --config {config}")
     say("      the status view (it says critical now: the demo's coordinator has ended)")
-    cmd(f"  python {_tool_path('usage_report.py')} --config {config} --detail")
+    cmd(f"  {_python()} {_tool_path('usage_report.py')} --config {config} --detail")
     say("      cost and tokens per day and per issue")
     for t in blocked:
         cmd(f"  cat {Path(t.worktree) / 'BLOCKED.md'}")
@@ -368,6 +368,16 @@ def heading(say: Callable[..., None], title: str) -> None:
     say()
     say(title, style="bold")
     say("-" * min(len(title), 78))
+
+
+def _python() -> str:
+    """The interpreter running the demo (a venv's has rich; a bare `python`
+    may not), relative to the current folder when that is shorter."""
+    try:
+        rel = os.path.relpath(sys.executable)
+    except ValueError:
+        return sys.executable
+    return rel if not rel.startswith("..") else sys.executable
 
 
 def _tool_path(name: str) -> str:
