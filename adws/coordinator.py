@@ -385,8 +385,8 @@ class Worker:
 
     def poll_exit(self) -> bool:
         """True once the process has ended. Our own children are reaped by
-        PID through Popen.poll(); never waitpid(-1), which would steal the
-        exit status of every git and gh call."""
+        PID through Popen.poll(); never a wait for any child (pid -1),
+        which would steal the exit status of every git and gh call."""
         if self.popen is not None:
             rc = self.popen.poll()
             if rc is None:

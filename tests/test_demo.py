@@ -8,11 +8,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator
 
 import pytest
 
-from harness import COORDINATOR
+from harness import COORDINATOR, tagged_processes
 from adws import tasks
 
 # As in conftest: the developer's own gh settings must not reach the demo.
@@ -40,22 +40,6 @@ def demo_env(tmp_dir: Path) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _GH_LEAKS}
     env["TMPDIR"] = str(tmp_dir)
     return env
-
-
-def processes_with(needle: bytes) -> List[int]:
-    """Live processes whose environment contains `needle`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            env = Path(f"/proc/{entry}/environ").read_bytes()
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if needle in env.split(b"\0") and stat[stat.rfind(")") + 2] != "Z":
-            found.append(int(entry))
-    return found
 
 
 def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_dir):
@@ -90,7 +74,7 @@ def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_dir):
     assert long == []
 
     # No worker outlives the demo.
-    assert processes_with(f"TAC_SCRIPT={sandbox / 'script.json'}".encode()) == []
+    assert tagged_processes(f"TAC_SCRIPT={sandbox / 'script.json'}") == []
 
 
 def test_demo_without_gh_says_how_to_get_it(tmp_path, tmp_dir):
