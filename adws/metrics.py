@@ -143,6 +143,12 @@ def stale_after(data: dict) -> float:
     return max(3 * interval, 120.0)
 
 
+def poll_stale_after(data: dict) -> float:
+    """Seconds without a poll before health warns: max(5 * poll_interval, 300)."""
+    interval = _num(data.get("poll_interval"))
+    return max(5 * interval if interval and interval > 0 else 0.0, 300.0)
+
+
 def health(data: dict, now: float,
            pid_alive: Optional[Callable[[int], bool]] = None) -> Tuple[str, str]:
     """Judge the daemon from its metrics: ``(level, reason)``.
@@ -159,7 +165,10 @@ def health(data: dict, now: float,
         GitHub has been unreachable for more than 10 minutes, or
         ``spawn_block`` is set (no new work will start).
     warning
-        GitHub unreachable for less than that, or rate limited; the user
+        no poll for ``max(5 * poll_interval, 300)`` seconds while the daemon
+        itself is alive (a stuck loop must not look healthy; the margin covers
+        the slowed poll under a low rate limit); GitHub unreachable for less
+        than 10 minutes, or rate limited; the user
         paused the coordinator; today's or this month's spend is above 80% of
         its budget (a budget of 0 or null means no limit).
     ok
@@ -201,6 +210,12 @@ def health(data: dict, now: float,
     block = data.get("spawn_block")
     if isinstance(block, str) and block:
         degraded.append(block)
+
+    polled = _num(data.get("last_poll_at"))
+    since_poll = now - (polled if polled is not None else (_num(data.get("started_at")) or now))
+    if since_poll > poll_stale_after(data):
+        warning.append("no poll of GitHub for {}".format(human_duration(since_poll)) if polled is not None
+                       else "no poll of GitHub since the start, {} ago".format(human_duration(since_poll)))
 
     if data.get("paused") is True:
         reason = data.get("pause_reason")

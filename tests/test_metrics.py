@@ -154,3 +154,19 @@ def test_garbage_fields_do_not_crash():
 ])
 def test_human_duration(seconds, text):
     assert metrics.human_duration(seconds) == text
+
+
+def test_a_live_daemon_that_stopped_polling_is_a_warning():
+    """metrics.json keeps being written, but GitHub has not been polled for
+    a long time: a stuck loop must not look healthy."""
+    data = fresh(poll_interval=30, last_poll_at=NOW - 301)
+    assert metrics.health(data, NOW) == (metrics.WARNING, "no poll of GitHub for 5 min")
+    assert metrics.health(fresh(poll_interval=30, last_poll_at=NOW - 299), NOW)[0] == metrics.OK
+    # A slowed poll (rate limit low: 4 x 30 s) is not stale.
+    assert metrics.health(fresh(poll_interval=30, last_poll_at=NOW - 120), NOW)[0] == metrics.OK
+    # Never polled since a start long ago.
+    never = fresh(poll_interval=30, last_poll_at=None, started_at=NOW - 3600)
+    assert metrics.health(never, NOW) == (metrics.WARNING, "no poll of GitHub since the start, 1 h ago")
+    # A longer poll_interval moves the threshold: 5 polls.
+    assert metrics.health(fresh(poll_interval=120, last_poll_at=NOW - 500), NOW)[0] == metrics.OK
+    assert metrics.health(fresh(poll_interval=120, last_poll_at=NOW - 601), NOW)[0] == metrics.WARNING
