@@ -36,7 +36,8 @@ def test_labelled_issue_becomes_pr_comment_and_completed_entry(project, github, 
     assert "<!-- tac-coordinator -->" in comments[0]["body"]
     assert "rpi-auto" not in github.issue_labels(n)
     # The worktree is gone after success; the log and ledger remain.
-    assert not (project.dir / "trees" / f"gh-{n}").exists()
+    # (the issue is told first, then the worktree goes)
+    project.wait_for(lambda: not (project.dir / "trees" / f"gh-{n}").exists(), timeout=10, message="worktree removed")
     assert (project.dir / "logs" / f"gh-{n}.jsonl").exists()
     assert (project.dir / "logs" / "usage.jsonl").read_text().count('"issue": %d' % n) == 1
     log = project.log_text()
