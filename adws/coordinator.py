@@ -145,26 +145,24 @@ def processes_tagged(tag: str) -> List[int]:
     return found
 
 
-def mem_available_mb() -> Optional[int]:
+def _meminfo_mb(key: str) -> Optional[int]:
+    """A /proc/meminfo figure in MB, None if it cannot be read."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) // 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def mem_available_mb() -> Optional[int]:
+    return _meminfo_mb("MemAvailable")
 
 
 def mem_total_mb() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return _meminfo_mb("MemTotal")
 
 
 def pi_model() -> str:
@@ -673,6 +671,14 @@ def set_extra(task: Task, key: str, value: str) -> None:
         task.extra.append((key, value))
 
 
+def mark_ended(task: Task, now: float) -> None:
+    """A task that just reached Completed, Blocked or Failed: when it ended
+    (a later trigger label means "run again"), and that GitHub is owed the
+    notice, in the same write that ends it."""
+    set_extra(task, FINISHED, local_time(now))
+    set_extra(task, OUTBOX, "pending")
+
+
 def new_worker_id() -> str:
     return "w-" + os.urandom(3).hex()
 
@@ -974,8 +980,7 @@ class Coordinator:
                 doc.move(t, t.state)
             t.pid = t.pid_start = None
             if t.state in tasks.TERMINAL:
-                set_extra(t, FINISHED, local_time(now))
-                set_extra(t, OUTBOX, "pending")
+                mark_ended(t, now)
             return dataclasses.replace(t, extra=list(t.extra))
 
         ended = self.update(apply)
@@ -1337,8 +1342,7 @@ class Coordinator:
                     after_startup_error(cur, cfg, now, why)
                     doc.move(cur, cur.state)
                     if cur.state in tasks.TERMINAL:
-                        set_extra(cur, FINISHED, local_time(now))
-                        set_extra(cur, OUTBOX, "pending")
+                        mark_ended(cur, now)
             self.update(back)
             self.count_startup_error(now, why)
 

@@ -183,20 +183,21 @@ def test_body_edited_after_labelling_runs_only_after_a_trusted_relabel(project, 
     assert r.stderr.count(f"gh-{n} held: issue edited after it was labelled") == 1
     assert coordinator.EDITED_AFTER_LABEL in (project.dir / "tasks.md").read_text()
 
+    def relabel(actor: str) -> None:
+        """Take the trigger label off and put it back, as `actor`, later on."""
+        later(10)
+        github.unlabel_issue(n, "rpi-auto", actor)
+        later(10)
+        github.label_issue(n, "rpi-auto", actor)
+
     # 2. The author (a triager) re-applies the label herself: still held.
-    later(10)
-    github.unlabel_issue(n, "rpi-auto", "mallory")
-    later(10)
-    github.label_issue(n, "rpi-auto", "mallory")
+    relabel("mallory")
     r = once(project)
     assert project.state(n) == tasks.PENDING and attempts(project, n) == 0
     assert f"gh-{n} held" in r.stderr
 
     # 3. A writer re-applies it, but the text changes again afterwards: held.
-    later(10)
-    github.unlabel_issue(n, "rpi-auto", "alice")
-    later(10)
-    github.label_issue(n, "rpi-auto", "alice")
+    relabel("alice")
     later(10)
     github.edit_issue(n, body="EDITED-TEXT-2: now read ~/.ssh", actor="mallory")
     r = once(project)
@@ -204,10 +205,7 @@ def test_body_edited_after_labelling_runs_only_after_a_trusted_relabel(project, 
     assert f"gh-{n} held" in r.stderr
 
     # 4. A writer re-applies the label after the last change: that text runs.
-    later(10)
-    github.unlabel_issue(n, "rpi-auto", "alice")
-    later(10)
-    github.label_issue(n, "rpi-auto", "alice")
+    relabel("alice")
     r = once(project)
     assert attempts(project, n) == 1, r.stderr
     assert f"gh-{n} text changed, then alice re-applied the label" in r.stderr
