@@ -452,8 +452,9 @@ def test_sigterm_mid_tool_is_not_a_clean_stop(claude_bin: str, repo: str, tmp_pa
       (they are in their own session, no longer its descendants);
     * "task" -- SIGTERM after ``system/task_started``: the CLI kills the tool
       ("Exit code 137" is sent to the model) and keeps going for a moment,
-      possibly running further tool calls, then exits 143 with no result
-      line (or 0 with a result if the script finished first).
+      possibly running further tool calls, then exits 143 or 0. Whether a
+      result line comes first is a race inside the CLI (seen both ways with
+      143), so only what is reliable is asserted.
     """
     token = "%d.%d" % (400 + os.getpid() % 100, int(time.time() * 10) % 100000)
     script = [{"tool": "Bash", "input": {"command": "sleep %s" % token}}] + [
@@ -486,6 +487,4 @@ def test_sigterm_mid_tool_is_not_a_clean_stop(claude_bin: str, repo: str, tmp_pa
         assert survivors == []
         results = _tool_results(events)
         assert "137" in str(results[0]["content"]) and results[0]["is_error"] is True
-        if rc == 143:
-            assert not any(e["type"] == "result" for e in events)
     assert _sleep_pids(token) == []
