@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -210,6 +211,22 @@ class GitError(Exception):
     pass
 
 
+class PushRejected(GitError):
+    """The remote refused the branch (a protected pattern, a pre-receive
+    hook, a full disk on the server): retrying at once will not help."""
+
+
+def _meaningful_line(stderr: str) -> str:
+    """The line of git's stderr that says why: the remote's own message or
+    the '! [remote rejected]' line, else the last line."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    for prefix in ("remote: error", "remote:", "! [remote rejected]", "! [rejected]", "error:", "fatal:"):
+        for ln in lines:
+            if ln.startswith(prefix) and ln.rstrip(":") != "remote":
+                return ln
+    return lines[-1] if lines else ""
+
+
 def git(args: Sequence[str], cwd: Path, timeout: float = 300) -> str:
     """Run git; raise GitError with git's own last line on failure."""
     try:
@@ -229,11 +246,7 @@ def run_number(task: Task) -> int:
     """The number of the task's next run across every round: a re-labelled
     issue starts a new round of attempts but must not reuse the branch (and
     the pull request) of an earlier round."""
-    try:
-        earlier = int(get_extra(task, EARLIER_RUNS) or 0)
-    except ValueError:
-        earlier = 0
-    return earlier + task.attempts + 1
+    return task.earlier_runs + task.attempts + 1
 
 
 def branch_for(cfg: Config, issue: int, attempt: int) -> str:
@@ -286,11 +299,21 @@ def prepare_worktree(cfg: Config, issue: int, branch: str) -> Tuple[Path, bool]:
 
 
 def commits_ahead(cfg: Config, branch: str) -> int:
+    """Commits on `branch` not on the base; 0 when the branch does not exist
+    (the run never got as far as its worktree). Raises GitError when git
+    cannot say: taking that for 'no commits' would throw the run's work away."""
     try:
-        out = git(["rev-list", "--count", f"{cfg.remote}/{cfg.base_branch}..{branch}"], cfg.repo_path)
-        return int(out.strip() or 0)
-    except (GitError, ValueError):
+        exists = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+                                cwd=str(cfg.repo_path), capture_output=True, timeout=60).returncode
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise GitError(f"git rev-parse: {e}")
+    if exists == 1:
         return 0
+    out = git(["rev-list", "--count", f"{cfg.remote}/{cfg.base_branch}..{branch}"], cfg.repo_path)
+    try:
+        return int(out.strip() or 0)
+    except ValueError:
+        raise GitError(f"git rev-list --count: unexpected answer {out.strip()[:40]!r}")
 
 
 HELD_PREFIXES = (".github/workflows/", ".github/actions/")
@@ -298,11 +321,9 @@ HELD_PREFIXES = (".github/workflows/", ".github/actions/")
 
 def held_paths(cfg: Config, branch: str) -> List[str]:
     """Files the branch changes that must not be pushed without a person's
-    review: CI definitions, which run with the repository's secrets."""
-    try:
-        out = git(["diff", "--name-only", f"{cfg.remote}/{cfg.base_branch}...{branch}"], cfg.repo_path)
-    except GitError:
-        return []
+    review: CI definitions, which run with the repository's secrets. Raises
+    GitError when git cannot say: the caller must then hold the branch."""
+    out = git(["diff", "--name-only", f"{cfg.remote}/{cfg.base_branch}...{branch}"], cfg.repo_path)
     return [p for p in out.splitlines() if p.startswith(HELD_PREFIXES)]
 
 
@@ -316,7 +337,17 @@ def head_sha(cfg: Config, branch: str) -> str:
 def push_branch(cfg: Config, branch: str) -> None:
     # The branch namespace is ours; a retry of a crashed completion may push
     # the same branch again, so force is the idempotent choice.
-    git(["push", "--quiet", "--force", cfg.remote, f"{branch}:refs/heads/{branch}"], cfg.repo_path)
+    argv = ["git", "push", "--quiet", "--force", cfg.remote, f"{branch}:refs/heads/{branch}"]
+    try:
+        proc = subprocess.run(argv, cwd=str(cfg.repo_path), capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise GitError(f"git push: {e}")
+    if proc.returncode != 0:
+        why = _meaningful_line(proc.stderr) or f"exit status {proc.returncode}"
+        if "rejected" in why or why.startswith("remote:"):
+            raise PushRejected(why)
+        raise GitError(f"git push: {why}")  # the remote could not be reached, or git failed here
 
 
 # ===========================================================================
@@ -369,6 +400,9 @@ class Worker:
     last_output_at: float = 0.0
     comment_id: Optional[int] = None      # the issue's status comment, edited as the run goes
     comment_at: float = 0.0
+    finish_failures: int = 0              # finishing failed (push refused, git error): retried, then Blocked
+    finish_failed_at: Optional[float] = None
+    finish_next_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -597,35 +631,26 @@ def decide_outcome(*, pr_url: str, blocked_reason: Optional[str], commits: int, 
     return Outcome("failed", f"worker exited without commits ({how})")
 
 
-def after_startup_error(task: Task, cfg: Config, now: float, why: str) -> None:
-    """BACKOFF, or FATAL after the last step. Startup errors are not the
-    task's own failures: attempts stay as they were."""
-    task.startup_errors += 1
-    task.pid = task.pid_start = None
-    k = task.startup_errors
+def after_startup_error(task: Task, cfg: Config, now: float, why: str) -> Tuple[str, Dict[str, Any]]:
+    """BACKOFF, or FATAL after the last step, as (state, fields) for
+    tasks.transition. Startup errors are not the task's own failures:
+    attempts stay as they were."""
+    k = task.startup_errors + 1
     if k > len(cfg.startup_backoff):
-        task.state = FAILED
-        task.reason = f"{k} startup errors in a row, last: {why}"
-        task.next_attempt = ""
-    else:
-        task.state = PENDING
-        task.next_attempt = local_time(now + cfg.startup_backoff[k - 1])
-        task.reason = f"startup error: {why}"
+        return FAILED, {"startup_errors": k, "reason": f"{k} startup errors in a row, last: {why}"}
+    return PENDING, {"startup_errors": k, "next_attempt": local_time(now + cfg.startup_backoff[k - 1]),
+                     "reason": f"startup error: {why}"}
 
 
-def after_failed_run(task: Task, cfg: Config, now: float, why: str) -> None:
-    """A run that got going and failed: retry with backoff up to max_attempts."""
-    task.startup_errors = 0
-    task.pid = task.pid_start = None
+def after_failed_run(task: Task, cfg: Config, now: float, why: str) -> Tuple[str, Dict[str, Any]]:
+    """A run that got going and failed: retry with backoff up to
+    max_attempts. Returns (state, fields) for tasks.transition."""
     if task.attempts >= cfg.max_attempts:
-        task.state = FAILED
-        task.reason = why if task.attempts <= 1 else f"{why} (attempt {task.attempts} of {cfg.max_attempts})"
-        task.next_attempt = ""
-    else:
-        delay = cfg.retry_backoff[min(task.attempts - 1, len(cfg.retry_backoff) - 1)]
-        task.state = PENDING
-        task.next_attempt = local_time(now + delay)
-        task.reason = f"attempt {task.attempts} failed: {why}"
+        reason = why if task.attempts <= 1 else f"{why} (attempt {task.attempts} of {cfg.max_attempts})"
+        return FAILED, {"startup_errors": 0, "reason": reason}
+    delay = cfg.retry_backoff[min(task.attempts - 1, len(cfg.retry_backoff) - 1)]
+    return PENDING, {"startup_errors": 0, "next_attempt": local_time(now + delay),
+                     "reason": f"attempt {task.attempts} failed: {why}"}
 
 
 def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file: bool) -> str:
@@ -648,35 +673,22 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
 # ===========================================================================
 # 7. The coordinator: tick(now) = reap, supervise, finish, poll, notify, dispatch, publish
 # ===========================================================================
-# Two detail lines of our own ride in Task.extra:
-#   - Finished: when the task ended (a later trigger label means "run again")
-#   - GitHub: pending    the comment and label swap are still owed; set in
-#     the same write that ends the task, cleared once GitHub has them, so a
-#     crash in between is caught up after the restart, never forgotten.
-
-FINISHED, OUTBOX, EARLIER_RUNS = "Finished", "GitHub", "Earlier runs"
 EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must re-apply the label"
+ANY_STATE = tasks.SECTIONS
+FINISH_TRIES, FINISH_GIVE_UP_AFTER = 3, 3600.0  # a finish that keeps failing ends Blocked
 
 
-def get_extra(task: Task, key: str) -> str:
-    for k, v in task.extra:
-        if k.lower() == key.lower():
-            return v
-    return ""
+class StartError(Exception):
+    """A worker could not be started; the message says what failed."""
 
 
-def set_extra(task: Task, key: str, value: str) -> None:
-    task.extra = [(k, v) for k, v in task.extra if k.lower() != key.lower()]
-    if value:
-        task.extra.append((key, value))
-
-
-def mark_ended(task: Task, now: float) -> None:
-    """A task that just reached Completed, Blocked or Failed: when it ended
-    (a later trigger label means "run again"), and that GitHub is owed the
-    notice, in the same write that ends it."""
-    set_extra(task, FINISHED, local_time(now))
-    set_extra(task, OUTBOX, "pending")
+def build_prompt(cfg: Config, n: int, issue: dict, branch: str, tree: Path) -> str:
+    """The worker's prompt from the template; raises OSError if unreadable."""
+    template = cfg.template_path.read_text(encoding="utf-8")
+    return render_template(template, {
+        "issue_number": str(n), "title": clean_issue_text(issue.get("title", ""), 1000),
+        "body": clean_issue_text(issue.get("body") or ""), "branch": branch, "repo": cfg.repo,
+        "base_branch": cfg.base_branch, "worktree": str(tree)})
 
 
 def new_worker_id() -> str:
@@ -775,30 +787,56 @@ class Coordinator:
             return f"paused by {self.cfg.pause_path.name} file"
         return ""
 
+    # -- the one writer of task state ----------------------------------------------
+    def change_state(self, issue: int, to: Optional[str], *, expect: Any, owner: Optional[str] = None,
+                     now: Optional[float] = None, **fields: Any) -> Optional[Task]:
+        """tasks.transition, written atomically and re-applied on top of a
+        person's concurrent edit. None: the entry was no longer as expected."""
+        return self.update(lambda doc: tasks.transition(doc, issue, to, expect=expect, owner=owner,
+                                                        now=now, **fields))
+
+    def amend(self, issue: int, *, expect: Any, owner: Optional[str] = None, **fields: Any) -> Optional[Task]:
+        return self.update(lambda doc: tasks.amend(doc, issue, expect=expect, owner=owner, **fields))
+
     # -- the tick ----------------------------------------------------------------
     def tick(self, now: float, force_poll: bool = False) -> None:
-        """One cycle, in this order (each step may rely on the ones before):
+        """One cycle, in this order (each step may rely on the ones before).
+        Each step is guarded: its failure is logged once and waits for the
+        next tick; it never ends the daemon or skips the steps after it.
+        0. archive yesterday's completed entries when the day changes
         1. reap workers whose process ended (by PID)
         2. supervise live workers: read new log lines, STOP file, timeouts, budget
         3. finish ended workers from their evidence (PR, BLOCKED.md, commits)
         4. poll GitHub when due and reconcile the queue with it
-        5. deliver owed comments and label swaps
+        5. deliver owed comments and label swaps (once per poll)
         6. dispatch pending tasks into free slots
         7. publish: tasks.md status line, metrics.json, systemd"""
         if local_time(now)[:10] != self._archived_day:
-            self.archive(now)
-        doc = self.load()
-        self.reap(now)
-        self.supervise(now, doc)
-        self.finish_exited(now)
-        polled = False
-        if force_poll or now >= self.next_poll_at:
-            polled = self.poll(now)
+            self.guarded("archive", self.archive, now)
+        self.guarded("reap", self.reap, now)
+        self.guarded("supervise", lambda: self.supervise(now, self.load()))
+        self.guarded("finish", self.finish_exited, now)
+        polled = bool((force_poll or now >= self.next_poll_at) and self.guarded("poll", self.poll, now))
         if self.listing_ok:
-            if polled:  # owed notices are retried once per poll, not every 1 s tick
-                self.deliver_outbox(now)
-            self.dispatch(now)
-        self.publish(now, polled)
+            if polled:
+                self.guarded("outbox", self.deliver_outbox, now)
+            self.guarded("dispatch", self.dispatch, now)
+        self.guarded("publish", self.publish, now, polled)
+
+    def guarded(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """The error boundary of one tick step (or one task's part of it):
+        an error is said once and the step is tried again later."""
+        try:
+            return fn(*args)
+        except GitHubError as e:
+            self.say_once((step, str(e)), "%s deferred: github: %s", step, e)
+            self.github_failed(self.clock(), e)
+        except (GitError, OSError, tasks.ConflictError) as e:
+            self.say_once((step, str(e)), "%s deferred: %s", step, e)
+        except Exception as e:  # deliberate: a bug in one step must not stop a daemon nobody watches
+            self.say_once((step, repr(e)), "%s failed, will retry: %s: %s", step, type(e).__name__, e)
+            log.debug("%s traceback", step, exc_info=True)
+        return None
 
     # 1 ------------------------------------------------------------------------
     def reap(self, now: float) -> None:
@@ -833,9 +871,9 @@ class Coordinator:
             elif w.comment_id and self.cfg.progress_every > 0 and now - w.comment_at >= self.cfg.progress_every:
                 w.comment_at = now
                 last = f", last step: `{s.last_tool}`" if s.last_tool else ""
-                self.try_comment_id(w.issue, w.comment_id,
-                                    f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
-                                    f"{_duration(now - w.started_at)} so far, ${s.cost:.2f}{last}.")
+                self.post_or_edit(w.issue, w.comment_id,
+                                  f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
+                                  f"{_duration(now - w.started_at)} so far, ${s.cost:.2f}{last}.")
 
     def begin_stop(self, w: Worker, reason: str, now: float) -> None:
         log.info("%s stopping pid=%d: %s", w.name, w.pid, reason)
@@ -867,14 +905,13 @@ class Coordinator:
 
     # 3 ------------------------------------------------------------------------
     def finish_exited(self, now: float) -> None:
-        exited = [w for w in self.workers.values() if w.state == EXITED]
+        exited = [w for w in self.workers.values() if w.state == EXITED and now >= w.finish_next_at]
         if not exited:
             return
         if self.github_down_since is not None and now < self.next_poll_at:
             return  # GitHub is down: try again with the poll's backoff, not every second
         try:
-            # One conditional call covers every branch finishing this tick.
-            prs = self.github.pull_heads()
+            prs = self.github.pull_heads()  # one conditional call covers every branch finishing this tick
         except GitHubError as e:
             self.say_once(("finish", str(e)), "finishing deferred: github: %s", e)
             self.github_failed(now, e)
@@ -883,111 +920,159 @@ class Coordinator:
             sweep_tagged(w)  # nothing a worker started outlives it
             try:
                 self.finish(w, now, prs.get(w.branch, ""))
-            except GitHubError as e:
-                # Evidence is on GitHub; without it we cannot decide. The task
-                # stays Active and the next tick tries again.
-                self.say_once(("finish", w.issue, str(e)), "%s finishing deferred: github: %s", w.name, e)
-                self.github_failed(now, e)
+            except (GitHubError, GitError, OSError) as e:
+                self.finish_failed(w, now, e)
                 continue
             del self.workers[w.issue]
             # A finish takes git and gh calls (a second or more on a Pi);
             # note exits meanwhile, so none waits a whole tick to be seen.
             self.reap(self.clock())
 
+    def finish_failed(self, w: Worker, now: float, e: Exception) -> None:
+        """Finishing needs git and GitHub. While GitHub is unreachable the
+        task just waits; any other failure (a push the remote refuses, a git
+        error) is retried with backoff and, after FINISH_TRIES tries or
+        FINISH_GIVE_UP_AFTER seconds, ends the task Blocked with the
+        worktree kept: one bad branch must not hold up every other task."""
+        if isinstance(e, GitHubError):
+            self.github_failed(now, e)
+            if e.unreachable:
+                self.say_once(("finish", w.issue, str(e)), "%s finishing deferred: github: %s", w.name, e)
+                return
+        w.finish_failures += 1
+        w.finish_failed_at = w.finish_failed_at or now
+        reason = f"push rejected by origin: {e}" if isinstance(e, PushRejected) else f"could not finish: {e}"
+        if w.finish_failures < FINISH_TRIES and now - w.finish_failed_at < FINISH_GIVE_UP_AFTER:
+            w.finish_next_at = now + min(self.cfg.poll_interval * 2 ** w.finish_failures, 600)
+            log.warning("%s finishing failed (try %d of %d), again at %s: %s", w.name, w.finish_failures,
+                        FINISH_TRIES, clock_time(w.finish_next_at), reason)
+            return
+        del self.workers[w.issue]
+        ended = self.change_state(w.issue, BLOCKED, expect=ACTIVE, owner=w.worker_id, now=now,
+                                  reason=reason, attempts=w.attempt)
+        self.record_run(w, w.follower.summary, reason, now)
+        if ended is not None:
+            self.counters["blocked"] += 1
+            log.warning("%s blocked: %s", w.name, reason)
+            self.notify(ended)
+
     def finish(self, w: Worker, now: float, pr_url: str = "") -> None:
-        cfg = self.cfg
+        """Decide how the run ended from its evidence, deliver its work (push,
+        pull request), record the outcome, tell the issue."""
         s = w.follower.catch_up()
-        elapsed = (w.exited_at or now) - w.started_at
-        doc = self.load()
-        task = doc.governing(w.issue)
+        task = self.load().governing(w.issue)
         if task is None or task.state != ACTIVE or task.worker != w.worker_id:
             log.info("%s ended after a person changed its entry; leaving the entry as they set it", w.name)
             self.record_run(w, s, CANCELLED, now)
             return
-        blocked_file = w.tree / "BLOCKED.md"
+        elapsed = (w.exited_at or now) - w.started_at
+        outcome, commits = self.judge(w, pr_url, s, elapsed)
+        if outcome.kind == "blocked" and commits > 0:
+            try:
+                push_branch(self.cfg, w.branch)  # best effort: Blocked says "pushed if it has commits"
+            except GitError as e:
+                log.warning("%s could not push %s: %s", w.name, w.branch, e)
+        if outcome.kind == "open_pr":
+            pr_url = self.open_pull(w, task, outcome, s, elapsed)
+        if outcome.kind == "startup_error":
+            outcome.reason = last_line(w.stderr_path, w.stderr_offset) or outcome.reason
+        else:
+            self.breaker_count = 0
+        ended = self.record_outcome(w, outcome, pr_url, now)
+        self.record_run(w, s, outcome.reason or outcome.kind, now)
+        if ended is None:
+            log.info("%s entry changed by a person while finishing; left as they set it", w.name)
+            return
+        self.log_outcome(w, outcome, ended, now)
+        # The issue is told first: removing the worktree takes a git call
+        # (~0.1 s, more on a Pi) that nobody is waiting for.
+        if ended.state in tasks.TERMINAL:
+            self.notify(ended)
+        if ended.state == COMPLETED:
+            remove_worktree(self.cfg, w.tree)
+        if ended.state not in tasks.TERMINAL and ended.comment_id:
+            self.post_or_edit(ended.issue, ended.comment_id, f"⏳ Attempt did not finish: {ended.reason}. "
+                                                             f"Next attempt at {ended.next_attempt}.")
+
+    def judge(self, w: Worker, pr_url: str, s: Any, elapsed: float) -> Tuple[Outcome, int]:
+        """The outcome of an ended run and how many commits it has to push.
+        Raises GitError when git cannot count the commits (unknown is not 0)."""
         blocked_reason = None
+        blocked_file = w.tree / "BLOCKED.md"
         if blocked_file.exists():
             try:
                 first = blocked_file.read_text(errors="replace").strip().splitlines()
             except OSError:
                 first = []
             blocked_reason = redact(first[0].lstrip("# ").strip()[:300]) if first else ""
-        commits = commits_ahead(cfg, w.branch)
+        commits = commits_ahead(self.cfg, w.branch)
         outcome = decide_outcome(pr_url=pr_url, blocked_reason=blocked_reason, commits=commits,
                                  stop_reason=w.stop_reason, returncode=w.returncode, summary=s,
-                                 elapsed=elapsed, startup_grace=cfg.startup_grace)
-        if outcome.kind == "startup_error":
-            why = last_line(w.stderr_path, w.stderr_offset) or outcome.reason
-            outcome.reason = why
-        else:
-            self.breaker_count = 0
-        held = held_paths(cfg, w.branch) if commits > 0 and outcome.kind in ("blocked", "open_pr") else []
+                                 elapsed=elapsed, startup_grace=self.cfg.startup_grace)
+        if commits == 0 or outcome.kind not in ("blocked", "open_pr"):
+            return outcome, commits
+        # Pushing a branch that edits CI workflows lets the agent run code
+        # with the repository's secrets: a person reviews it first. When git
+        # cannot tell, the branch is held too.
+        try:
+            held = held_paths(self.cfg, w.branch)
+        except GitError as e:
+            log.warning("%s not pushed: could not check for workflow changes: %s", w.name, e)
+            return Outcome("blocked", f"could not check the branch for workflow changes ({e}); "
+                                      f"review the worktree before pushing"), 0
         if held:
-            # Pushing a branch that edits CI workflows lets the agent run
-            # code with the repository's secrets: a person reviews it first.
-            outcome = Outcome("blocked", f"the run changed {', '.join(held[:3])}; review the worktree "
-                                         f"before pushing (workflows run with the repository's secrets)")
-            commits = 0  # not pushed
             log.warning("%s not pushed: changes %s", w.name, ", ".join(held))
+            return Outcome("blocked", f"the run changed {', '.join(held[:3])}; review the worktree "
+                                      f"before pushing (workflows run with the repository's secrets)"), 0
+        return outcome, commits
 
-        if outcome.kind == "blocked" and commits > 0:
-            try:
-                push_branch(cfg, w.branch)
-            except GitError as e:
-                log.warning("%s could not push %s: %s", w.name, w.branch, e)
-        if outcome.kind == "open_pr":
-            push_branch(cfg, w.branch)
-            issue = self.issues.get(w.issue) or {}
-            title = (issue.get("title") or task.title)[:200]
-            body = f"Closes #{w.issue}\n\nOpened by the TAC coordinator from `{w.branch}`."
-            if outcome.reason:
-                body += f"\n\n**Draft:** {outcome.reason}."
-            body += f"\n\n{_run_facts(s, elapsed)}"
-            try:
-                pr = self.github.create_pull(title, w.branch, cfg.base_branch, redact(body), outcome.draft)
-                pr_url = pr.get("html_url", "")
-                self.counters["prs_opened"] += 1
-            except GitHubError as e:
-                if e.status != 422:
-                    raise
-                prs = self.github.pulls_for_head(w.branch)  # opened by an earlier, interrupted finish
-                if not prs:
-                    raise
-                pr_url = prs[0].get("html_url", "")
-            log.info("%s pr opened %s%s", w.name, pr_url, " (draft)" if outcome.draft else "")
-        sha = head_sha(cfg, w.branch) if outcome.kind in ("completed", "open_pr") else ""
+    def open_pull(self, w: Worker, task: Task, outcome: Outcome, s: Any, elapsed: float) -> str:
+        """Push the branch and open its pull request; returns the PR's URL.
+        Idempotent: an earlier, interrupted finish may have done either."""
+        push_branch(self.cfg, w.branch)
+        issue = self.issues.get(w.issue) or {}
+        title = (issue.get("title") or task.title)[:200]
+        body = f"Closes #{w.issue}\n\nOpened by the TAC coordinator from `{w.branch}`."
+        if outcome.reason:
+            body += f"\n\n**Draft:** {outcome.reason}."
+        body += f"\n\n{_run_facts(s, elapsed)}"
+        try:
+            pr = self.github.create_pull(title, w.branch, self.cfg.base_branch, redact(body), outcome.draft)
+            pr_url = pr.get("html_url", "")
+            self.counters["prs_opened"] += 1
+        except GitHubError as e:
+            if e.status != 422:
+                raise
+            prs = self.github.pulls_for_head(w.branch)  # opened by an earlier, interrupted finish
+            if not prs:
+                raise
+            pr_url = prs[0].get("html_url", "")
+        log.info("%s pr opened %s%s", w.name, pr_url, " (draft)" if outcome.draft else "")
+        return pr_url
+
+    def record_outcome(self, w: Worker, outcome: Outcome, pr_url: str, now: float) -> Optional[Task]:
+        """The one write that ends the run in tasks.md."""
+        sha = head_sha(self.cfg, w.branch) if outcome.kind in ("completed", "open_pr") else ""
 
         def apply(doc: tasks.TaskFile) -> Optional[Task]:
-            t = doc.governing(w.issue)
-            if t is None or t.state != ACTIVE or t.worker != w.worker_id:
+            cur = doc.governing(w.issue)
+            if cur is None:
                 return None
-            if outcome.kind != "startup_error":
-                t.attempts = max(t.attempts, w.attempt)
+            fields: Dict[str, Any] = {} if outcome.kind == "startup_error" else {"attempts": max(cur.attempts, w.attempt)}
             if outcome.kind in ("completed", "open_pr"):
-                doc.move(t, COMPLETED)
-                t.pr, t.commit, t.completed, t.reason = pr_url, sha, local_time(now), outcome.reason
-            elif outcome.kind == "blocked":
-                doc.move(t, BLOCKED)
-                t.reason = outcome.reason
-            elif outcome.kind == "stopped":  # FATAL at once: never retried
-                doc.move(t, FAILED)
-                t.reason, t.next_attempt = outcome.reason, ""
-            elif outcome.kind == "startup_error":
-                after_startup_error(t, cfg, now, outcome.reason)
-                doc.move(t, t.state)
+                to = COMPLETED
+                fields.update(pr=pr_url, commit=sha, completed=local_time(now), reason=outcome.reason)
+            elif outcome.kind in ("blocked", "stopped"):  # stopped: FATAL at once, never retried
+                to = BLOCKED if outcome.kind == "blocked" else FAILED
+                fields.update(reason=outcome.reason)
             else:
-                after_failed_run(t, cfg, now, outcome.reason)
-                doc.move(t, t.state)
-            t.pid = t.pid_start = None
-            if t.state in tasks.TERMINAL:
-                mark_ended(t, now)
-            return dataclasses.replace(t, extra=list(t.extra))
+                policy = after_startup_error if outcome.kind == "startup_error" else after_failed_run
+                to, more = policy(dataclasses.replace(cur, **fields), self.cfg, now, outcome.reason)
+                fields.update(more)
+            return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=now, **fields)
+        return self.update(apply)
 
-        ended = self.update(apply)
-        self.record_run(w, s, outcome.reason or outcome.kind, now)
-        if ended is None:
-            log.info("%s entry changed by a person while finishing; left as they set it", w.name)
-            return
+    def log_outcome(self, w: Worker, outcome: Outcome, ended: Task, now: float) -> None:
         if outcome.kind == "startup_error":
             log.info("%s startup error: %s; %s", w.name, outcome.reason,
                      f"next attempt {ended.next_attempt}" if ended.state == PENDING else "giving up")
@@ -998,15 +1083,6 @@ class Coordinator:
             key = {COMPLETED: "completed", BLOCKED: "blocked", FAILED: "failed"}[ended.state]
             self.counters[key] += 1
             log.info("%s %s%s", w.name, key, f": {ended.pr or ended.reason}" if (ended.pr or ended.reason) else "")
-        # The issue is told first: removing the worktree takes a git call
-        # (~0.1 s, more on a Pi) that nobody is waiting for.
-        if ended.state in tasks.TERMINAL:
-            self.notify(ended)
-        if ended.state == COMPLETED:
-            remove_worktree(cfg, w.tree)
-        if ended.state not in tasks.TERMINAL and ended.comment_id:
-            self.try_comment(ended, f"⏳ Attempt did not finish: {ended.reason}. "
-                                    f"Next attempt at {ended.next_attempt}.")
 
     def record_run(self, w: Worker, s: Any, exit_reason: str, now: float) -> None:
         """One ledger line per run, and the separator the viewer shows."""
@@ -1088,25 +1164,24 @@ class Coordinator:
                 continue
             who = self.github.labeller(n, self.cfg.label, issue.get("updated_at", ""))
             if task is not None:  # ended before: is this label a new request, or one we have yet to remove?
-                finished = tasks.parse_time(get_extra(task, FINISHED) or task.completed or "")
+                finished = tasks.parse_time(task.finished or task.completed or "")
                 labelled_at = _iso_epoch(who[2]) if who else None
                 if finished is None or labelled_at is None or labelled_at <= finished:
-                    if not get_extra(task, OUTBOX):
-                        changes.append(_owe_notice(n, local_time(now)))
+                    if not task.outbox:
+                        changes.append(_owe_notice(n, now))
                     continue
             if not self.trusted(n, who):
                 continue
-            fresh = Task(issue=n, title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
-                         body_sha=_body_sha(issue))
-            if task is not None:
-                set_extra(fresh, EARLIER_RUNS, str(run_number(task) - 1))
-            log.info("gh-%d queued {p%d} labelled by %s%s", n, fresh.priority, who[0] if who else "?",
+            fresh = dict(title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
+                         body_sha=_body_sha(issue), earlier_runs=run_number(task) - 1 if task is not None else 0)
+            log.info("gh-%d queued {p%d} labelled by %s%s", n, fresh["priority"], who[0] if who else "?",
                      " (again)" if task is not None else "")
-            changes.append(_requeue(fresh))
+            changes.append(functools.partial(tasks.transition, issue=n, to=PENDING,
+                                             expect=(tasks.NEW,) + tasks.TERMINAL, **fresh))
         for t in doc.in_state(PENDING):
             if t.issue not in listed:
                 log.info("gh-%d dropped from the queue: the label is gone or the issue is closed", t.issue)
-                changes.append(_drop_pending(t.issue))
+                changes.append(functools.partial(tasks.transition, issue=t.issue, to=tasks.NEW, expect=PENDING))
         return changes
 
     def trusted(self, n: int, who: Optional[Tuple[str, str, str]]) -> bool:
@@ -1129,43 +1204,21 @@ class Coordinator:
         return False
 
     # 5 ------------------------------------------------------------------------
+    # The outbox: what the issue is told. One status comment per task,
+    # posted once and then edited in place.
     def deliver_outbox(self, now: float) -> None:
         for t in self.load().tasks:
-            if t.state in tasks.TERMINAL and get_extra(t, OUTBOX):
-                self.notify(t)
+            if t.state in tasks.TERMINAL and t.outbox:
+                self.guarded(f"gh-{t.issue} notice", self.notify, t)
 
     def notify(self, t: Task) -> None:
         """Tell the issue how the task ended and swap the trigger label for
         tac:done / tac:blocked / tac:failed, then clear the owed mark."""
         if self.dry_run:
             return
-        tree = tree_for(self.cfg, t.issue)
-        if t.state == COMPLETED:
-            text = f"✅ Done: {t.pr}" if t.pr else "✅ Done."
-            if t.reason:
-                text += f" (draft: {t.reason})"
-        elif t.state == BLOCKED:
-            text = (f"⏰ The agent needs a human: {t.reason}\n\nBranch `{t.branch}` is pushed if it has commits; "
-                    f"the worktree is kept at `{tree.name}` on the coordinator's machine.")
-        else:
-            text = (f"❌ Failed: {t.reason}\n\nThe worktree is kept at `{tree.name}` for inspection. "
-                    f"Re-apply the `{self.cfg.label}` label to try again.")
         try:
-            edited = False
-            if t.comment_id:
-                try:
-                    self.github.edit_comment(t.comment_id, redact(text))
-                    edited = True
-                except GitHubError as e:
-                    # 404: a person deleted our status comment. Say it anew,
-                    # or the notice would stay owed and be retried forever.
-                    if e.status != 404:
-                        raise
-            if not edited:
-                # Remembered before the label calls: if we die before the
-                # owed mark is cleared, the retry edits this comment rather
-                # than posting the notice a second time.
-                self.update(_remember_comment(t.issue, self.github.comment(t.issue, redact(text))))
+            if not self.post_or_edit(t.issue, t.comment_id, self.notice_text(t), strict=True):
+                return
             self.github.remove_label(t.issue, self.cfg.label)
             self.github.add_labels(t.issue, [DONE_LABELS[t.state]])
         except GitHubError as e:
@@ -1173,33 +1226,44 @@ class Coordinator:
             self.github_failed(self.clock(), e)
             return
         log.info("gh-%d issue told: %s, label %s", t.issue, t.state.lower(), DONE_LABELS[t.state])
+        self.amend(t.issue, expect=t.state, outbox="")
 
-        def clear(doc: tasks.TaskFile) -> None:
-            cur = doc.governing(t.issue)
-            if cur is not None and cur.state == t.state:
-                set_extra(cur, OUTBOX, "")
-        self.update(clear)
+    def notice_text(self, t: Task) -> str:
+        tree = Path(t.worktree) if t.worktree else tree_for(self.cfg, t.issue)
+        kept = f"The worktree is kept at `{tree}` on the coordinator's machine. " if tree.is_dir() else ""
+        if t.state == COMPLETED:
+            text = f"✅ Done: {t.pr}" if t.pr else "✅ Done."
+            return text + (f" (draft: {t.reason})" if t.reason else "")
+        if t.state == BLOCKED:
+            pushed = f"Branch `{t.branch}` is pushed if it has commits. " if t.branch else ""
+            return f"⏰ The agent needs a human: {t.reason}\n\n{pushed}{kept}".rstrip()
+        return f"❌ Failed: {t.reason}\n\n{kept}Re-apply the `{self.cfg.label}` label to try again."
 
-    def try_comment_id(self, issue: int, comment_id: int, text: str) -> None:
-        if self.dry_run:
-            return
-        try:
-            self.github.edit_comment(comment_id, redact(text))
-        except GitHubError as e:
-            log.warning("gh-%d status comment not updated: %s", issue, e)
-
-    def try_comment(self, t: Task, text: str) -> Optional[int]:
-        """Post or edit the task's status comment; a failure here costs nothing but the comment."""
+    def post_or_edit(self, issue: int, comment_id: Optional[int], text: str, strict: bool = False) -> Optional[int]:
+        """Edit the task's status comment, or post it when there is none (or
+        a person deleted it: 404). Returns the comment's id, remembered in
+        tasks.md before anything else happens, so a retry after a crash
+        edits this comment rather than posting a second one. A failure costs
+        only the comment (None), unless `strict`: then it raises."""
         if self.dry_run:
             return None
+        text = redact(text)
         try:
-            if t.comment_id:
-                self.github.edit_comment(t.comment_id, redact(text))
-                return t.comment_id
-            return self.github.comment(t.issue, redact(text))
+            if comment_id:
+                try:
+                    self.github.edit_comment(comment_id, text)
+                    return comment_id
+                except GitHubError as e:
+                    if e.status != 404:
+                        raise
+            new_id = self.github.comment(issue, text)
         except GitHubError as e:
-            log.warning("gh-%d comment not posted: %s", t.issue, e)
+            if strict:
+                raise
+            log.warning("gh-%d status comment not posted: %s", issue, e)
             return None
+        self.amend(issue, expect=ANY_STATE, comment_id=new_id)
+        return new_id
 
     # 6 ------------------------------------------------------------------------
     def spawn_block(self, now: float) -> str:
@@ -1253,7 +1317,7 @@ class Coordinator:
             if self.dry_run:
                 print(f"would start gh-{t.issue} {{p{t.priority}}} {t.title}")
                 continue
-            self.spawn(t, self.issues[t.issue], now)
+            self.guarded(f"gh-{t.issue} start", self.spawn, t, self.issues[t.issue], now)
             self.reap(self.clock())  # as in finish_exited: a spawn is slow too
 
     def text_as_labelled(self, t: Task, now: float) -> bool:
@@ -1288,123 +1352,88 @@ class Coordinator:
             self._set_body_sha(n, sha)
             return True
         self.say_once(("edited", n, sha), "gh-%d held: %s", n, EDITED_AFTER_LABEL)
-
-        def hold(doc: tasks.TaskFile) -> None:
-            cur = doc.governing(n)
-            if cur is not None and cur.state == PENDING:
-                cur.reason = EDITED_AFTER_LABEL
         if t.reason != EDITED_AFTER_LABEL:
-            self.update(hold)
+            self.amend(n, expect=PENDING, reason=EDITED_AFTER_LABEL)
         return False
 
     def _set_body_sha(self, n: int, sha: str) -> None:
-        def change(doc: tasks.TaskFile) -> None:
-            cur = doc.governing(n)
-            if cur is not None and cur.state == PENDING:
-                cur.body_sha = sha
-                if cur.reason == EDITED_AFTER_LABEL:
-                    cur.reason = ""
-        self.update(change)
+        self.amend(n, expect=PENDING, body_sha=sha,
+                   **({"reason": ""} if self.load().governing(n).reason == EDITED_AFTER_LABEL else {}))
 
     def spawn(self, t: Task, issue: dict, now: float) -> None:
-        cfg = self.cfg
-        n = t.issue
-        attempt = t.attempts + 1
-        branch = branch_for(cfg, n, run_number(t))
-        tree = tree_for(cfg, n)
-        worker_id = new_worker_id()
+        """Start a worker for `t`. Intent first: a crash at any point leaves
+        either a Pending entry or an Active one that recover() resolves."""
+        n, cfg = t.issue, self.cfg
+        w = Worker(issue=n, worker_id=new_worker_id(), attempt=t.attempts + 1,
+                   branch=branch_for(cfg, n, run_number(t)), tree=tree_for(cfg, n),
+                   log_path=cfg.logs / f"gh-{n}.jsonl", stderr_path=cfg.logs / f"gh-{n}.stderr.log",
+                   stderr_offset=0, pid=0, pid_start=None, started_at=now, follower=None, last_output_at=now)
         cfg.logs.mkdir(parents=True, exist_ok=True)
-        log_path, err_path = cfg.logs / f"gh-{n}.jsonl", cfg.logs / f"gh-{n}.stderr.log"
-        log_offset = log_path.stat().st_size if log_path.exists() else 0
-        err_offset = err_path.stat().st_size if err_path.exists() else 0
-
+        log_offset = w.log_path.stat().st_size if w.log_path.exists() else 0
+        w.stderr_offset = w.stderr_path.stat().st_size if w.stderr_path.exists() else 0
         # 1. Record the intent before anything runs. A crash after this
         #    leaves an Active entry without PID; recovery looks for a process
         #    tagged with this worker id, else finishes from the evidence.
-        def activate(doc: tasks.TaskFile) -> bool:
-            cur = doc.governing(n)
-            if cur is None or cur.state != PENDING:
-                return False
-            doc.move(cur, ACTIVE)
-            cur.worker, cur.branch, cur.worktree, cur.log = worker_id, branch, str(tree), str(log_path)
-            cur.log_offset, cur.started, cur.pid, cur.pid_start = log_offset, local_time(now), None, None
-            cur.next_attempt = ""
-            return True
-        if not self.update(activate):
+        if self.change_state(n, ACTIVE, expect=PENDING, worker=w.worker_id, branch=w.branch, worktree=str(w.tree),
+                             log=str(w.log_path), log_offset=log_offset, started=local_time(now),
+                             pid=None, pid_start=None, next_attempt="") is None:
             return
+        # 2-4. The worktree, the prompt, the process.
+        try:
+            self.start_process(w, issue, now)
+        except (StartError, OSError) as e:  # OSError: a full disk, an unwritable logs folder
+            log.warning("gh-%d could not start: %s", n, e)
 
-        def fail_start(why: str) -> None:
-            log.warning("gh-%d could not start: %s", n, why)
-
-            def back(doc: tasks.TaskFile) -> None:
+            def back(doc: tasks.TaskFile) -> Optional[Task]:
                 cur = doc.governing(n)
-                if cur is not None and cur.state == ACTIVE and cur.worker == worker_id:
-                    after_startup_error(cur, cfg, now, why)
-                    doc.move(cur, cur.state)
-                    if cur.state in tasks.TERMINAL:
-                        mark_ended(cur, now)
+                to, fields = after_startup_error(cur, cfg, now, str(e)) if cur else (PENDING, {})
+                return tasks.transition(doc, n, to, expect=ACTIVE, owner=w.worker_id, now=now, **fields)
             self.update(back)
-            self.count_startup_error(now, why)
-
-        # 2. The worktree.
-        try:
-            tree, repaired = prepare_worktree(cfg, n, branch)
-        except (GitError, OSError) as e:
-            return fail_start(f"worktree: {e}")
-        if repaired:
-            self.counters["worktree_repairs"] += 1
-            log.info("gh-%d worktree repaired: cleared what an earlier run left at %s", n, tree)
-
-        # 3. The prompt, on stdin: issue text never goes into argv or a shell.
-        try:
-            template = cfg.template_path.read_text(encoding="utf-8")
-        except OSError as e:
-            return fail_start(f"template {cfg.template_path}: {e.strerror}")
-        prompt = render_template(template, {
-            "issue_number": str(n), "title": clean_issue_text(issue.get("title", ""), 1000),
-            "body": clean_issue_text(issue.get("body") or ""), "branch": branch, "repo": cfg.repo,
-            "base_branch": cfg.base_branch, "worktree": str(tree)})
-        prompt_path = cfg.logs / f"gh-{n}.prompt.md"
-        atomic_write(prompt_path, prompt)
-
-        # 4. The process, in its own session so it can be stopped as a whole.
-        env = worker_env(cfg, self.environ, {
-            "TAC_ISSUE_NUMBER": str(n), "TAC_BRANCH": branch, "TAC_REPO": cfg.repo,
-            "TAC_WORKTREE": str(tree), "TAC_WORKER_ID": worker_id, "TAC_ATTEMPT": str(attempt)})
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"type": "tac", "subtype": "attempt", "issue": n, "attempt": attempt,
-                                "worker": worker_id, "branch": branch, "started": local_time(now)}) + "\n")
-        log_offset = log_path.stat().st_size
-        try:
-            with open(prompt_path, "rb") as stdin, open(log_path, "ab") as out, open(err_path, "ab") as err:
-                popen = subprocess.Popen(worker_argv(cfg), cwd=str(tree), stdin=stdin, stdout=out, stderr=err,
-                                         env=env, start_new_session=True, close_fds=True)
-        except OSError as e:
-            why = f"{cfg.command[0]}: command not found" if e.errno == errno.ENOENT else f"{cfg.command[0]}: {e.strerror}"
-            return fail_start(why)
-        pid_start = proc_start_time(popen.pid)
-        w = Worker(issue=n, worker_id=worker_id, attempt=attempt, branch=branch, tree=tree, log_path=log_path,
-                   stderr_path=err_path, stderr_offset=err_offset, pid=popen.pid, pid_start=pid_start,
-                   started_at=now, follower=transcript.TranscriptFollower(log_path, log_offset), popen=popen,
-                   last_output_at=now)
+            self.count_startup_error(now, str(e))
+            return
         self.workers[n] = w
         self.counters["launched"] += 1
-
         # 5. Now the PID is known; record it for crash recovery.
-        def running(doc: tasks.TaskFile) -> None:
-            cur = doc.governing(n)
-            if cur is not None and cur.worker == worker_id:
-                cur.pid, cur.pid_start = popen.pid, pid_start
-        self.update(running)
-        log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, popen.pid, branch, attempt, worker_id)
-        comment = self.try_comment(t, f"🤖 Started work on branch `{branch}` (attempt {attempt}, {local_time(now)}).")
-        w.comment_id, w.comment_at = comment, now
-        if comment and comment != t.comment_id:
-            def remember(doc: tasks.TaskFile) -> None:
-                cur = doc.governing(n)
-                if cur is not None:
-                    cur.comment_id = comment
-            self.update(remember)
+        self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start)
+        log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, w.pid, w.branch, w.attempt, w.worker_id)
+        w.comment_id = self.post_or_edit(n, t.comment_id, f"🤖 Started work on branch `{w.branch}` "
+                                                          f"(attempt {w.attempt}, {local_time(now)}).")
+        w.comment_at = now
+
+    def start_process(self, w: Worker, issue: dict, now: float) -> None:
+        """Worktree, prompt file and `claude -p` process for `w`; fills in its
+        PID. Raises StartError saying what failed."""
+        cfg = self.cfg
+        try:
+            w.tree, repaired = prepare_worktree(cfg, w.issue, w.branch)
+        except (GitError, OSError) as e:
+            raise StartError(f"worktree: {e}")
+        if repaired:
+            self.counters["worktree_repairs"] += 1
+            log.info("gh-%d worktree repaired: cleared what an earlier run left at %s", w.issue, w.tree)
+        # The prompt goes on stdin: issue text never goes into argv or a shell.
+        prompt_path = cfg.logs / f"gh-{w.issue}.prompt.md"
+        try:
+            prompt = build_prompt(cfg, w.issue, issue, w.branch, w.tree)
+        except OSError as e:
+            raise StartError(f"template {cfg.template_path}: {e.strerror}")
+        atomic_write(prompt_path, prompt)
+        env = worker_env(cfg, self.environ, {
+            "TAC_ISSUE_NUMBER": str(w.issue), "TAC_BRANCH": w.branch, "TAC_REPO": cfg.repo,
+            "TAC_WORKTREE": str(w.tree), "TAC_WORKER_ID": w.worker_id, "TAC_ATTEMPT": str(w.attempt)})
+        with open(w.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"type": "tac", "subtype": "attempt", "issue": w.issue, "attempt": w.attempt,
+                                "worker": w.worker_id, "branch": w.branch, "started": local_time(now)}) + "\n")
+        w.follower = transcript.TranscriptFollower(w.log_path, w.log_path.stat().st_size)
+        try:
+            # In its own session, so it can be stopped as a whole.
+            with open(prompt_path, "rb") as stdin, open(w.log_path, "ab") as out, open(w.stderr_path, "ab") as err:
+                w.popen = subprocess.Popen(worker_argv(cfg), cwd=str(w.tree), stdin=stdin, stdout=out, stderr=err,
+                                           env=env, start_new_session=True, close_fds=True)
+        except OSError as e:
+            name = cfg.command[0]
+            raise StartError(f"{name}: command not found" if e.errno == errno.ENOENT else f"{name}: {e.strerror}")
+        w.pid, w.pid_start = w.popen.pid, proc_start_time(w.popen.pid)
 
     # 7 ------------------------------------------------------------------------
     def publish(self, now: float, polled: bool) -> None:
@@ -1503,7 +1532,7 @@ class Coordinator:
                 # spawn() writes the attempt line just before the process
                 # starts; without it we stopped in between and nothing ran.
                 # That is our interruption, not a startup error of the task.
-                self.update(_unstart(t.issue, t.worker))
+                self.change_state(t.issue, PENDING, expect=ACTIVE, owner=t.worker, worker="", started="")
                 log.info("gh-%d was never started (the coordinator stopped first); back to Pending", t.issue)
                 continue
             follower = transcript.TranscriptFollower(log_path, t.log_offset or 0)
@@ -1515,11 +1544,10 @@ class Coordinator:
                        pid=pid or 0, pid_start=start, started_at=tasks.parse_time(t.started) or now,
                        follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now)
             if pid and process_alive(pid, start):
-                w.state = RUNNING
+                w.change_state(RUNNING, now)
                 log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)
             else:
-                w.state = EXITED
-                w.exited_at = now
+                w.change_state(EXITED, now)
                 log.info("gh-%d worker gone while we were down (pid=%s); finishing from its evidence",
                          t.issue, pid or "none")
             self.workers[t.issue] = w
@@ -1532,21 +1560,44 @@ class Coordinator:
         if self.dry_run:
             return
         doc = self.load()
-        if not any(not get_extra(t, OUTBOX) and t.completed[:10] < today for t in doc.in_state(COMPLETED)
-                   if t.completed):
+        if not any(not t.outbox and t.completed[:10] < today for t in doc.in_state(COMPLETED) if t.completed):
             return
         moved: List[Task] = []
 
         def cut(d: tasks.TaskFile) -> None:
             old = tasks.split_old_completed(d, today)
             for t in old:
-                if get_extra(t, OUTBOX):  # still owed to GitHub: keep it here
+                if t.outbox:  # still owed to GitHub: keep it here
                     d.add(t)
-            moved[:] = [t for t in old if not get_extra(t, OUTBOX)]
+            moved[:] = [t for t in old if not t.outbox]
             tasks.append_archive(self.cfg.archive_path, moved)
         self.update(cut)
         if moved:
             log.info("archived %d completed task(s) to %s", len(moved), self.cfg.archive_path.name)
+
+    # -- SIGHUP ----------------------------------------------------------------------
+    def reload(self, new: Config, now: float) -> bool:
+        """Apply a re-read config in full, or not at all. Everything that is
+        read from cfg each time (budgets, timeouts, templates, the command)
+        follows by itself; what was built from it is built again."""
+        if new.tasks_path != self.cfg.tasks_path:
+            # The lock, the ledger's neighbours and metrics.json live beside
+            # tasks.md; moving them under a running daemon would let a second one start.
+            log.error("config not reloaded: [paths] tasks changed from %s to %s; restart the coordinator "
+                      "to move it (keeping the old config)", self.cfg.tasks_path, new.tasks_path)
+            return False
+        old, self.cfg = self.cfg, new
+        if new.repo != old.repo:
+            gh = self.github
+            self.github = GitHub(new.repo, gh=getattr(gh, "gh", "gh"), env=getattr(gh, "env", None))
+            self.issues, self.listing_ok, self.next_poll_at = {}, False, 0.0  # that listing was another repository's
+        if new.ledger_path != old.ledger_path:
+            self.spend = ledger.SpendTracker(new.ledger_path, now)
+        self.max_concurrent = worker_cap(new.max_concurrent)
+        self._metrics_at = 0.0  # metrics.json shows the new settings at once
+        log.info("config reloaded from %s: repo=%s label=%s max_concurrent=%d", new.file, new.repo, new.label,
+                 self.max_concurrent)
+        return True
 
     # -- the loop ------------------------------------------------------------------
     def next_wake(self, now: float) -> float:
@@ -1567,51 +1618,20 @@ class Coordinator:
         return max(0.05, min(wake - now, longest))
 
 
-def _owe_notice(n: int, when: str) -> Callable[[tasks.TaskFile], None]:
-    def change(doc: tasks.TaskFile) -> None:
+def _owe_notice(n: int, now: float) -> Callable[[tasks.TaskFile], Optional[Task]]:
+    """An ended task whose issue still carries the trigger label: the notice
+    and label swap are owed (again). An entry a person moved to an ended
+    state gets its Finished time and a reason here."""
+    def change(doc: tasks.TaskFile) -> Optional[Task]:
         t = doc.governing(n)
-        if t is not None and t.state in tasks.TERMINAL:
-            if not get_extra(t, FINISHED):
-                set_extra(t, FINISHED, when)  # ended by a person's edit
-                if not t.reason and t.state != COMPLETED:
-                    t.reason = f"moved to {t.state} in tasks.md"  # else the issue is told "Failed: " and nothing
-            set_extra(t, OUTBOX, "pending")
-    return change
-
-
-def _remember_comment(n: int, comment_id: int) -> Callable[[tasks.TaskFile], None]:
-    def change(doc: tasks.TaskFile) -> None:
-        t = doc.governing(n)
-        if t is not None:
-            t.comment_id = comment_id
-    return change
-
-
-def _requeue(fresh: Task) -> Callable[[tasks.TaskFile], None]:
-    def change(doc: tasks.TaskFile) -> None:
-        t = doc.governing(fresh.issue)
-        if t is not None and t.state in (PENDING, ACTIVE):
-            return
-        if t is not None:
-            doc.remove(t)
-        doc.add(dataclasses.replace(fresh, extra=list(fresh.extra)))
-    return change
-
-
-def _drop_pending(n: int) -> Callable[[tasks.TaskFile], None]:
-    def change(doc: tasks.TaskFile) -> None:
-        t = doc.governing(n)
-        if t is not None and t.state == PENDING:
-            doc.remove(t)
-    return change
-
-
-def _unstart(n: int, worker_id: str) -> Callable[[tasks.TaskFile], None]:
-    def change(doc: tasks.TaskFile) -> None:
-        t = doc.governing(n)
-        if t is not None and t.state == ACTIVE and t.worker == worker_id:
-            doc.move(t, PENDING)
-            t.worker, t.started, t.pid, t.pid_start = "", "", None, None
+        if t is None or t.state not in tasks.TERMINAL:
+            return None
+        fields: Dict[str, Any] = {"outbox": "pending"}
+        if not t.finished:
+            fields["finished"] = local_time(now)
+            if not t.reason and t.state != COMPLETED:
+                fields["reason"] = f"moved to {t.state} in tasks.md"  # else the issue is told "Failed: " and nothing
+        return tasks.amend(doc, n, expect=tasks.TERMINAL, **fields)
     return change
 
 
@@ -1831,9 +1851,7 @@ class Daemon:
                 except ConfigError as e:
                     log.error("config not reloaded, keeping the last good one: %s", e)
                 else:
-                    self.c.cfg = new
-                    self.c.max_concurrent = worker_cap(new.max_concurrent)
-                    log.info("config reloaded from %s", self.config_path)
+                    self.c.reload(new, self.c.clock())
                 poll_now = True
         return poll_now
 

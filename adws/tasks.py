@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
@@ -59,6 +59,8 @@ _DETAILS = (
     ("Next attempt", "next_attempt", "str"), ("Completed", "completed", "str"),
     ("PR", "pr", "str"), ("Reason", "reason", "str"),
     ("Comment", "comment_id", "int"), ("Body SHA", "body_sha", "str"),
+    ("Earlier runs", "earlier_runs", "count"), ("Finished", "finished", "str"),
+    ("GitHub", "outbox", "str"),
 )
 _BY_KEY = {key.lower(): (attr, kind) for key, attr, kind in _DETAILS}
 # The key exactly as render() writes it after "-" (" PID"): the fast path for
@@ -90,6 +92,12 @@ class Task:
     reason: str = ""
     comment_id: Optional[int] = None
     body_sha: str = ""
+    earlier_runs: int = 0      # runs of earlier rounds (a re-labelled issue gets new branch numbers)
+    finished: str = ""         # when it reached Completed/Blocked/Failed: a later label means "run again"
+    # "pending": the issue comment and label swap are still owed. Set in the
+    # same write that ends the task, cleared once GitHub has them, so a crash
+    # in between is caught up after the restart, never forgotten.
+    outbox: str = ""
     extra: List[Tuple[str, str]] = field(default_factory=list)  # unknown or unparseable "- Key: value"
     # A person's lines found under this entry, kept verbatim and rendered after
     # its details. They travel with the entry when it moves.
@@ -156,6 +164,96 @@ class TaskFile:
 def _check_state(state: str) -> None:
     if state not in SECTIONS:
         raise ValueError(f"unknown state {state!r}")
+
+
+# -- Lifecycle ----------------------------------------------------------------
+# Every change the daemon makes to a task goes through transition(): the one
+# place that knows which moves are legal and what each move implies (an
+# ended task records when it ended and owes GitHub a notice; a task that
+# leaves Active forgets its PID). A person may move entries by hand in any
+# way; the daemon only ever takes these arcs.
+#
+#   (not in tasks.md) --queued--> Pending --started--> Active --> Completed/Blocked/Failed
+#   Pending --dropped--> (not in tasks.md)     Active --back to the queue--> Pending
+#   Completed/Blocked/Failed --queued again--> Pending (a fresh entry)
+#   any state --amended--> itself (fields only)
+
+NEW = None  # "not in tasks.md"
+ARCS: Dict[Tuple[Optional[str], Optional[str]], str] = {
+    (NEW, PENDING): "queued",
+    (PENDING, ACTIVE): "started",
+    (PENDING, NEW): "dropped",
+    (ACTIVE, PENDING): "back to the queue",
+    (ACTIVE, COMPLETED): "completed",
+    (ACTIVE, BLOCKED): "blocked",
+    (ACTIVE, FAILED): "failed",
+    **{(s, PENDING): "queued again" for s in TERMINAL},
+    **{(s, s): "amended" for s in SECTIONS},
+}
+_FIELDS = frozenset(f for f in Task.__dataclass_fields__ if f not in ("issue", "state", "extra", "notes"))
+
+
+class IllegalTransition(ValueError):
+    """A move the daemon must never make: a bug, not bad input."""
+
+
+def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: Optional[str] = None,
+               now: Optional[float] = None, **fields) -> Optional[Task]:
+    """Move `issue`'s governing entry to state `to` (NEW removes it) and set
+    `fields`, if it is still as the caller last saw it: in a state in
+    `expect` (one state or a tuple) and, when `owner` is given, run by that
+    worker. Otherwise a person (or a later step) changed it meanwhile and
+    nothing happens: returns None. Returns a copy of the entry as written.
+
+    Entering Pending from outside tasks.md or from an ended state writes a
+    fresh entry; entering an ended state stamps Finished (needs `now`) and
+    marks the notice owed; leaving Active clears the PID."""
+    cur = doc.governing(issue)
+    state = cur.state if cur is not None else NEW
+    if state not in (expect if isinstance(expect, tuple) else (expect,)):
+        return None
+    if owner is not None and (cur is None or cur.worker != owner):
+        return None
+    if (state, to) not in ARCS:
+        raise IllegalTransition(f"gh-{issue}: no transition {state} -> {to}")
+    unknown = set(fields) - _FIELDS
+    if unknown:
+        raise IllegalTransition(f"gh-{issue}: unknown task fields {sorted(unknown)}")
+    if to is NEW:
+        doc.remove(cur)
+        return cur
+    if to == PENDING and state != PENDING and state != ACTIVE:
+        fields.setdefault("title", cur.title if cur is not None else "")
+        fresh = Task(issue=issue, **fields)
+        if cur is not None:
+            doc.remove(cur)
+        doc.add(fresh)
+        return _copy(fresh)
+    if to != state:
+        doc.move(cur, to)
+        if state == ACTIVE:
+            cur.pid = cur.pid_start = None
+            if to == PENDING:
+                cur.worker = ""  # a queued entry has no worker (and renders none)
+        if to in TERMINAL:
+            if now is None:
+                raise IllegalTransition(f"gh-{issue}: ending a task needs the time")
+            cur.finished, cur.outbox, cur.next_attempt = format_time(now), "pending", ""
+    for name, value in fields.items():
+        setattr(cur, name, value)
+    return _copy(cur)
+
+
+def amend(doc: TaskFile, issue: int, *, expect, owner: Optional[str] = None, **fields) -> Optional[Task]:
+    """Set fields of `issue`'s entry without moving it (see transition)."""
+    cur = doc.governing(issue)
+    if cur is None:
+        return None
+    return transition(doc, issue, cur.state, expect=expect, owner=owner, **fields)
+
+
+def _copy(t: Task) -> Task:
+    return replace(t, extra=list(t.extra), notes=list(t.notes))
 
 
 # -- Escaping -----------------------------------------------------------------

@@ -467,7 +467,7 @@ def measure_owed_notice(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> 
     when = time.strftime(tasks.TIME_FORMAT)
     doc = tasks.TaskFile()
     doc.add(tasks.Task(issue=n, title="Owed notice", state=tasks.COMPLETED, completed=when, attempts=1,
-                       comment_id=99999999, extra=[("Finished", when), ("GitHub", "pending")]))
+                       comment_id=99999999, finished=when, outbox="pending"))
     d.tasks_path.write_text(tasks.render(doc))
     t0 = time.time()
     d.start(healthy=False)
@@ -608,10 +608,10 @@ def sample_taskfile(n: int, ended_only: bool = False) -> tasks.TaskFile:
         if kind < 12:
             t.state, t.commit, t.worker = tasks.COMPLETED, f"{i:07x}", f"w-{i:06x}"
             t.completed, t.pr, t.branch = day, f"https://github.com/{REPO}/pull/{i}", f"auto/gh-{i}"
-            t.extra = [("Finished", day)]
+            t.finished = day
         elif kind < 15:
             t.state, t.reason, t.worker = tasks.FAILED, "exit status 1 after 12m (no result)", f"w-{i:06x}"
-            t.extra = [("Finished", day)]
+            t.finished = day
         elif kind < 17:
             t.state, t.reason = tasks.BLOCKED, "needs the staging credentials"
         elif kind < 19:

@@ -256,7 +256,7 @@ def test_chaos_kill_9_at_random_moments(project, github):
         for n in expect:
             project.wait_for(lambda: project.state(n) in tasks.TERMINAL, timeout=60, message=f"gh-{n} ended")
         for n in expect:
-            project.wait_for(lambda: not co.get_extra(project.task(n), co.OUTBOX)
+            project.wait_for(lambda: not project.task(n).outbox
                              and "rpi-auto" not in github.issue_labels(n), timeout=30, message=f"gh-{n} told")
         time.sleep(1.5)  # a few idle ticks: nothing may happen twice after the end
     finally:
@@ -383,9 +383,9 @@ def test_hand_edits_to_tasks_md_survive_and_are_obeyed(project, github):
         (b_start, _), = runs[b].values()
         assert d_start < b_start  # {p0} went first with one slot
         assert "rpi-auto" not in github.issue_labels(c)
-        assert finals(github, c) == [f"❌ Failed: moved to Failed in tasks.md\n\nThe worktree is kept at `gh-{c}` "
-                                     f"for inspection. Re-apply the `rpi-auto` label to try again.\n\n"
-                                     f"{COMMENT_MARKER}"]
+        # It never ran: no worktree to point at.
+        assert finals(github, c) == [f"❌ Failed: moved to Failed in tasks.md\n\n"
+                                     f"Re-apply the `rpi-auto` label to try again.\n\n{COMMENT_MARKER}"]
 
         # Moving a running task's entry to Failed stops its worker.
         project.script({"default": {"turns": 1, "commit": "e.txt", "sleep": 600}})

@@ -259,38 +259,44 @@ def test_a_stopped_run_without_commits_fails_with_the_stop_reason():
 
 # -- after_startup_error / after_failed_run -----------------------------------------------
 
+def _apply(policy, t: Task, cfg, why: str) -> Task:
+    """Run a policy decision through the one writer of task state, as finish does."""
+    doc = tasks.TaskFile(tasks=[t])
+    to, fields = policy(t, cfg, T0, why)
+    return tasks.transition(doc, t.issue, to, expect=ACTIVE, now=T0, **fields)
+
+
 def test_startup_errors_back_off_on_the_schedule_then_fail(cfg):
     t = Task(7, "x", ACTIVE, attempts=1, pid=123, pid_start=456)
     for k, delay in enumerate(cfg.startup_backoff, 1):
-        co.after_startup_error(t, cfg, T0, "claude: command not found")
+        t = _apply(co.after_startup_error, t, cfg, "claude: command not found")
         assert (t.state, t.startup_errors, t.attempts) == (PENDING, k, 1)
         assert t.next_attempt == tasks.format_time(T0 + delay)
         assert tasks.parse_time(t.next_attempt) - T0 == delay
         assert t.reason == "startup error: claude: command not found"
         assert t.pid is None and t.pid_start is None
         t.state = ACTIVE
-    co.after_startup_error(t, cfg, T0, "claude: command not found")
+    t = _apply(co.after_startup_error, t, cfg, "claude: command not found")
     assert t.state == FAILED and t.next_attempt == "" and t.attempts == 1  # never the task's own failure
     assert t.reason == "4 startup errors in a row, last: claude: command not found"
+    assert t.finished == tasks.format_time(T0) and t.outbox == "pending"
 
 
 def test_failed_runs_retry_with_backoff_up_to_max_attempts(cfg):
-    t = Task(7, "x", ACTIVE, attempts=1, startup_errors=2)
-    co.after_failed_run(t, cfg, T0, "worker exited without commits (exit status 1)")
+    t = _apply(co.after_failed_run, Task(7, "x", ACTIVE, attempts=1, startup_errors=2), cfg,
+               "worker exited without commits (exit status 1)")
     assert t.state == PENDING and t.startup_errors == 0
     assert t.next_attempt == tasks.format_time(T0 + 600)
     assert t.reason == "attempt 1 failed: worker exited without commits (exit status 1)"
     t.state, t.attempts = ACTIVE, 2
-    co.after_failed_run(t, cfg, T0, "boom")
+    t = _apply(co.after_failed_run, t, cfg, "boom")
     assert (t.state, t.next_attempt, t.reason) == (FAILED, "", "boom (attempt 2 of 2)")
     # Past the end of retry_backoff the last step repeats.
     many = dataclasses.replace(cfg, max_attempts=9)
-    t = Task(7, "x", ACTIVE, attempts=5)
-    co.after_failed_run(t, many, T0, "boom")
+    t = _apply(co.after_failed_run, Task(7, "x", ACTIVE, attempts=5), many, "boom")
     assert tasks.parse_time(t.next_attempt) - T0 == 1800
     one = dataclasses.replace(cfg, max_attempts=1)
-    t = Task(7, "x", ACTIVE, attempts=1)
-    co.after_failed_run(t, one, T0, "boom")
+    t = _apply(co.after_failed_run, Task(7, "x", ACTIVE, attempts=1), one, "boom")
     assert (t.state, t.reason) == (FAILED, "boom")
 
 

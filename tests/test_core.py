@@ -1,0 +1,220 @@
+"""The core's shape (issue 10): one writer of task state, one error
+boundary per tick step, a finish that cannot crash the daemon, fail-closed
+git checks, and a SIGHUP that reloads everything or nothing.
+
+The lifecycle table is tested exhaustively against a second opinion written
+out here; the daemon-level behaviour runs the real coordinator process
+against a bare origin whose pre-receive hook refuses a branch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from adws import coordinator as co
+from adws import tasks
+from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, NEW, PENDING, SECTIONS, TERMINAL, Task
+
+T0 = 1_780_000_000.0
+
+# -- the lifecycle table -----------------------------------------------------------
+
+# Written out again, not read from tasks.ARCS: the test is the second opinion.
+LEGAL = {
+    (NEW, PENDING),                                    # queued
+    (PENDING, ACTIVE), (PENDING, NEW),                 # started, dropped
+    (ACTIVE, PENDING),                                 # back to the queue (retry, never started)
+    (ACTIVE, COMPLETED), (ACTIVE, BLOCKED), (ACTIVE, FAILED),
+    (COMPLETED, PENDING), (BLOCKED, PENDING), (FAILED, PENDING),  # queued again
+} | {(s, s) for s in SECTIONS}                          # amended in place
+
+
+def doc_with(state):
+    doc = tasks.TaskFile()
+    if state is not NEW:
+        doc.add(Task(7, "Fix it", state, worker="w-abc" if state != PENDING else "", pid=41, pid_start=99,
+                     comment_id=5, attempts=1, notes=["a person's note"]))
+    return doc
+
+
+@pytest.mark.parametrize("src,dst", list(itertools.product((NEW,) + SECTIONS, (NEW,) + SECTIONS)))
+def test_every_arc_is_either_legal_and_applied_or_refused(src, dst):
+    doc = doc_with(src)
+    before = tasks.render(doc)
+    if (src, dst) not in LEGAL:
+        with pytest.raises(tasks.IllegalTransition):
+            tasks.transition(doc, 7, dst, expect=src, now=T0)
+        assert tasks.render(doc) == before  # refused means untouched
+        return
+    got = tasks.transition(doc, 7, dst, expect=src, now=T0, title="Fix it")
+    assert got is not None
+    now_there = doc.governing(7)
+    if dst is NEW:
+        assert now_there is None
+        return
+    assert now_there.state == dst and got.state == dst
+    # What the file shows is what was returned.
+    assert tasks.parse(tasks.render(doc))[0].governing(7) == now_there
+    if dst in TERMINAL and src not in TERMINAL:
+        assert now_there.finished == tasks.format_time(T0) and now_there.outbox == "pending"
+    if src == ACTIVE and dst != ACTIVE:
+        assert now_there.pid is None and now_there.pid_start is None
+    if dst == PENDING and src in (NEW,) + TERMINAL:
+        assert now_there.attempts == 0 and now_there.comment_id is None  # a fresh round
+
+
+def test_a_changed_entry_is_left_as_the_person_set_it():
+    doc = doc_with(FAILED)  # a person moved it out of Active meanwhile
+    before = tasks.render(doc)
+    assert tasks.transition(doc, 7, COMPLETED, expect=ACTIVE, now=T0) is None
+    assert tasks.render(doc) == before
+    doc = doc_with(ACTIVE)
+    assert tasks.transition(doc, 7, COMPLETED, expect=ACTIVE, owner="w-other", now=T0) is None
+    assert doc.governing(7).state == ACTIVE
+
+
+def test_unknown_fields_and_an_ending_without_time_are_bugs():
+    with pytest.raises(tasks.IllegalTransition, match="unknown task fields"):
+        tasks.transition(doc_with(ACTIVE), 7, BLOCKED, expect=ACTIVE, now=T0, resaon="typo")
+    with pytest.raises(tasks.IllegalTransition, match="needs the time"):
+        tasks.transition(doc_with(ACTIVE), 7, BLOCKED, expect=ACTIVE)
+
+
+def test_the_daemon_changes_task_state_only_through_transition():
+    source = Path(co.__file__).read_text()
+    for writer in ("doc.move(", "doc.add(", "doc.remove(", ".state = "):
+        hits = [ln.strip() for ln in source.splitlines() if writer in ln and "w.state" not in ln
+                and "self.state" not in ln]
+        assert hits == [], f"{writer} outside tasks.transition: {hits}"
+
+
+def test_finished_outbox_and_earlier_runs_are_fields_and_old_files_still_read():
+    old = ("## Failed\n[❌ w-1] gh-3: x {p2}\n- Reason: boom\n- Finished: 2026-01-02 03:04:05\n"
+           "- GitHub: pending\n- Earlier runs: 2\n")
+    t = tasks.parse(old)[0].governing(3)
+    assert (t.finished, t.outbox, t.earlier_runs, t.extra) == ("2026-01-02 03:04:05", "pending", 2, [])
+    assert co.run_number(t) == 3  # branch auto/gh-3-3: earlier rounds' branches are never reused
+    text = tasks.render(tasks.parse(old)[0])
+    assert "- Finished: 2026-01-02 03:04:05\n" in text and "- GitHub: pending\n" in text
+
+
+# -- fail closed ---------------------------------------------------------------------
+
+def broken_git_cfg(tmp_path):
+    cfg = co.load_config(write_min_config(tmp_path))
+    return dataclasses.replace(cfg, repo_path=tmp_path / "not-a-repo")
+
+
+def write_min_config(tmp_path):
+    p = tmp_path / "config.toml"
+    p.write_text('[github]\nrepo = "acme/widgets"\n')
+    (tmp_path / "not-a-repo").mkdir(exist_ok=True)
+    return p
+
+
+def test_git_that_cannot_answer_is_never_taken_for_no_commits_or_no_workflow_changes(tmp_path):
+    cfg = broken_git_cfg(tmp_path)
+    with pytest.raises(co.GitError):
+        co.commits_ahead(cfg, "auto/gh-1")
+    with pytest.raises(co.GitError):
+        co.held_paths(cfg, "auto/gh-1")
+
+
+def test_a_failing_workflow_check_holds_the_branch(tmp_path, clone):
+    """git diff fails after the worker committed (here: the branch shares no
+    history with the base, so the three-dot diff has no merge base, while
+    the commit count still works): the branch is not pushed, the task ends
+    Blocked saying why."""
+    cfg = dataclasses.replace(co.load_config(write_min_config(tmp_path)), repo_path=clone)
+    subprocess.run(["git", "checkout", "-q", "--orphan", "auto/gh-1"], cwd=clone, check=True)
+    (clone / "fix.txt").write_text("x\n")
+    subprocess.run(["git", "add", "fix.txt"], cwd=clone, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "fix"], cwd=clone, check=True)
+    c = co.Coordinator(cfg, co.GitHub(cfg.repo), clock=lambda: T0, environ={})
+    w = co.Worker(issue=1, worker_id="w-1", attempt=1, branch="auto/gh-1", tree=clone, log_path=tmp_path / "l",
+                  stderr_path=tmp_path / "e", stderr_offset=0, pid=0, pid_start=None, started_at=T0 - 100,
+                  follower=None, returncode=0)
+    summary = type("S", (), {"saw_result": True, "is_error": False, "assistant_turns": 3, "result_subtype": ""})()
+    assert co.commits_ahead(cfg, "auto/gh-1") == 1
+    outcome, commits = c.judge(w, "", summary, 100.0)
+    assert outcome.kind == "blocked" and commits == 0
+    assert "could not check the branch for workflow changes" in outcome.reason
+
+
+# -- the daemon: a refused push, a reload -------------------------------------------------
+
+REFUSE_HOOK = """#!/bin/sh
+while read old new ref; do
+  case "$ref" in
+    refs/heads/auto/gh-{n}*) echo "branch protected: auto/gh-{n} needs review"; exit 1;;
+  esac
+done
+exit 0
+"""
+
+
+def test_a_push_the_origin_refuses_ends_blocked_and_every_other_task_completes(project, github, git_origin):
+    bad = project.issue("Touch the protected thing")
+    good = project.issue("An ordinary fix")
+    hook = git_origin / "hooks" / "pre-receive"
+    hook.write_text(REFUSE_HOOK.replace("{n}", str(bad)))
+    hook.chmod(0o755)
+    project.write_config(github={"poll_interval": 0.5})
+    p = project.start()
+    project.wait_for(lambda: project.state(good) == COMPLETED, timeout=40, message="the other task completes")
+    project.wait_for(lambda: project.state(bad) == BLOCKED, timeout=40, message="the refused task ends Blocked")
+    t = project.task(bad)
+    assert t.reason.startswith("push rejected by origin: remote: branch protected: auto/gh-")
+    assert Path(t.worktree).is_dir(), "the worktree is kept for a person to look at"
+    project.wait_for(lambda: "tac:blocked" in github.issue_labels(bad), timeout=20, message="issue told")
+    told = github.comments(bad)[-1]["body"]
+    assert "push rejected by origin" in told and f"kept at `{t.worktree}`" in told
+    assert p.poll() is None, "the daemon is still running"
+    log = project.log_text()
+    assert log.count(f"gh-{bad} finishing failed (try") == co.FINISH_TRIES - 1
+    assert "Traceback" not in log
+    # A restart neither crash-loops nor runs the task again.
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(15) == 0
+    runs = runs_of(project, bad)
+    p2 = project.start()
+    time.sleep(3)
+    assert p2.poll() is None and project.state(bad) == BLOCKED
+    assert runs_of(project, bad) == runs == 1
+
+
+def runs_of(project, n: int) -> int:
+    lines = (project.dir / "trace.txt").read_text().splitlines()
+    return len({ln.split()[1] for ln in lines if ln.split()[0] == str(n)})
+
+
+def test_sighup_applies_the_new_repository_and_refuses_a_new_tasks_path(project, github):
+    project.write_config(github={"poll_interval": 60})
+    p = project.start()
+    project.wait_for(lambda: "status:" in project.log_text(), message="first cycle")
+    github.reset_requests()
+    project.write_config(github={"repo": "acme/gadgets", "poll_interval": 60},
+                         workers={"max_concurrent": 1})
+    p.send_signal(signal.SIGHUP)
+    project.wait_for(lambda: any("repos/acme/gadgets/" in r.path for r in github.requests), timeout=15,
+                     message="a request for the new repository")
+    assert not any("repos/acme/widgets/" in r.path for r in github.requests)
+    project.wait_for(lambda: "config reloaded" in project.log_text(), message="reload logged")
+    project.wait_for(lambda: json.loads((project.dir / "metrics.json").read_text())["max_concurrent"] == 1,
+                     timeout=15, message="metrics.json shows the new worker cap")
+    # Moving tasks.md under a running daemon would move its lock: refused, old config kept.
+    text = project.config.read_text().replace("[repo]", '[paths]\ntasks = "elsewhere/tasks.md"\n[repo]')
+    project.config.write_text(text)
+    p.send_signal(signal.SIGHUP)
+    project.wait_for(lambda: "config not reloaded: [paths] tasks changed" in project.log_text(), timeout=10,
+                     message="refusal logged")
+    assert not (project.dir / "elsewhere").exists()
+    assert p.poll() is None
