@@ -78,6 +78,11 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
 }
 
 
+# A key's Config field is the key itself, except where a bare name would
+# be ambiguous.
+_FIELD = {("repo", "path"): "repo_path", ("paths", "tasks"): "tasks_path", ("paths", "template"): "template_path"}
+
+
 @dataclass
 class Config:
     """The validated configuration; paths are absolute."""
@@ -140,6 +145,20 @@ class Config:
     @property
     def ledger_path(self) -> Path:
         return self.logs / "usage.jsonl"
+
+    # A task's files, named from the issue number only, never from its title.
+    def worktree_path(self, issue: int) -> Path:
+        return self.trees / f"gh-{issue}"
+
+    def transcript_path(self, issue: int) -> Path:
+        """The worker's stream-json output, every attempt appended."""
+        return self.logs / f"gh-{issue}.jsonl"
+
+    def stderr_path(self, issue: int) -> Path:
+        return self.logs / f"gh-{issue}.stderr.log"
+
+    def prompt_path(self, issue: int) -> Path:
+        return self.logs / f"gh-{issue}.prompt.md"
 
 
 def _check_type(value: Any, kind: str) -> bool:
@@ -228,23 +247,16 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     def rel(p: str) -> Path:
         return (base / os.path.expanduser(p)).resolve()
 
-    return Config(
-        file=path, repo=repo, label=label, poll_interval=float(get("github", "poll_interval")),
-        trusted_users=list(get("github", "trusted_users")), progress_every=float(get("github", "progress_every")),
-        repo_path=rel(get("repo", "path")), base_branch=get("repo", "base_branch"),
-        branch_prefix=prefix, remote=get("repo", "remote"),
-        max_concurrent=mc, command=list(command), timeout=float(get("workers", "timeout")),
-        startup_grace=float(get("workers", "startup_grace")),
-        startup_backoff=list(get("workers", "startup_backoff")),
-        breaker_threshold=get("workers", "breaker_threshold"), max_attempts=get("workers", "max_attempts"),
-        retry_backoff=list(get("workers", "retry_backoff")), stall_timeout=float(get("workers", "stall_timeout")),
-        result_exit_grace=float(get("workers", "result_exit_grace")),
-        api_retry_limit=get("workers", "api_retry_limit"), stop_grace=float(get("workers", "stop_grace")),
-        min_free_memory_mb=get("workers", "min_free_memory_mb"), max_turns=get("workers", "max_turns"),
-        pass_env=list(get("workers", "pass_env")), allowed_tools=list(get("workers", "allowed_tools")),
-        disallowed_tools=list(get("workers", "disallowed_tools")),
-        daily_usd=float(get("budget", "daily_usd")), monthly_usd=float(get("budget", "monthly_usd")),
-        per_run_usd=float(get("budget", "per_run_usd")),
-        tasks_path=rel(get("paths", "tasks")), template_path=rel(get("paths", "template")),
-        trees=rel(get("paths", "trees")), logs=rel(get("paths", "logs")),
-    )
+    fields = {}
+    for section, keys in CONFIG_SCHEMA.items():
+        for key, (_, kind) in keys.items():
+            v = get(section, key)
+            if section == "paths" or (section, key) == ("repo", "path"):
+                v = rel(v)
+            elif kind == _NUM:
+                v = float(v)
+            elif isinstance(v, list):
+                v = list(v)
+            fields[_FIELD.get((section, key), key)] = v
+    fields.update(repo=repo, label=label, branch_prefix=prefix)
+    return Config(file=path, **fields)

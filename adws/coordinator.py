@@ -9,19 +9,21 @@ request, a Blocked entry or a clear failure, with the issue told what happened.
 This file is the daemon, read top to bottom:
 
     1. Configuration            -> adws/config.py (strict TOML, shared with the tools)
-    2. Small helpers            time, logging, /proc
+    2. Small helpers            time, logging
     3. GitHub                   -> adws/github.py (gh api, one error type, ETags)
-    4. Git and worktrees
-    5. Workers                  the process state machine, spawning, stopping
-    6. Policy                   pure decisions: retries, backoff, outcomes
-    7. The coordinator          tick(now): reap, supervise, poll, dispatch, publish
+    4. Git and worktrees        -> adws/gitops.py (fail-closed checks, the push)
+    5. Workers                  -> adws/workers.py (the process state machine, env, signals)
+    6. Policy                   pure decisions: retries, backoff, outcomes (the prompt: adws/prompt.py)
+    7. The coordinator          tick(now): reap, supervise, finish, poll, notify, dispatch, publish
     8. Doctor (--check)
     9. Signals, systemd, main()
 
-It is the only writer of tasks.md. What the tools share with it lives in
-small sibling modules (config, tasks, transcript, ledger, metrics, redact),
-so no tool ever imports this file; the GitHub client has a module of its own
-because the demo and the benchmark drive it too.
+It is the only writer of tasks.md, and every change to a task's state goes
+through one function, tasks.transition (through Coordinator.change_state).
+What the tools share with it lives in small sibling modules (config, tasks,
+transcript, ledger, metrics, redact, files), so no tool ever imports this
+file; the GitHub client has a module of its own because the demo and the
+benchmark drive it too.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 # `python adws/coordinator.py` puts adws/ itself on sys.path, not the project
 # root; the shared modules are imported as the package `adws` either way.
@@ -54,12 +56,24 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from adws import ledger, metrics, tasks, transcript  # noqa: E402
+from adws.files import write_atomic  # noqa: E402
+from adws.ledger import usd  # noqa: E402
+from adws.metrics import human_duration  # noqa: E402
 from adws.config import EX_CONFIG, Config, ConfigError, load_config  # noqa: E402
 from adws.github import GitHub, GitHubError, is_bot, _quote  # noqa: E402
 # Tokens must never reach a log line, an issue comment or a terminal; the
 # patterns are shared with tools/view_worker.py.
 from adws.redact import redact  # noqa: E402
 from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa: E402
+# The seams, each a module of its own: git and worktrees, worker processes,
+# the prompt. Their names are used here (and by the tests) as this module's.
+from adws.gitops import (GitError, PushRejected, branch_for, commits_ahead, git, head_sha,  # noqa: E402,F401
+                         held_paths, prepare_worktree, push_branch, remove_worktree)
+from adws.prompt import ISSUE_TEXT_LIMIT, build_prompt, clean_issue_text, render_template  # noqa: E402,F401
+from adws.workers import (API_DOWN, CANCELLED, EXITED, RUNNING, STARTING, STOP_BY_USER, STOPPING,  # noqa: E402,F401
+                          StartError, Worker, _ARCS, describe_exit, last_line, mem_available_mb, new_worker_id,
+                          pi_model, proc_start_time, process_alive, processes_tagged, signal_worker,
+                          sweep_tagged, worker_argv, worker_cap, worker_env)
 
 
 log = logging.getLogger("tac")
@@ -72,7 +86,7 @@ EX_OK, EX_FAIL = 0, 1
 # ===========================================================================
 
 # ===========================================================================
-# 2. Small helpers: time, logging, secrets, /proc
+# 2. Small helpers: time, logging
 # ===========================================================================
 
 def local_time(epoch: float) -> str:
@@ -102,100 +116,6 @@ def setup_logging(verbose: bool = False) -> None:
     log.propagate = False
 
 
-def proc_start_time(pid: int) -> Optional[int]:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), None if gone.
-    PID plus start time names a process for good; a PID alone is reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses.
-    rest = data[data.rfind(")") + 2:].split()
-    try:
-        if rest[0] == "Z":
-            return None  # a zombie has finished; only its parent can reap it
-        return int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: Optional[int], start: Optional[int]) -> bool:
-    if not pid:
-        return False
-    now_start = proc_start_time(pid)
-    return now_start is not None and (start is None or now_start == start)
-
-
-def processes_tagged(tag: str) -> List[int]:
-    """PIDs whose environment holds TAC_WORKER_ID=<tag>. The Claude CLI runs
-    each Bash command in its own session, so a worker's grandchildren escape
-    its process group; they keep the environment variable, though."""
-    needle = f"TAC_WORKER_ID={tag}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            found.append(int(entry))
-    return found
-
-
-def _meminfo_mb(key: str) -> Optional[int]:
-    """A /proc/meminfo figure in MB, None if it cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def mem_available_mb() -> Optional[int]:
-    return _meminfo_mb("MemAvailable")
-
-
-def mem_total_mb() -> Optional[int]:
-    return _meminfo_mb("MemTotal")
-
-
-def pi_model() -> str:
-    """'Raspberry Pi 4 Model B Rev 1.4' on a Pi, '' elsewhere."""
-    try:
-        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\0\n ")
-    except OSError:
-        return ""
-
-
-def worker_cap(setting: Any, model: Optional[str] = None, total_mb: Optional[int] = None) -> int:
-    """max_concurrent: an integer as given; "auto" is 1 on a Raspberry Pi and
-    otherwise one worker per ~3 GB of memory (a claude worker plus the
-    tests it runs). The machine facts can be passed in for tests."""
-    if setting != "auto":
-        return int(setting)
-    model = pi_model() if model is None else model
-    if "raspberry pi" in model.lower():
-        return 1
-    total = (mem_total_mb() if total_mb is None else total_mb) or 3072
-    return max(1, min(8, total // 3072))
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 # ===========================================================================
 # 3. GitHub: adws/github.py (REST through `gh api`, one error type)
 # ===========================================================================
@@ -204,43 +124,8 @@ DONE_LABELS = {COMPLETED: "tac:done", BLOCKED: "tac:blocked", FAILED: "tac:faile
 
 
 # ===========================================================================
-# 4. Git and worktrees
+# 4. Git and worktrees: adws/gitops.py
 # ===========================================================================
-
-class GitError(Exception):
-    pass
-
-
-class PushRejected(GitError):
-    """The remote refused the branch (a protected pattern, a pre-receive
-    hook, a full disk on the server): retrying at once will not help."""
-
-
-def _meaningful_line(stderr: str) -> str:
-    """The line of git's stderr that says why: the remote's own message or
-    the '! [remote rejected]' line, else the last line."""
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    for prefix in ("remote: error", "remote:", "! [remote rejected]", "! [rejected]", "error:", "fatal:"):
-        for ln in lines:
-            if ln.startswith(prefix) and ln.rstrip(":") != "remote":
-                return ln
-    return lines[-1] if lines else ""
-
-
-def git(args: Sequence[str], cwd: Path, timeout: float = 300) -> str:
-    """Run git; raise GitError with git's own last line on failure."""
-    try:
-        proc = subprocess.run(["git", *args], cwd=str(cwd), capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-    except FileNotFoundError:
-        raise GitError("git: command not found")
-    except subprocess.TimeoutExpired:
-        raise GitError(f"git {args[0]}: no answer in {timeout:.0f} s")
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise GitError(f"git {' '.join(args[:2])}: {last}")
-    return proc.stdout
-
 
 def run_number(task: Task) -> int:
     """The number of the task's next run across every round: a re-labelled
@@ -249,339 +134,13 @@ def run_number(task: Task) -> int:
     return task.earlier_runs + task.attempts + 1
 
 
-def branch_for(cfg: Config, issue: int, attempt: int) -> str:
-    """Derived from the number only, never from the title."""
-    name = f"{cfg.branch_prefix}gh-{issue}"
-    return name if attempt <= 1 else f"{name}-{attempt}"
-
-
-def tree_for(cfg: Config, issue: int) -> Path:
-    return cfg.trees / f"gh-{issue}"
-
-
-def remove_worktree(cfg: Config, tree: Path) -> bool:
-    """Remove a worktree or a stale directory where one should be. Returns
-    True if something was there."""
-    if not tree.exists() and not tree.is_symlink():
-        try:
-            git(["worktree", "prune"], cfg.repo_path)
-        except GitError:
-            pass
-        return False
-    try:
-        git(["worktree", "remove", "--force", "--force", str(tree)], cfg.repo_path)
-    except GitError:
-        pass
-    if tree.exists() or tree.is_symlink():
-        if tree.is_dir() and not tree.is_symlink():
-            shutil.rmtree(tree, ignore_errors=True)
-        else:
-            tree.unlink()
-    try:
-        git(["worktree", "prune"], cfg.repo_path)
-    except GitError:
-        pass
-    return True
-
-
-def prepare_worktree(cfg: Config, issue: int, branch: str) -> Tuple[Path, bool]:
-    """A fresh worktree on a new branch from a freshly fetched base.
-    Idempotent: whatever an earlier run left at that path is cleared first.
-    Returns (path, repaired)."""
-    tree = tree_for(cfg, issue)
-    git(["fetch", "--quiet", cfg.remote, cfg.base_branch], cfg.repo_path)
-    repaired = remove_worktree(cfg, tree)
-    cfg.trees.mkdir(parents=True, exist_ok=True)
-    # -B: a crash after `worktree add` but before tasks.md recorded it leaves
-    # the branch behind; resetting it is what makes this step repeatable.
-    git(["worktree", "add", "--quiet", "-B", branch, str(tree), f"{cfg.remote}/{cfg.base_branch}"], cfg.repo_path)
-    return tree, repaired
-
-
-def commits_ahead(cfg: Config, branch: str) -> int:
-    """Commits on `branch` not on the base; 0 when the branch does not exist
-    (the run never got as far as its worktree). Raises GitError when git
-    cannot say: taking that for 'no commits' would throw the run's work away."""
-    try:
-        exists = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-                                cwd=str(cfg.repo_path), capture_output=True, timeout=60).returncode
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise GitError(f"git rev-parse: {e}")
-    if exists == 1:
-        return 0
-    out = git(["rev-list", "--count", f"{cfg.remote}/{cfg.base_branch}..{branch}"], cfg.repo_path)
-    try:
-        return int(out.strip() or 0)
-    except ValueError:
-        raise GitError(f"git rev-list --count: unexpected answer {out.strip()[:40]!r}")
-
-
-HELD_PREFIXES = (".github/workflows/", ".github/actions/")
-
-
-def held_paths(cfg: Config, branch: str) -> List[str]:
-    """Files the branch changes that must not be pushed without a person's
-    review: CI definitions, which run with the repository's secrets. Raises
-    GitError when git cannot say: the caller must then hold the branch."""
-    out = git(["diff", "--name-only", f"{cfg.remote}/{cfg.base_branch}...{branch}"], cfg.repo_path)
-    return [p for p in out.splitlines() if p.startswith(HELD_PREFIXES)]
-
-
-def head_sha(cfg: Config, branch: str) -> str:
-    try:
-        return git(["rev-parse", "--short=7", branch], cfg.repo_path).strip()
-    except GitError:
-        return ""
-
-
-def push_branch(cfg: Config, branch: str) -> None:
-    # The branch namespace is ours; a retry of a crashed completion may push
-    # the same branch again, so force is the idempotent choice.
-    argv = ["git", "push", "--quiet", "--force", cfg.remote, f"{branch}:refs/heads/{branch}"]
-    try:
-        proc = subprocess.run(argv, cwd=str(cfg.repo_path), capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise GitError(f"git push: {e}")
-    if proc.returncode != 0:
-        why = _meaningful_line(proc.stderr) or f"exit status {proc.returncode}"
-        if "rejected" in why or why.startswith("remote:"):
-            raise PushRejected(why)
-        raise GitError(f"git push: {why}")  # the remote could not be reached, or git failed here
-
-
 # ===========================================================================
-# 5. Workers: the process state machine, spawning, stopping
+# 5. Workers: adws/workers.py (the process state machine, env, signals)
 # ===========================================================================
-# A worker is one `claude -p` process (and everything it starts) for one
-# attempt at one issue. Its life, supervisor-style:
-#
-#   STARTING --model turn or startup_grace--> RUNNING
-#   STARTING/RUNNING --stop requested--> STOPPING --SIGINT, SIGTERM, SIGKILL--> EXITED
-#   STARTING/RUNNING --process ended--> EXITED
-#
-# What happens to the *task* afterwards (retry later = BACKOFF, give up =
-# FATAL) is decided by the policy functions in section 6 and recorded in
-# tasks.md as Pending-with-Next-attempt or Failed.
-
-STARTING, RUNNING, STOPPING, EXITED = "STARTING", "RUNNING", "STOPPING", "EXITED"
-_ARCS = {
-    (STARTING, RUNNING), (STARTING, STOPPING), (STARTING, EXITED),
-    (RUNNING, STOPPING), (RUNNING, EXITED),
-    (STOPPING, EXITED),
-}
-STOP_BY_USER = "stopped by user"
-API_DOWN = "API unreachable"
-CANCELLED = "cancelled in tasks.md"
-
-
-@dataclass
-class Worker:
-    issue: int
-    worker_id: str
-    attempt: int
-    branch: str
-    tree: Path
-    log_path: Path
-    stderr_path: Path
-    stderr_offset: int
-    pid: int
-    pid_start: Optional[int]
-    started_at: float
-    follower: Any  # transcript.TranscriptFollower
-    popen: Optional[subprocess.Popen] = None  # None when adopted after a restart
-    state: str = STARTING
-    stop_reason: str = ""
-    stop_stage: int = 0
-    stop_next_at: float = 0.0
-    returncode: Optional[int] = None
-    exited_at: Optional[float] = None
-    result_seen_at: Optional[float] = None
-    last_output_at: float = 0.0
-    comment_id: Optional[int] = None      # the issue's status comment, edited as the run goes
-    comment_at: float = 0.0
-    finish_failures: int = 0              # finishing failed (push refused, git error): retried, then Blocked
-    finish_failed_at: Optional[float] = None
-    finish_next_at: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return f"gh-{self.issue}"
-
-    def change_state(self, new: str, now: float) -> None:
-        assert (self.state, new) in _ARCS, f"{self.name}: no transition {self.state} -> {new}"
-        log.debug("%s %s -> %s", self.name, self.state, new)
-        self.state = new
-        if new == EXITED:
-            self.exited_at = now
-
-    def poll_exit(self) -> bool:
-        """True once the process has ended. Our own children are reaped by
-        PID through Popen.poll(); never a wait for any child (pid -1),
-        which would steal the exit status of every git and gh call."""
-        if self.popen is not None:
-            rc = self.popen.poll()
-            if rc is None:
-                return False
-            self.returncode = rc
-            return True
-        # Adopted after a restart: not our child, so watch it through /proc.
-        return not process_alive(self.pid, self.pid_start)
-
-
-def describe_exit(returncode: Optional[int]) -> str:
-    if returncode is None:
-        return "exit status unknown (adopted after a restart)"
-    if returncode < 0:
-        try:
-            return f"terminated by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"terminated by signal {-returncode}"
-    return f"exit status {returncode}"
-
-
-def signal_worker(w: Worker, sig: int) -> None:
-    """Signal the worker's process group, and at SIGKILL also every process
-    still carrying its tag (the CLI's Bash tool runs commands in sessions of
-    their own, outside the group)."""
-    # The group is only ours while the leader is the process we started.
-    if process_alive(w.pid, w.pid_start) or (w.popen is not None and w.returncode is None):
-        try:
-            os.killpg(w.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    if sig == signal.SIGKILL:
-        sweep_tagged(w)
-
-
-def sweep_tagged(w: Worker) -> int:
-    killed = 0
-    for pid in processes_tagged(w.worker_id):
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
-        except (ProcessLookupError, PermissionError):
-            pass
-    if killed:
-        log.info("%s killed %d leftover process(es) of %s", w.name, killed, w.worker_id)
-    return killed
-
-
-# Environment a worker gets: an allow-list, not the coordinator's whole
-# environment. No GH_TOKEN, no cloud credentials; `gh` inside the worker
-# sees an empty config dir, so the agent cannot act as the operator.
-_ENV_ALLOW = {"PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
-              "IS_SANDBOX", "DISABLE_AUTOUPDATER", "DISABLE_TELEMETRY", "DISABLE_ERROR_REPORTING", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "NO_PROXY", "no_proxy"}
-_ENV_PREFIXES = ("LC_", "ANTHROPIC_", "CLAUDE_", "TAC_")
-
-
-def worker_env(cfg: Config, base: Dict[str, str], extra: Dict[str, str]) -> Dict[str, str]:
-    env = {k: v for k, v in base.items()
-           if k in _ENV_ALLOW or k.startswith(_ENV_PREFIXES) or k in cfg.pass_env}
-    gh_dir = cfg.state_dir / ".gh-empty"
-    gh_dir.mkdir(parents=True, exist_ok=True)
-    env["GH_CONFIG_DIR"] = str(gh_dir)
-    env.setdefault("PATH", os.defpath)
-    env.update(extra)
-    return env
-
-
-def worker_argv(cfg: Config) -> List[str]:
-    argv = list(cfg.command)
-    if cfg.per_run_usd > 0:
-        argv += ["--max-budget-usd", f"{cfg.per_run_usd:g}"]
-    if cfg.max_turns > 0:
-        argv += ["--max-turns", str(cfg.max_turns)]
-    if cfg.allowed_tools:
-        argv += ["--allowedTools", ",".join(cfg.allowed_tools)]
-    if cfg.disallowed_tools:
-        argv += ["--disallowedTools", ",".join(cfg.disallowed_tools)]
-    return argv
-
-
-def last_line(path: Path, offset: int = 0, limit: int = 160) -> str:
-    """The last non-empty line written to `path` after `offset` (stderr of a
-    failed start usually says what went wrong)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(offset, os.path.getsize(path) - 8192))
-            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return redact(lines[-1])[:limit] if lines else ""
-
 
 # ===========================================================================
 # 6. Policy: pure decisions about a task after its worker ended
 # ===========================================================================
-
-# Variation selectors and tag characters can carry a whole hidden message
-# behind one visible emoji ("ASCII smuggling"); fillers render as nothing.
-_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
-                        "\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb"
-                        "\U000e0000-\U000e007f\U000e0100-\U000e01ef]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_HTML_COMMENT = re.compile(r"<!--.*?(-->|\Z)", re.S)
-_HIDDEN_OPEN = re.compile(
-    r"<(\w+)\b[^>]*(\bhidden\b|display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0)[^>]*>", re.I)
-_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-# `[//]: # (text)` is Markdown's comment idiom: a link definition nobody
-# references, so GitHub shows none of it.
-_MD_COMMENT = re.compile(r"^ {0,3}\[[^\]\n]*\]:[ \t]*(?:#|<>)(?:[ \t].*)?$", re.M)
-ISSUE_TEXT_LIMIT = 20_000
-
-
-def _strip_hidden_html(text: str) -> str:
-    """Drop elements marked hidden with all they contain. The close tag is
-    found by counting nested tags of the same name; an unclosed one hides the
-    rest of the text, as it would in a browser."""
-    out, pos = [], 0
-    while True:
-        m = _HIDDEN_OPEN.search(text, pos)
-        if not m:
-            out.append(text[pos:])
-            return "".join(out)
-        out.append(text[pos:m.start()])
-        name = m.group(1).lower()
-        if name in _VOID_TAGS or m.group(0).endswith("/>"):
-            pos = m.end()
-            continue
-        depth, pos = 1, len(text)
-        for tag in re.finditer(rf"<(/?)\s*{re.escape(name)}\b[^>]*>", text[m.end():], re.I):
-            depth += -1 if tag.group(1) else 1
-            if depth == 0:
-                pos = m.end() + tag.end()
-                break
-
-
-def clean_issue_text(text: str, limit: int = ISSUE_TEXT_LIMIT) -> str:
-    """Issue text as data for the prompt: no HTML comments, hidden HTML,
-    invisible or control characters; size-capped with a note."""
-    text = (text or "").replace("\r\n", "\n")
-    # Comments first: an invisible character inside `--\u200b>` must not end
-    # a comment early and let what GitHub hides reach the agent.
-    text = _HTML_COMMENT.sub("", text)
-    text = _strip_hidden_html(text)
-    text = _MD_COMMENT.sub("", text)
-    text = _INVISIBLE.sub("", text)
-    text = _CONTROL.sub("", text)
-    # The template delimits issue text with <issue-...> tags; the text must
-    # not be able to close them.
-    text = re.sub(r"<\s*/?\s*issue-", lambda m: m.group(0).replace("<", "&lt;"), text, flags=re.I)
-    if len(text.encode("utf-8")) > limit:
-        text = text.encode("utf-8")[:limit].decode("utf-8", "ignore")
-        text += f"\n\n[... issue text cut at {limit // 1000} KB by the coordinator ...]"
-    return text
-
-
-def render_template(template: str, values: Dict[str, str]) -> str:
-    """Fill {name} placeholders in one pass. Not str.format: a `{` in an
-    issue title must neither crash nor reach Python's formatting machinery,
-    and a value is never expanded again."""
-    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
-
 
 def priority_of(labels: Iterable[dict]) -> int:
     for lab in labels or []:
@@ -664,7 +223,7 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
     if w.result_seen_at is not None and now - w.result_seen_at > cfg.result_exit_grace:
         return f"did not exit {cfg.result_exit_grace:.0f} s after its result"
     if cfg.per_run_usd > 0 and summary.cost > cfg.per_run_usd:
-        return f"run cost ${summary.cost:.2f} over per_run_usd ${cfg.per_run_usd:.2f}"
+        return f"run cost {usd(summary.cost)} over per_run_usd {usd(cfg.per_run_usd)}"
     if summary.assistant_turns == 0 and summary.api_retries >= cfg.api_retry_limit:
         return f"{API_DOWN}: {summary.api_retries} retries ({summary.last_api_error or 'no answer'})"
     return ""
@@ -676,23 +235,6 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
 EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must re-apply the label"
 ANY_STATE = tasks.SECTIONS
 FINISH_TRIES, FINISH_GIVE_UP_AFTER = 3, 3600.0  # a finish that keeps failing ends Blocked
-
-
-class StartError(Exception):
-    """A worker could not be started; the message says what failed."""
-
-
-def build_prompt(cfg: Config, n: int, issue: dict, branch: str, tree: Path) -> str:
-    """The worker's prompt from the template; raises OSError if unreadable."""
-    template = cfg.template_path.read_text(encoding="utf-8")
-    return render_template(template, {
-        "issue_number": str(n), "title": clean_issue_text(issue.get("title", ""), 1000),
-        "body": clean_issue_text(issue.get("body") or ""), "branch": branch, "repo": cfg.repo,
-        "base_branch": cfg.base_branch, "worktree": str(tree)})
-
-
-def new_worker_id() -> str:
-    return "w-" + os.urandom(3).hex()
 
 
 class Coordinator:
@@ -845,7 +387,7 @@ class Coordinator:
                 w.follower.catch_up()  # to the end, in bounded chunks: the result line decides a lot
                 w.change_state(EXITED, now)
                 log.info("%s exited pid=%d %s after %s", w.name, w.pid, describe_exit(w.returncode),
-                         _duration(now - w.started_at))
+                         human_duration(now - w.started_at))
 
     # 2 ------------------------------------------------------------------------
     def supervise(self, now: float, doc: tasks.TaskFile) -> None:
@@ -873,7 +415,7 @@ class Coordinator:
                 last = f", last step: `{s.last_tool}`" if s.last_tool else ""
                 self.post_or_edit(w.issue, w.comment_id,
                                   f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
-                                  f"{_duration(now - w.started_at)} so far, ${s.cost:.2f}{last}.")
+                                  f"{human_duration(now - w.started_at)} so far, {usd(s.cost)}{last}.")
 
     def begin_stop(self, w: Worker, reason: str, now: float) -> None:
         log.info("%s stopping pid=%d: %s", w.name, w.pid, reason)
@@ -1127,7 +669,7 @@ class Coordinator:
             self.next_poll_at = now + delay * random.uniform(0.8, 1.2)
             return False
         if self.github_down_since is not None:
-            log.info("github: reachable again after %s", _duration(now - self.github_down_since))
+            log.info("github: reachable again after %s", human_duration(now - self.github_down_since))
         self.github_down_since, self.github_error, self.poll_failures = None, "", 0
         self.issues = {i["number"]: i for i in listing}
         self.listing_ok = True
@@ -1229,7 +771,7 @@ class Coordinator:
         self.amend(t.issue, expect=t.state, outbox="")
 
     def notice_text(self, t: Task) -> str:
-        tree = Path(t.worktree) if t.worktree else tree_for(self.cfg, t.issue)
+        tree = Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue)
         kept = f"The worktree is kept at `{tree}` on the coordinator's machine. " if tree.is_dir() else ""
         if t.state == COMPLETED:
             text = f"✅ Done: {t.pr}" if t.pr else "✅ Done."
@@ -1365,8 +907,8 @@ class Coordinator:
         either a Pending entry or an Active one that recover() resolves."""
         n, cfg = t.issue, self.cfg
         w = Worker(issue=n, worker_id=new_worker_id(), attempt=t.attempts + 1,
-                   branch=branch_for(cfg, n, run_number(t)), tree=tree_for(cfg, n),
-                   log_path=cfg.logs / f"gh-{n}.jsonl", stderr_path=cfg.logs / f"gh-{n}.stderr.log",
+                   branch=branch_for(cfg, n, run_number(t)), tree=cfg.worktree_path(n),
+                   log_path=cfg.transcript_path(n), stderr_path=cfg.stderr_path(n),
                    stderr_offset=0, pid=0, pid_start=None, started_at=now, follower=None, last_output_at=now)
         cfg.logs.mkdir(parents=True, exist_ok=True)
         log_offset = w.log_path.stat().st_size if w.log_path.exists() else 0
@@ -1382,14 +924,7 @@ class Coordinator:
         try:
             self.start_process(w, issue, now)
         except (StartError, OSError) as e:  # OSError: a full disk, an unwritable logs folder
-            log.warning("gh-%d could not start: %s", n, e)
-
-            def back(doc: tasks.TaskFile) -> Optional[Task]:
-                cur = doc.governing(n)
-                to, fields = after_startup_error(cur, cfg, now, str(e)) if cur else (PENDING, {})
-                return tasks.transition(doc, n, to, expect=ACTIVE, owner=w.worker_id, now=now, **fields)
-            self.update(back)
-            self.count_startup_error(now, str(e))
+            self.start_failed(w, str(e), now)
             return
         self.workers[n] = w
         self.counters["launched"] += 1
@@ -1399,6 +934,16 @@ class Coordinator:
         w.comment_id = self.post_or_edit(n, t.comment_id, f"🤖 Started work on branch `{w.branch}` "
                                                           f"(attempt {w.attempt}, {local_time(now)}).")
         w.comment_at = now
+
+    def start_failed(self, w: Worker, why: str, now: float) -> None:
+        log.warning("gh-%d could not start: %s", w.issue, why)
+
+        def back(doc: tasks.TaskFile) -> Optional[Task]:
+            cur = doc.governing(w.issue)
+            to, fields = after_startup_error(cur, self.cfg, now, why) if cur else (PENDING, {})
+            return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=now, **fields)
+        self.update(back)
+        self.count_startup_error(now, why)
 
     def start_process(self, w: Worker, issue: dict, now: float) -> None:
         """Worktree, prompt file and `claude -p` process for `w`; fills in its
@@ -1412,12 +957,12 @@ class Coordinator:
             self.counters["worktree_repairs"] += 1
             log.info("gh-%d worktree repaired: cleared what an earlier run left at %s", w.issue, w.tree)
         # The prompt goes on stdin: issue text never goes into argv or a shell.
-        prompt_path = cfg.logs / f"gh-{w.issue}.prompt.md"
+        prompt_path = cfg.prompt_path(w.issue)
         try:
             prompt = build_prompt(cfg, w.issue, issue, w.branch, w.tree)
         except OSError as e:
             raise StartError(f"template {cfg.template_path}: {e.strerror}")
-        atomic_write(prompt_path, prompt)
+        write_atomic(prompt_path, prompt.encode("utf-8"))
         env = worker_env(cfg, self.environ, {
             "TAC_ISSUE_NUMBER": str(w.issue), "TAC_BRANCH": w.branch, "TAC_REPO": cfg.repo,
             "TAC_WORKTREE": str(w.tree), "TAC_WORKER_ID": w.worker_id, "TAC_ATTEMPT": str(w.attempt)})
@@ -1467,7 +1012,7 @@ class Coordinator:
             sd_notify("READY=1")
         spend = self.spend.totals(now)
         sd_notify(f"WATCHDOG=1\nSTATUS={counts[ACTIVE]} active, {counts[PENDING]} pending, "
-                  f"${spend.today_usd:.2f} today{' · ' + parts[0] if parts[0] != 'running' else ''}")
+                  f"{usd(spend.today_usd)} today{' · ' + parts[0] if parts[0] != 'running' else ''}")
 
     def write_metrics(self, now: float, counts: Dict[str, int], block: str) -> None:
         if self.dry_run:
@@ -1527,7 +1072,7 @@ class Coordinator:
                 tagged = [p for p in processes_tagged(t.worker) if _pgid(p) == p]
                 if tagged:
                     pid, start = tagged[0], proc_start_time(tagged[0])
-            log_path = Path(t.log) if t.log else self.cfg.logs / f"gh-{t.issue}.jsonl"
+            log_path = Path(t.log) if t.log else self.cfg.transcript_path(t.issue)
             if not pid and t.worker and t.log and not _launched(log_path, t.log_offset or 0, t.worker):
                 # spawn() writes the attempt line just before the process
                 # starts; without it we stopped in between and nothing ran.
@@ -1539,8 +1084,8 @@ class Coordinator:
             follower.catch_up()
             w = Worker(issue=t.issue, worker_id=t.worker, attempt=t.attempts + 1,
                        branch=t.branch or branch_for(self.cfg, t.issue, run_number(t)),
-                       tree=Path(t.worktree) if t.worktree else tree_for(self.cfg, t.issue),
-                       log_path=log_path, stderr_path=self.cfg.logs / f"gh-{t.issue}.stderr.log", stderr_offset=0,
+                       tree=Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue),
+                       log_path=log_path, stderr_path=self.cfg.stderr_path(t.issue), stderr_offset=0,
                        pid=pid or 0, pid_start=start, started_at=tasks.parse_time(t.started) or now,
                        follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now)
             if pid and process_alive(pid, start):
@@ -1672,18 +1217,9 @@ def _body_sha(issue: dict) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 def _run_facts(s: Any, elapsed: float) -> str:
     return (f"Run: {getattr(s, 'num_turns', 0) or getattr(s, 'assistant_turns', 0)} turns, "
-            f"${getattr(s, 'cost', 0.0):.2f}, {_duration(elapsed)}.")
+            f"{usd(getattr(s, 'cost', 0.0))}, {human_duration(elapsed)}.")
 
 
 # ===========================================================================

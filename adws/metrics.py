@@ -29,10 +29,9 @@ reader's clock.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Callable, List, Optional, Tuple
 
+from adws.files import write_atomic
 from adws.ledger import usd
 
 VERSION = 1
@@ -76,23 +75,7 @@ def write(path, data: dict) -> None:
     only atomic within one file system), is fsynced, then renamed over the
     old file: a reader sees the old content or the new, never half of it.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Deliberately broad: whatever went wrong, leave no temp file behind.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
 
 
 def read(path) -> Optional[dict]:

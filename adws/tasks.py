@@ -22,15 +22,15 @@ Why the format is shaped as it is:
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+
+from adws.files import fsync_dir, write_atomic
 
 T = TypeVar("T")
 
@@ -597,34 +597,9 @@ def save(path, doc: TaskFile, expected: Snapshot) -> bool:
         return False
     if current == data:
         return True                   # nothing to write: spare the SD card
-    directory = os.path.dirname(os.path.abspath(path))
     mode = 0o644 if current is None else os.stat(path).st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        if _digest(_read(path)) != expected.digest:
-            return False              # a person saved while we were writing
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)            # still there unless os.replace() ran
-    _fsync_dir(directory)
-    return True
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make a rename or a new file durable across power loss."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # deliberate: some filesystems refuse fsync on a directory
-        pass
-    finally:
-        os.close(fd)
+    # Checked again just before the rename: a person may save while we write.
+    return write_atomic(path, data, mode, still_ours=lambda: _digest(_read(path)) == expected.digest)
 
 
 def update(path, change: Callable[[TaskFile], T], retries: int = 20) -> Tuple[TaskFile, T]:
@@ -689,4 +664,4 @@ def append_archive(archive_path, tasks: List[Task], day: str = "") -> None:
         f.flush()
         os.fsync(f.fileno())
     if data is None:
-        _fsync_dir(os.path.dirname(os.path.abspath(archive_path)))
+        fsync_dir(os.path.dirname(os.path.abspath(archive_path)))

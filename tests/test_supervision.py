@@ -366,7 +366,7 @@ def test_reap_asks_the_workers_own_popen_and_records_its_code(cfg, tmp_path, sai
     c.reap(T0 + 2)
     assert (w.state, w.returncode, w.exited_at) == (co.EXITED, 3, T0 + 2)
     assert w.follower.polls == 1  # the last lines are read before deciding
-    assert "gh-7 exited pid=4242 exit status 3 after 2s" in said
+    assert "gh-7 exited pid=4242 exit status 3 after 2 s" in said
     c.reap(T0 + 3)
     assert popen.polls == 2  # an exited worker is not polled again
 

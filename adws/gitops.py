@@ -1,0 +1,149 @@
+"""Git for the coordinator: one worktree and branch per issue, the checks
+that decide what may be pushed, and the push.
+
+Every call names the clone (`cfg.repo_path`) and runs git with prompts
+off; a failure is a GitError carrying git's own words. The checks fail
+closed: when git cannot answer, the caller is told so, never "no commits"
+or "nothing to hold".
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+from adws.config import Config
+
+
+class GitError(Exception):
+    pass
+
+
+class PushRejected(GitError):
+    """The remote refused the branch (a protected pattern, a pre-receive
+    hook, a full disk on the server): retrying at once will not help."""
+
+
+def _meaningful_line(stderr: str) -> str:
+    """The line of git's stderr that says why: the remote's own message or
+    the '! [remote rejected]' line, else the last line."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    for prefix in ("remote: error", "remote:", "! [remote rejected]", "! [rejected]", "error:", "fatal:"):
+        for ln in lines:
+            if ln.startswith(prefix) and ln.rstrip(":") != "remote":
+                return ln
+    return lines[-1] if lines else ""
+
+
+def git(args: Sequence[str], cwd: Path, timeout: float = 300) -> str:
+    """Run git; raise GitError with git's own last line on failure."""
+    try:
+        proc = subprocess.run(["git", *args], cwd=str(cwd), capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except FileNotFoundError:
+        raise GitError("git: command not found")
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {args[0]}: no answer in {timeout:.0f} s")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise GitError(f"git {' '.join(args[:2])}: {last}")
+    return proc.stdout
+
+
+def branch_for(cfg: Config, issue: int, attempt: int) -> str:
+    """Derived from the number only, never from the title."""
+    name = f"{cfg.branch_prefix}gh-{issue}"
+    return name if attempt <= 1 else f"{name}-{attempt}"
+
+
+def remove_worktree(cfg: Config, tree: Path) -> bool:
+    """Remove a worktree or a stale directory where one should be. Returns
+    True if something was there."""
+    if not tree.exists() and not tree.is_symlink():
+        try:
+            git(["worktree", "prune"], cfg.repo_path)
+        except GitError:
+            pass
+        return False
+    try:
+        git(["worktree", "remove", "--force", "--force", str(tree)], cfg.repo_path)
+    except GitError:
+        pass
+    if tree.exists() or tree.is_symlink():
+        if tree.is_dir() and not tree.is_symlink():
+            shutil.rmtree(tree, ignore_errors=True)
+        else:
+            tree.unlink()
+    try:
+        git(["worktree", "prune"], cfg.repo_path)
+    except GitError:
+        pass
+    return True
+
+
+def prepare_worktree(cfg: Config, issue: int, branch: str) -> Tuple[Path, bool]:
+    """A fresh worktree on a new branch from a freshly fetched base.
+    Idempotent: whatever an earlier run left at that path is cleared first.
+    Returns (path, repaired)."""
+    tree = cfg.worktree_path(issue)
+    git(["fetch", "--quiet", cfg.remote, cfg.base_branch], cfg.repo_path)
+    repaired = remove_worktree(cfg, tree)
+    cfg.trees.mkdir(parents=True, exist_ok=True)
+    # -B: a crash after `worktree add` but before tasks.md recorded it leaves
+    # the branch behind; resetting it is what makes this step repeatable.
+    git(["worktree", "add", "--quiet", "-B", branch, str(tree), f"{cfg.remote}/{cfg.base_branch}"], cfg.repo_path)
+    return tree, repaired
+
+
+def commits_ahead(cfg: Config, branch: str) -> int:
+    """Commits on `branch` not on the base; 0 when the branch does not exist
+    (the run never got as far as its worktree). Raises GitError when git
+    cannot say: taking that for 'no commits' would throw the run's work away."""
+    try:
+        exists = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+                                cwd=str(cfg.repo_path), capture_output=True, timeout=60).returncode
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise GitError(f"git rev-parse: {e}")
+    if exists == 1:
+        return 0
+    out = git(["rev-list", "--count", f"{cfg.remote}/{cfg.base_branch}..{branch}"], cfg.repo_path)
+    try:
+        return int(out.strip() or 0)
+    except ValueError:
+        raise GitError(f"git rev-list --count: unexpected answer {out.strip()[:40]!r}")
+
+
+HELD_PREFIXES = (".github/workflows/", ".github/actions/")
+
+
+def held_paths(cfg: Config, branch: str) -> List[str]:
+    """Files the branch changes that must not be pushed without a person's
+    review: CI definitions, which run with the repository's secrets. Raises
+    GitError when git cannot say: the caller must then hold the branch."""
+    out = git(["diff", "--name-only", f"{cfg.remote}/{cfg.base_branch}...{branch}"], cfg.repo_path)
+    return [p for p in out.splitlines() if p.startswith(HELD_PREFIXES)]
+
+
+def head_sha(cfg: Config, branch: str) -> str:
+    try:
+        return git(["rev-parse", "--short=7", branch], cfg.repo_path).strip()
+    except GitError:
+        return ""
+
+
+def push_branch(cfg: Config, branch: str) -> None:
+    # The branch namespace is ours; a retry of a crashed completion may push
+    # the same branch again, so force is the idempotent choice.
+    argv = ["git", "push", "--quiet", "--force", cfg.remote, f"{branch}:refs/heads/{branch}"]
+    try:
+        proc = subprocess.run(argv, cwd=str(cfg.repo_path), capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise GitError(f"git push: {e}")
+    if proc.returncode != 0:
+        why = _meaningful_line(proc.stderr) or f"exit status {proc.returncode}"
+        if "rejected" in why or why.startswith("remote:"):
+            raise PushRejected(why)
+        raise GitError(f"git push: {why}")  # the remote could not be reached, or git failed here
