@@ -461,3 +461,16 @@ def test_follow_shows_appended_lines_and_exits_0_on_ctrl_c(tmp_path):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("args", [["--detailed"], ["--raw"]])
+def test_closed_pipe_ends_quietly(tmp_path, args):
+    """`view_worker.py 7 | head`: a real pipe closed after a few bytes, while
+    far more than a pipe holds is still to come."""
+    proc = subprocess.Popen([sys.executable, str(VIEW), "--log", str(sample("02_")), *args], cwd=tmp_path,
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert (proc.wait(timeout=60), err) == (0, "")

@@ -17,6 +17,10 @@ unless forced. Either pass --color or set FORCE_COLOR=1:
 (--color sticks to the 16 standard colours, which every `watch -c` shows;
 NO_COLOR=1 turns colour off.) --watch refreshes in place every 2 s until
 Ctrl-C. --json prints the same facts as one JSON object for scripts.
+
+Exit status, as monitoring agents expect: 0 ok, 1 warning or degraded,
+2 critical (the coordinator is not running), 3 cannot draw the view (no
+rich for this python; --json still works), 78 config error.
 """
 from __future__ import annotations
 
@@ -24,10 +28,13 @@ import os
 import sys
 
 # `python tools/status.py` puts tools/ on sys.path, not the project root;
-# add the root so `from adws import ...` works from any working directory.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# add the root so `from adws import ...` works from any working directory
+# (and tools/ too, for an import of this file from elsewhere).
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _path in (ROOT, HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -36,6 +43,7 @@ from typing import Any, Dict, List, Optional  # noqa: E402
 
 from pathlib import Path  # noqa: E402
 
+import _shared  # noqa: E402
 from adws import config, ledger, metrics, tasks  # noqa: E402
 
 # rich is imported inside the rendering functions: --json never needs it and
@@ -46,6 +54,10 @@ PENDING_SHOWN = 5
 COMPLETED_SHOWN = 5
 ENDED_SHOWN = 8      # failed and blocked together: a Pi screen is short
 REFRESH_SECONDS = 2.0
+# The monitoring convention (Nagios, Icinga, Sensu), so cron or an agent can
+# act on the exit status. Degraded is a warning there: the daemon is alive
+# and a reached budget (by design) is one of its causes.
+EXIT_STATUS = {metrics.OK: 0, metrics.WARNING: 1, metrics.DEGRADED: 1, metrics.CRITICAL: 2}
 
 
 # ---------------------------------------------------------------------------
@@ -428,14 +440,13 @@ PLAIN = dict(highlight=False, markup=False, emoji=False)
 
 
 def make_console(force_color: bool):
-    from rich.console import Console
     if os.environ.get("NO_COLOR"):
-        return Console(no_color=True, **PLAIN)
+        return _shared.pipe_console(no_color=True, **PLAIN)
     if force_color or os.environ.get("FORCE_COLOR"):
         # No tty under `watch -c`: force escape codes, and only the 16
         # standard colours, which every watch understands.
-        return Console(force_terminal=True, color_system="standard", **PLAIN)
-    return Console(**PLAIN)
+        return _shared.pipe_console(force_terminal=True, color_system="standard", **PLAIN)
+    return _shared.pipe_console(**PLAIN)
 
 
 # ---------------------------------------------------------------------------
@@ -462,15 +473,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("status: {}".format(e), file=sys.stderr)
         return EX_CONFIG
 
-    if args.json:
-        json.dump(collect(cfg, time.time()), sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return 0
+    if not args.json:
+        _shared.require_rich("status", __file__, sys.argv[1:] if argv is None else argv)
+    if not args.watch:
+        facts = collect(cfg, time.time())
+        code = EXIT_STATUS.get(facts["health"]["level"], 2)
+        try:
+            if args.json:
+                json.dump(facts, sys.stdout, indent=1)
+                sys.stdout.write("\n")
+            else:
+                console = make_console(args.color)
+                console.print(build(facts, console.width))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `status.py --json | head -1`
+            return _shared.closed_pipe(code)
+        return code
 
     console = make_console(args.color)
-    if not args.watch:
-        console.print(build(collect(cfg, time.time()), console.width))
-        return 0
 
     from rich.live import Live
     try:

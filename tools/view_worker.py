@@ -24,13 +24,19 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 # Run as `python tools/view_worker.py` from any folder: the project root is not
-# on sys.path then (only tools/ is), and `adws` lives there.
+# on sys.path then (only tools/ is), and `adws` lives there; tools/ is added
+# for a load of this file from elsewhere.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
-from rich.console import Console  # noqa: E402
-from rich.text import Text  # noqa: E402
+try:
+    from rich.console import Console
+    from rich.text import Text
+except ImportError:  # --help and the one-line errors work without it; main() says what to run
+    Console = Text = None
 
+import _shared  # noqa: E402
 from adws import config, transcript  # noqa: E402
 from adws.redact import redact, redact_bytes  # noqa: E402
 
@@ -500,15 +506,6 @@ class Viewer:
             self.lines_of(event["result"], SHORT_TEXT_LINES, "", 2)
 
 
-class QuietConsole(Console):
-    """A Console that lets a closed pipe (``view_worker.py 7 | head``) end the
-    view with exit 0; rich's own handler exits with 1."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError
-
-
 # ---------------------------------------------------------------------------
 # Reading: the whole file once, or following it
 # ---------------------------------------------------------------------------
@@ -587,7 +584,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not path.exists() or path.is_dir():  # a FIFO such as /dev/stdin is fine
         warn("no log at {}".format(path))
         return 1
-    console = QuietConsole(highlight=False)
+    _shared.require_rich("view_worker", __file__, sys.argv[1:] if argv is None else argv)
+    # A closed pipe (`view_worker.py 7 | head`) raises BrokenPipeError, caught below.
+    console = _shared.pipe_console(highlight=False)
     raw_out = sys.stdout.buffer
     viewer = Viewer(console, detailed=args.detailed, attempt=args.attempt, raw=args.raw, raw_out=raw_out)
 
@@ -613,8 +612,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if args.follow else 130
     except BrokenPipeError:
         # `view_worker.py 7 | head`: the reader left; stop quietly.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return _shared.closed_pipe(0)
     except OSError as exc:
         warn("cannot read {}: {}".format(path, exc))
         return 1
