@@ -474,3 +474,28 @@ def test_closed_pipe_ends_quietly(tmp_path, args):
     err = proc.stderr.read().decode()
     proc.stderr.close()
     assert (proc.wait(timeout=60), err) == (0, "")
+
+
+def test_follow_waits_for_a_log_that_is_not_there_yet(tmp_path):
+    """Like tail -F: `view_worker.py N --follow` before the worker starts."""
+    (tmp_path / "config.toml").write_text('[paths]\nlogs = "logs"\n')
+    log = tmp_path / "logs" / "gh-7.jsonl"
+    proc = subprocess.Popen([sys.executable, str(VIEW), "7", "--follow", "--config", str(tmp_path / "config.toml")],
+                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stderr.readline().decode()
+        assert first == "view_worker: waiting for {} to appear (Ctrl-C to stop)\n".format(log)
+        time.sleep(0.5)
+        assert proc.poll() is None
+        log.parent.mkdir()
+        log.write_text(attempt(1, "late marker"))
+        read_until(proc, "late marker")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

@@ -3,7 +3,7 @@
 
     python tools/view_worker.py 7               every attempt of issue 7
     python tools/view_worker.py 7 --attempt 2   only the second attempt
-    python tools/view_worker.py 7 --follow      keep reading, like tail -f
+    python tools/view_worker.py 7 --follow      keep reading, like tail -F
     python tools/view_worker.py 7 --raw         the lines as they are
     python tools/view_worker.py --log FILE      any stream-json file
 
@@ -568,7 +568,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--attempt", type=int, metavar="K", help="show only attempt K")
     parser.add_argument("--detailed", action="store_true",
                         help="full tool inputs and results, thinking, usage, stderr tail")
-    parser.add_argument("--follow", "-f", action="store_true", help="keep reading appended lines until Ctrl-C")
+    parser.add_argument("--follow", "-f", action="store_true", help="keep reading until Ctrl-C (waits for a log not there yet)")
     parser.add_argument("--raw", action="store_true", help="print the lines as they are")
     args = parser.parse_args(argv)
     if args.issue is None and args.log is None:
@@ -581,9 +581,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     path = args.log if args.log is not None else logs_dir(args.config) / "gh-{}.jsonl".format(args.issue)
-    if not path.exists() or path.is_dir():  # a FIFO such as /dev/stdin is fine
+    if path.is_dir() or (not path.exists() and not args.follow):  # a FIFO such as /dev/stdin is fine
         warn("no log at {}".format(path))
         return 1
+    if not path.exists():
+        # like tail -F: the worker may not have started yet
+        warn("waiting for {} to appear (Ctrl-C to stop)".format(path))
     _shared.require_rich("view_worker", __file__, sys.argv[1:] if argv is None else argv)
     # A closed pipe (`view_worker.py 7 | head`) raises BrokenPipeError, caught below.
     console = _shared.pipe_console(highlight=False)
