@@ -369,3 +369,32 @@ def test_closed_pipe_ends_quietly(project):
     code, err = read_then_close([sys.executable, STATUS, "--config", str(project.config), "--json"],
                                 project.root)
     assert (code, err) == (2, "")
+
+
+def test_titles_that_fit_are_not_cut(project):
+    """Room a short column does not need goes to the title beside it."""
+    now = time.time()
+    title = "Teach the parser about nested block comments"   # 44 columns
+    ended = "Migrate the settings file to TOML format"        # 40 columns
+    doc = tasks.TaskFile()
+    doc.add(tasks.Task(7, title, tasks.ACTIVE, 1, pid=os.getpid(), started=tasks.format_time(now - 60),
+                       attempts=1, branch="auto/gh-7"))
+    doc.add(tasks.Task(4, ended, tasks.FAILED, 2, attempts=2, reason="flaky"))
+    project.tasks.write_text(tasks.render(doc))
+    project.write_metrics(now, active=[{"issue": 7, "pid": 4242, "started_at": now - 60, "attempt": 1,
+                                        "cost_usd": 0.1, "last_tool": "Read"}])
+    r = project.run()
+    assert r.returncode == 0, r.stderr
+    assert_fits(r.stdout)
+    rows = [line for line in r.stdout.splitlines() if line.startswith(("#7 ", "#4 "))]
+    assert len(rows) == 2 and title in rows[0] and ended in rows[1], rows
+    assert "…" not in r.stdout
+
+
+def test_share_width():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import status
+    assert status.share_width(51, [44, 4], [3, 2]) == [44, 4]      # both fit: each takes its need
+    assert status.share_width(51, [79, 4], [3, 2]) == [47, 4]      # the short one gives its room away
+    assert status.share_width(51, [79, 60], [3, 2]) == [30, 20]    # neither fits: by weight
+    assert status.share_width(10, [79, 60], [3, 2]) == [8, 8]      # a floor on a tiny screen

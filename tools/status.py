@@ -286,8 +286,32 @@ def _budget(spent: float, budget: Optional[float]) -> str:
     return "{} of {} ({:.0f}%)".format(ledger.usd(spent), ledger.usd(budget), 100 * spent / budget)
 
 
+def share_width(free: int, needs: List[int], weights: List[int], least: int = 8) -> List[int]:
+    """Split ``free`` columns among flexible columns: a column whose widest
+    cell fits its weighted share gets just that, and what it leaves goes to
+    the others, so a short last-tool column never cuts a title that would
+    fit. Columns still too wide share what is left by weight (at least
+    ``least`` each) and are cut there."""
+    sizes: List[int] = [0] * len(needs)
+    left = list(range(len(needs)))
+    room = free
+    while left:
+        total = sum(weights[i] for i in left) or 1
+        fits = [i for i in left if needs[i] <= room * weights[i] // total]
+        if not fits:
+            for i in left:
+                sizes[i] = max(least, room * weights[i] // total)
+            break
+        for i in fits:
+            sizes[i] = needs[i]
+            room -= needs[i]
+            left.remove(i)
+    return sizes
+
+
 def build(facts: Dict[str, Any], width: int = 80):
     """The whole screen as one rich renderable, laid out for `width` columns."""
+    from rich.cells import cell_len
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -359,37 +383,39 @@ def build(facts: Dict[str, Any], width: int = 80):
     for w in facts["warnings"]:
         parts.append(Text("! " + w, style="yellow"))
 
-    def table(title: str, columns) -> Table:
+    def table(title: str, columns, rows) -> Table:
         """Columns as (width, weight, options): fixed widths first, then the
-        rest of the screen shared by weight, so nothing is dropped at 80."""
+        rest of the screen shared among the others (see share_width), so
+        nothing is dropped at 80 and nothing that fits is cut."""
         t = Table(title=title, title_justify="left", title_style="bold", box=None,
                   show_header=False, padding=(0, 1), pad_edge=False, expand=False)
         gaps = 2 * (len(columns) - 1)
         free = max(0, width - gaps - sum(w for w, _, _ in columns if w))
-        weights = sum(k for w, k, _ in columns if not w) or 1
-        for w, k, options in columns:
-            size = w or max(8, free * k // weights)
-            t.add_column(**dict({"width": size, "no_wrap": True, "overflow": "ellipsis"}, **options))
+        flexible = [i for i, (w, _, _) in enumerate(columns) if not w]
+        needs = [max([1] + [cell_len(str(row[i])) for row in rows]) for i in flexible]
+        sizes = dict(zip(flexible, share_width(free, needs, [columns[i][1] for i in flexible])))
+        for i, (w, _, options) in enumerate(columns):
+            t.add_column(**dict({"width": w or sizes[i], "no_wrap": True, "overflow": "ellipsis"}, **options))
+        for row in rows:
+            t.add_row(*row)
         return t
 
     issue_w = max([3] + [len("#{}".format(r["issue"])) for key in
                          ("active", "pending", "completed", "failed", "blocked") for r in facts[key]])
 
     if facts["active"]:
+        rows = [("#{}".format(w["issue"]), w["title"],
+                 metrics.human_duration(w["elapsed_s"]) if w["elapsed_s"] is not None else "",
+                 ledger.usd(w["cost_usd"]) if w["cost_usd"] is not None else "",
+                 w["last_tool"]) for w in facts["active"]]
         t = table("Active", [(issue_w, 0, {"style": "bold"}), (0, 3, {}),
                              (10, 0, {"justify": "right"}), (8, 0, {"justify": "right"}),
-                             (0, 2, {"style": "dim"})])
-        for w in facts["active"]:
-            t.add_row("#{}".format(w["issue"]), w["title"],
-                      metrics.human_duration(w["elapsed_s"]) if w["elapsed_s"] is not None else "",
-                      ledger.usd(w["cost_usd"]) if w["cost_usd"] is not None else "",
-                      w["last_tool"])
+                             (0, 2, {"style": "dim"})], rows)
         parts.append(Text())
         parts.append(t)
 
     if facts["pending"]:
-        t = table("Pending ({})".format(len(facts["pending"])),
-                  [(issue_w, 0, {"style": "bold"}), (0, 1, {}), (3, 0, {}), (18, 0, {"style": "dim"})])
+        rows = []
         for p in facts["pending"][:PENDING_SHOWN]:
             nxt = p["next_attempt"]
             when = ""
@@ -398,8 +424,10 @@ def build(facts: Dict[str, Any], width: int = 80):
             elif p.get("attempts"):
                 when = "retry due"
             prio = p.get("priority")
-            t.add_row("#{}".format(p["issue"]), p["title"],
-                      "p{}".format(prio) if isinstance(prio, int) else "", when)
+            rows.append(("#{}".format(p["issue"]), p["title"],
+                         "p{}".format(prio) if isinstance(prio, int) else "", when))
+        t = table("Pending ({})".format(len(facts["pending"])),
+                  [(issue_w, 0, {"style": "bold"}), (0, 1, {}), (3, 0, {}), (18, 0, {"style": "dim"})], rows)
         parts.append(Text())
         parts.append(t)
         more = len(facts["pending"]) - PENDING_SHOWN
@@ -412,25 +440,24 @@ def build(facts: Dict[str, Any], width: int = 80):
         # but a short title, and folds onto a second line beyond that.
         room = width - issue_w - 10 - 3 * 2   # less the time column and three gaps
         pr_w = min(max([4] + [len(_pr(c.get("pr"))) for c in shown]), max(10, room - 12))
+        rows = [("#{}".format(c["issue"]), c["title"], _pr(c.get("pr")), _clock(c["completed"], now))
+                for c in shown]
         t = table("Recently completed", [(issue_w, 0, {"style": "bold"}), (0, 1, {}),
                                          (pr_w, 0, {"style": "cyan", "overflow": "fold", "no_wrap": False}),
-                                         (10, 0, {"style": "dim"})])
-        for c in shown:
-            t.add_row("#{}".format(c["issue"]), c["title"], _pr(c.get("pr")), _clock(c["completed"], now))
+                                         (10, 0, {"style": "dim"})], rows)
         parts.append(Text())
         parts.append(t)
 
     if facts["failed"] or facts["blocked"]:
+        ended = [("failed", r) for r in facts["failed"]] + [("blocked", r) for r in facts["blocked"]]
+        rows = [("#{}".format(r["issue"]), Text(label, style="red" if label == "failed" else "yellow"),
+                 r["title"], r.get("reason") or "") for label, r in ended[:ENDED_SHOWN]]
         t = table("Failed / blocked", [(issue_w, 0, {"style": "bold"}), (7, 0, {}), (0, 2, {}),
-                                       (0, 3, {"overflow": "fold", "no_wrap": False})])
-        rows = [("failed", r) for r in facts["failed"]] + [("blocked", r) for r in facts["blocked"]]
-        for label, r in rows[:ENDED_SHOWN]:
-            t.add_row("#{}".format(r["issue"]), Text(label, style="red" if label == "failed" else "yellow"),
-                      r["title"], r.get("reason") or "")
+                                       (0, 3, {"overflow": "fold", "no_wrap": False})], rows)
         parts.append(Text())
         parts.append(t)
-        if len(rows) > ENDED_SHOWN:
-            parts.append(Text("  … and {} more in tasks.md".format(len(rows) - ENDED_SHOWN), style="dim"))
+        if len(ended) > ENDED_SHOWN:
+            parts.append(Text("  … and {} more in tasks.md".format(len(ended) - ENDED_SHOWN), style="dim"))
 
     return Group(*parts)
 
