@@ -55,11 +55,17 @@ def test_deploy_to_a_local_folder_then_again_keeping_its_config(tmp_path):
         "watch it: '{0}/.venv/bin/python' '{0}/tools/status.py' --watch".format(str(dest).replace("'", "'\\''"))]
     (dest / "config.toml").write_text("# edited on the Pi\n")
     venv_python = (dest / ".venv" / "bin" / "python").stat().st_ino
-    r = deploy(src, "--no-service", str(dest), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    # Again, this time with the installer, which refuses here (root, or no
+    # systemd folder to write, or a failing check): the deploy says so.
+    r = deploy(src, str(dest), cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == (
+        "deploy_to_pi: installing the service failed (see above); the copy in {} is complete".format(dest))
+    assert "install_service: " in r.stderr and "Traceback" not in r.stderr
     assert (dest / "config.toml").read_text() == "# edited on the Pi\n"
     assert "deploy_to_pi: kept the config.toml already in {}".format(dest) in r.stdout
     assert (dest / ".venv" / "bin" / "python").stat().st_ino == venv_python   # the venv is reused
+    assert_deployed(dest)
 
 
 def test_deploy_over_ssh_quotes_every_piece(tmp_path):
@@ -87,16 +93,3 @@ def test_deploy_over_ssh_quotes_every_piece(tmp_path):
         "--watch", "--json")], cwd=str(tmp_path), env=dict(os.environ, PATH="{}:{}".format(bindir, os.environ["PATH"])),
         capture_output=True, text=True, timeout=60)
     assert watch.returncode == 2 and '"level": "critical"' in watch.stdout   # not started yet: critical
-
-
-def test_a_refused_install_is_one_clear_line(tmp_path):
-    """Without --no-service the installer runs; here it refuses (root, or no
-    systemd folder to write, or a failing check), and the deploy says so."""
-    src = source(tmp_path / "src")
-    dest = tmp_path / "target dir"
-    r = deploy(src, str(dest), cwd=tmp_path)
-    assert r.returncode == 1
-    assert r.stderr.splitlines()[-1] == (
-        "deploy_to_pi: installing the service failed (see above); the copy in {} is complete".format(dest))
-    assert "install_service: " in r.stderr and "Traceback" not in r.stderr
-    assert_deployed(dest)
