@@ -1,26 +1,29 @@
-"""The real Claude CLI transcripts in ../shared/samples/claude, for tests.
+"""The real Claude CLI transcripts in tests/data/claude, for tests.
 
-shared/ sits beside the project root on developers' machines and in CI.
+They are data, real CLI output of many versions (tests/data/claude/SOURCES.txt
+says where each came from), kept in the repository so every test runs on a
+fresh clone.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import List
 
-import pytest
+SAMPLES = Path(__file__).resolve().parent / "data" / "claude"
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "claude"
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared/samples/claude is not beside the project")
+
+def needs_samples(test):
+    """Kept for the callers: the samples ship with the tests, so nothing skips."""
+    return test
 
 
 def sample_files() -> List[Path]:
-    if not SAMPLES.is_dir():
-        return []
-    return sorted(list(SAMPLES.glob("*.jsonl")) + list(SAMPLES.glob("*.ndjson")))
+    files = sorted(list(SAMPLES.glob("*.jsonl")) + list(SAMPLES.glob("*.ndjson")))
+    # An empty list would turn the parametrized tests into silent skips.
+    assert files, "no sample transcripts in {}".format(SAMPLES)
+    return files
 
 
 def sample(prefix: str) -> Path:
-    if not SAMPLES.is_dir():
-        pytest.skip("shared/samples/claude is not beside the project")
     (path,) = [p for p in sample_files() if p.name.startswith(prefix)]
     return path

@@ -3,7 +3,11 @@ second one verbatim. Keep them honest."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +22,44 @@ def test_readme_starts_with_install_and_test_commands():
     install, test = readme_commands()
     assert "--demo" in install and "pip install" in install
     assert "pytest" in test
+
+
+@pytest.mark.parametrize("with_sudo", [True, False])
+def test_first_command_works_as_root_without_sudo_and_with_it(tmp_path, with_sudo):
+    """The package step of the first command, run by the real sh with a
+    recording apt-get: through sudo where there is one, directly where there
+    is none (root in a container or CI)."""
+    step = readme_commands()[0].split(" && ")[0]
+    assert "apt-get install" in step
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "calls"
+    names = ["apt-get"] + (["sudo"] if with_sudo else [])
+    for name in names:
+        tool = bindir / name
+        body = '"$@"' if name == "sudo" else "true"
+        tool.write_text('#!/bin/sh\necho "{} $*" >> "{}"\n{}\n'.format(name, calls, body))
+        tool.chmod(0o755)
+    r = subprocess.run(["/bin/sh", "-c", step], env={"PATH": str(bindir)}, capture_output=True, text=True)
+    assert (r.returncode, r.stderr) == (0, "")
+    apt = "apt-get install -y gh git python3-venv"
+    assert calls.read_text().splitlines() == (["sudo " + apt, apt] if with_sudo else [apt])
+
+
+def test_readme_runs_the_tools_with_the_venvs_python():
+    """Commands that work after the README's own install: a bare `python`
+    may be one without rich (or none at all)."""
+    text = (ROOT / "README.md").read_text()
+    bare = re.findall(r"(?<![/\w])python3? (?:tools|adws)/\S+", text)
+    assert bare == []
+
+
+def test_readme_documents_statuss_exit_codes():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import status
+    assert status.EXIT_STATUS == {"ok": 0, "warning": 1, "degraded": 1, "critical": 2}
+    flat = " ".join((ROOT / "README.md").read_text().split())
+    assert "0 ok, 1 warning or degraded, 2 critical" in flat
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

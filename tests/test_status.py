@@ -155,7 +155,7 @@ def test_json_has_the_same_facts(full):
 def test_missing_metrics_still_shows_the_queue(project):
     project.write_tasks(time.time())
     r = project.run()
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 2, r.stderr  # critical
     assert "CRITICAL" in r.stdout
     assert "coordinator has not written metrics.json yet (not started?)" in r.stdout
     assert "Queue: 2 pending · 1 active · 1 completed today · 1 failed · 1 blocked" in r.stdout
@@ -168,7 +168,7 @@ def test_unreadable_metrics_is_said_not_raised(project):
     project.write_tasks(time.time())
     project.metrics.write_text('{"version": 1, "updated_')
     r = project.run()
-    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stderr == ""
     assert "metrics.json unreadable" in r.stdout
 
 
@@ -306,3 +306,95 @@ def test_render_in_process_fits_80_columns(full):
     text = console.export_text()
     assert_fits(text)
     assert "$0.43" in text and PR_URL in text
+
+
+# ---------------------------------------------------------------------------
+# Exit status per health level, and a reader that leaves early
+# ---------------------------------------------------------------------------
+
+def _healthy(project, now):
+    project.write_metrics(now)
+
+
+def _warning(project, now):
+    project.write_metrics(now, paused=True, pause_reason="PAUSE file present")
+
+
+def _degraded(project, now):
+    project.write_metrics(now, spawn_block="daily budget reached: $5.02 of $5.00 today")
+
+
+def _critical(project, now):
+    project.write_metrics(now, pid=dead_pid())
+
+
+@pytest.mark.parametrize("make, level, code", [
+    (_healthy, "ok", 0), (_warning, "warning", 1), (_degraded, "degraded", 1), (_critical, "critical", 2)])
+def test_exit_status_follows_health_for_monitoring(project, make, level, code):
+    now = time.time()
+    project.write_tasks(now)
+    make(project, now)
+    r = project.run()
+    assert (r.returncode, r.stderr) == (code, "")
+    assert r.stdout.startswith(" {} ".format(level.upper()))
+    j = project.run("--json")
+    assert (j.returncode, j.stderr) == (code, "")
+    assert json.loads(j.stdout)["health"]["level"] == level  # --json is the same object as before
+
+
+def read_then_close(args, cwd, env=None, first=100):
+    """Run args with stdout on a real pipe, read a little, close the pipe
+    (what `| head -1` does) and return (exit status, stderr)."""
+    p = subprocess.Popen(args, cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.read(first)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    return p.wait(timeout=30), err
+
+
+def test_closed_pipe_ends_quietly(project):
+    """Far more output than a pipe holds (64 KB), so the tool is certainly
+    still writing when the reader leaves."""
+    now = time.time()
+    doc = tasks.TaskFile()
+    for n in range(1, 3001):
+        doc.add(tasks.Task(n, "Pending issue number {} with a title of some length".format(n), tasks.PENDING, 2))
+    project.tasks.write_text(tasks.render(doc))
+    project.write_metrics(now, active=[])
+    code, err = read_then_close([sys.executable, STATUS, "--config", str(project.config), "--json"],
+                                project.root)
+    assert (code, err) == (0, "")  # the health code (ok), not 1 or 120
+    project.write_metrics(now, active=[], pid=dead_pid())
+    code, err = read_then_close([sys.executable, STATUS, "--config", str(project.config), "--json"],
+                                project.root)
+    assert (code, err) == (2, "")
+
+
+def test_titles_that_fit_are_not_cut(project):
+    """Room a short column does not need goes to the title beside it."""
+    now = time.time()
+    title = "Teach the parser about nested block comments"   # 44 columns
+    ended = "Migrate the settings file to TOML format"        # 40 columns
+    doc = tasks.TaskFile()
+    doc.add(tasks.Task(7, title, tasks.ACTIVE, 1, pid=os.getpid(), started=tasks.format_time(now - 60),
+                       attempts=1, branch="auto/gh-7"))
+    doc.add(tasks.Task(4, ended, tasks.FAILED, 2, attempts=2, reason="flaky"))
+    project.tasks.write_text(tasks.render(doc))
+    project.write_metrics(now, active=[{"issue": 7, "pid": 4242, "started_at": now - 60, "attempt": 1,
+                                        "cost_usd": 0.1, "last_tool": "Read"}])
+    r = project.run()
+    assert r.returncode == 0, r.stderr
+    assert_fits(r.stdout)
+    rows = [line for line in r.stdout.splitlines() if line.startswith(("#7 ", "#4 "))]
+    assert len(rows) == 2 and title in rows[0] and ended in rows[1], rows
+    assert "…" not in r.stdout
+
+
+def test_share_width():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import status
+    assert status.share_width(51, [44, 4], [3, 2]) == [44, 4]      # both fit: each takes its need
+    assert status.share_width(51, [79, 4], [3, 2]) == [47, 4]      # the short one gives its room away
+    assert status.share_width(51, [79, 60], [3, 2]) == [30, 20]    # neither fits: by weight
+    assert status.share_width(10, [79, 60], [3, 2]) == [8, 8]      # a floor on a tiny screen

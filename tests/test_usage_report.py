@@ -259,3 +259,19 @@ def test_report_streams_records_once():
     rep = usage_report.Report("daily", "2027-01-04").feed(records())
     assert len(seen) == len(RUNS)
     assert float(rep.total.cost) == 4.7362
+
+
+@pytest.mark.parametrize("args", [["--json", "--detail"], ["--detail"]])
+def test_closed_pipe_ends_quietly(tmp_path, args):
+    """`usage_report.py --json | head -3`: a real pipe, closed after a few
+    bytes while the tool still has far more than a pipe holds to write."""
+    p = Project(tmp_path)
+    p.write([run_record("2026-11-22", n, 0.01) for n in range(1, 3001)])
+    env = dict(os.environ, COLUMNS="80")
+    proc = subprocess.Popen([sys.executable, REPORT, "--config", str(p.config), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert (proc.wait(timeout=30), err) == (0, "")

@@ -461,3 +461,41 @@ def test_follow_shows_appended_lines_and_exits_0_on_ctrl_c(tmp_path):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("args", [["--detailed"], ["--raw"]])
+def test_closed_pipe_ends_quietly(tmp_path, args):
+    """`view_worker.py 7 | head`: a real pipe closed after a few bytes, while
+    far more than a pipe holds is still to come."""
+    proc = subprocess.Popen([sys.executable, str(VIEW), "--log", str(sample("02_")), *args], cwd=tmp_path,
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert (proc.wait(timeout=60), err) == (0, "")
+
+
+def test_follow_waits_for_a_log_that_is_not_there_yet(tmp_path):
+    """Like tail -F: `view_worker.py N --follow` before the worker starts."""
+    (tmp_path / "config.toml").write_text('[paths]\nlogs = "logs"\n')
+    log = tmp_path / "logs" / "gh-7.jsonl"
+    proc = subprocess.Popen([sys.executable, str(VIEW), "7", "--follow", "--config", str(tmp_path / "config.toml")],
+                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stderr.readline().decode()
+        assert first == "view_worker: waiting for {} to appear (Ctrl-C to stop)\n".format(log)
+        time.sleep(0.5)
+        assert proc.poll() is None
+        log.parent.mkdir()
+        log.write_text(attempt(1, "late marker"))
+        read_until(proc, "late marker")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

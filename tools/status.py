@@ -17,6 +17,10 @@ unless forced. Either pass --color or set FORCE_COLOR=1:
 (--color sticks to the 16 standard colours, which every `watch -c` shows;
 NO_COLOR=1 turns colour off.) --watch refreshes in place every 2 s until
 Ctrl-C. --json prints the same facts as one JSON object for scripts.
+
+Exit status, as monitoring agents expect: 0 ok, 1 warning or degraded,
+2 critical (the coordinator is not running), 3 cannot draw the view (no
+rich for this python; --json still works), 78 config error.
 """
 from __future__ import annotations
 
@@ -24,10 +28,13 @@ import os
 import sys
 
 # `python tools/status.py` puts tools/ on sys.path, not the project root;
-# add the root so `from adws import ...` works from any working directory.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# add the root so `from adws import ...` works from any working directory
+# (and tools/ too, for an import of this file from elsewhere).
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _path in (ROOT, HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -36,6 +43,7 @@ from typing import Any, Dict, List, Optional  # noqa: E402
 
 from pathlib import Path  # noqa: E402
 
+import _shared  # noqa: E402
 from adws import config, ledger, metrics, tasks  # noqa: E402
 
 # rich is imported inside the rendering functions: --json never needs it and
@@ -46,6 +54,10 @@ PENDING_SHOWN = 5
 COMPLETED_SHOWN = 5
 ENDED_SHOWN = 8      # failed and blocked together: a Pi screen is short
 REFRESH_SECONDS = 2.0
+# The monitoring convention (Nagios, Icinga, Sensu), so cron or an agent can
+# act on the exit status. Degraded is a warning there: the daemon is alive
+# and a reached budget (by design) is one of its causes.
+EXIT_STATUS = {metrics.OK: 0, metrics.WARNING: 1, metrics.DEGRADED: 1, metrics.CRITICAL: 2}
 
 
 # ---------------------------------------------------------------------------
@@ -274,8 +286,32 @@ def _budget(spent: float, budget: Optional[float]) -> str:
     return "{} of {} ({:.0f}%)".format(ledger.usd(spent), ledger.usd(budget), 100 * spent / budget)
 
 
+def share_width(free: int, needs: List[int], weights: List[int], least: int = 8) -> List[int]:
+    """Split ``free`` columns among flexible columns: a column whose widest
+    cell fits its weighted share gets just that, and what it leaves goes to
+    the others, so a short last-tool column never cuts a title that would
+    fit. Columns still too wide share what is left by weight (at least
+    ``least`` each) and are cut there."""
+    sizes: List[int] = [0] * len(needs)
+    left = list(range(len(needs)))
+    room = free
+    while left:
+        total = sum(weights[i] for i in left) or 1
+        fits = [i for i in left if needs[i] <= room * weights[i] // total]
+        if not fits:
+            for i in left:
+                sizes[i] = max(least, room * weights[i] // total)
+            break
+        for i in fits:
+            sizes[i] = needs[i]
+            room -= needs[i]
+            left.remove(i)
+    return sizes
+
+
 def build(facts: Dict[str, Any], width: int = 80):
     """The whole screen as one rich renderable, laid out for `width` columns."""
+    from rich.cells import cell_len
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -347,37 +383,39 @@ def build(facts: Dict[str, Any], width: int = 80):
     for w in facts["warnings"]:
         parts.append(Text("! " + w, style="yellow"))
 
-    def table(title: str, columns) -> Table:
+    def table(title: str, columns, rows) -> Table:
         """Columns as (width, weight, options): fixed widths first, then the
-        rest of the screen shared by weight, so nothing is dropped at 80."""
+        rest of the screen shared among the others (see share_width), so
+        nothing is dropped at 80 and nothing that fits is cut."""
         t = Table(title=title, title_justify="left", title_style="bold", box=None,
                   show_header=False, padding=(0, 1), pad_edge=False, expand=False)
         gaps = 2 * (len(columns) - 1)
         free = max(0, width - gaps - sum(w for w, _, _ in columns if w))
-        weights = sum(k for w, k, _ in columns if not w) or 1
-        for w, k, options in columns:
-            size = w or max(8, free * k // weights)
-            t.add_column(**dict({"width": size, "no_wrap": True, "overflow": "ellipsis"}, **options))
+        flexible = [i for i, (w, _, _) in enumerate(columns) if not w]
+        needs = [max([1] + [cell_len(str(row[i])) for row in rows]) for i in flexible]
+        sizes = dict(zip(flexible, share_width(free, needs, [columns[i][1] for i in flexible])))
+        for i, (w, _, options) in enumerate(columns):
+            t.add_column(**dict({"width": w or sizes[i], "no_wrap": True, "overflow": "ellipsis"}, **options))
+        for row in rows:
+            t.add_row(*row)
         return t
 
     issue_w = max([3] + [len("#{}".format(r["issue"])) for key in
                          ("active", "pending", "completed", "failed", "blocked") for r in facts[key]])
 
     if facts["active"]:
+        rows = [("#{}".format(w["issue"]), w["title"],
+                 metrics.human_duration(w["elapsed_s"]) if w["elapsed_s"] is not None else "",
+                 ledger.usd(w["cost_usd"]) if w["cost_usd"] is not None else "",
+                 w["last_tool"]) for w in facts["active"]]
         t = table("Active", [(issue_w, 0, {"style": "bold"}), (0, 3, {}),
                              (10, 0, {"justify": "right"}), (8, 0, {"justify": "right"}),
-                             (0, 2, {"style": "dim"})])
-        for w in facts["active"]:
-            t.add_row("#{}".format(w["issue"]), w["title"],
-                      metrics.human_duration(w["elapsed_s"]) if w["elapsed_s"] is not None else "",
-                      ledger.usd(w["cost_usd"]) if w["cost_usd"] is not None else "",
-                      w["last_tool"])
+                             (0, 2, {"style": "dim"})], rows)
         parts.append(Text())
         parts.append(t)
 
     if facts["pending"]:
-        t = table("Pending ({})".format(len(facts["pending"])),
-                  [(issue_w, 0, {"style": "bold"}), (0, 1, {}), (3, 0, {}), (18, 0, {"style": "dim"})])
+        rows = []
         for p in facts["pending"][:PENDING_SHOWN]:
             nxt = p["next_attempt"]
             when = ""
@@ -386,8 +424,10 @@ def build(facts: Dict[str, Any], width: int = 80):
             elif p.get("attempts"):
                 when = "retry due"
             prio = p.get("priority")
-            t.add_row("#{}".format(p["issue"]), p["title"],
-                      "p{}".format(prio) if isinstance(prio, int) else "", when)
+            rows.append(("#{}".format(p["issue"]), p["title"],
+                         "p{}".format(prio) if isinstance(prio, int) else "", when))
+        t = table("Pending ({})".format(len(facts["pending"])),
+                  [(issue_w, 0, {"style": "bold"}), (0, 1, {}), (3, 0, {}), (18, 0, {"style": "dim"})], rows)
         parts.append(Text())
         parts.append(t)
         more = len(facts["pending"]) - PENDING_SHOWN
@@ -400,25 +440,24 @@ def build(facts: Dict[str, Any], width: int = 80):
         # but a short title, and folds onto a second line beyond that.
         room = width - issue_w - 10 - 3 * 2   # less the time column and three gaps
         pr_w = min(max([4] + [len(_pr(c.get("pr"))) for c in shown]), max(10, room - 12))
+        rows = [("#{}".format(c["issue"]), c["title"], _pr(c.get("pr")), _clock(c["completed"], now))
+                for c in shown]
         t = table("Recently completed", [(issue_w, 0, {"style": "bold"}), (0, 1, {}),
                                          (pr_w, 0, {"style": "cyan", "overflow": "fold", "no_wrap": False}),
-                                         (10, 0, {"style": "dim"})])
-        for c in shown:
-            t.add_row("#{}".format(c["issue"]), c["title"], _pr(c.get("pr")), _clock(c["completed"], now))
+                                         (10, 0, {"style": "dim"})], rows)
         parts.append(Text())
         parts.append(t)
 
     if facts["failed"] or facts["blocked"]:
+        ended = [("failed", r) for r in facts["failed"]] + [("blocked", r) for r in facts["blocked"]]
+        rows = [("#{}".format(r["issue"]), Text(label, style="red" if label == "failed" else "yellow"),
+                 r["title"], r.get("reason") or "") for label, r in ended[:ENDED_SHOWN]]
         t = table("Failed / blocked", [(issue_w, 0, {"style": "bold"}), (7, 0, {}), (0, 2, {}),
-                                       (0, 3, {"overflow": "fold", "no_wrap": False})])
-        rows = [("failed", r) for r in facts["failed"]] + [("blocked", r) for r in facts["blocked"]]
-        for label, r in rows[:ENDED_SHOWN]:
-            t.add_row("#{}".format(r["issue"]), Text(label, style="red" if label == "failed" else "yellow"),
-                      r["title"], r.get("reason") or "")
+                                       (0, 3, {"overflow": "fold", "no_wrap": False})], rows)
         parts.append(Text())
         parts.append(t)
-        if len(rows) > ENDED_SHOWN:
-            parts.append(Text("  … and {} more in tasks.md".format(len(rows) - ENDED_SHOWN), style="dim"))
+        if len(ended) > ENDED_SHOWN:
+            parts.append(Text("  … and {} more in tasks.md".format(len(ended) - ENDED_SHOWN), style="dim"))
 
     return Group(*parts)
 
@@ -428,14 +467,13 @@ PLAIN = dict(highlight=False, markup=False, emoji=False)
 
 
 def make_console(force_color: bool):
-    from rich.console import Console
     if os.environ.get("NO_COLOR"):
-        return Console(no_color=True, **PLAIN)
+        return _shared.pipe_console(no_color=True, **PLAIN)
     if force_color or os.environ.get("FORCE_COLOR"):
         # No tty under `watch -c`: force escape codes, and only the 16
         # standard colours, which every watch understands.
-        return Console(force_terminal=True, color_system="standard", **PLAIN)
-    return Console(**PLAIN)
+        return _shared.pipe_console(force_terminal=True, color_system="standard", **PLAIN)
+    return _shared.pipe_console(**PLAIN)
 
 
 # ---------------------------------------------------------------------------
@@ -462,15 +500,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("status: {}".format(e), file=sys.stderr)
         return EX_CONFIG
 
-    if args.json:
-        json.dump(collect(cfg, time.time()), sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return 0
+    if not args.json:
+        _shared.require_rich("status", __file__, sys.argv[1:] if argv is None else argv)
+    if not args.watch:
+        facts = collect(cfg, time.time())
+        code = EXIT_STATUS.get(facts["health"]["level"], 2)
+        try:
+            if args.json:
+                json.dump(facts, sys.stdout, indent=1)
+                sys.stdout.write("\n")
+            else:
+                console = make_console(args.color)
+                console.print(build(facts, console.width))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `status.py --json | head -1`
+            return _shared.closed_pipe(code)
+        return code
 
     console = make_console(args.color)
-    if not args.watch:
-        console.print(build(collect(cfg, time.time()), console.width))
-        return 0
 
     from rich.live import Live
     try:

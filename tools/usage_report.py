@@ -21,10 +21,13 @@ import os
 import sys
 
 # `python tools/usage_report.py` puts tools/ on sys.path, not the project
-# root; add the root so `from adws import ...` works from any directory.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# root; add the root so `from adws import ...` works from any directory
+# (and tools/ too, for an import of this file from elsewhere).
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _path in (ROOT, HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
@@ -35,6 +38,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional  # noqa: E402
 
 from pathlib import Path  # noqa: E402
 
+import _shared  # noqa: E402
 from adws import config, ledger  # noqa: E402
 
 EX_CONFIG = 78
@@ -264,6 +268,26 @@ def render(report: Report, console, detail: bool) -> None:
         console.print(line)
 
 
+def show(args, path: str, scan, report: Report) -> None:
+    """The report as --json or as tables, on stdout."""
+    if args.json:
+        json.dump(report.as_json(path, scan.corrupt, args.detail), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
+    # markup/emoji off: titles and paths are data, "[WIP]" must print as is.
+    console = _shared.pipe_console(highlight=False, markup=False, emoji=False)
+    if report.total.runs == 0:
+        if args.issue is not None and scan.records:
+            console.print("no runs recorded for issue #{} in {}".format(args.issue, path), soft_wrap=True)
+        else:
+            console.print("no runs recorded yet in {}".format(path), soft_wrap=True)
+    else:
+        render(report, console, args.detail)
+    if scan.corrupt:
+        console.print("{} corrupt line{} skipped in {}".format(
+            scan.corrupt, "" if scan.corrupt == 1 else "s", path), style="dim", soft_wrap=True)
+
+
 # ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
@@ -290,24 +314,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     scan = ledger.read(path)
     report = Report(kind, ledger.local_day(time.time()), args.issue).feed(scan)
 
-    if args.json:
-        json.dump(report.as_json(path, scan.corrupt, args.detail), sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return 0
-
-    from rich.console import Console
-    # markup/emoji off: titles and paths are data, "[WIP]" must print as is.
-    console = Console(highlight=False, markup=False, emoji=False)
-    if report.total.runs == 0:
-        if args.issue is not None and scan.records:
-            console.print("no runs recorded for issue #{} in {}".format(args.issue, path), soft_wrap=True)
-        else:
-            console.print("no runs recorded yet in {}".format(path), soft_wrap=True)
-    else:
-        render(report, console, args.detail)
-    if scan.corrupt:
-        console.print("{} corrupt line{} skipped in {}".format(
-            scan.corrupt, "" if scan.corrupt == 1 else "s", path), style="dim", soft_wrap=True)
+    if not args.json:
+        _shared.require_rich("usage_report", __file__, sys.argv[1:] if argv is None else argv)
+    try:
+        show(args, path, scan, report)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `usage_report.py --json | head -3`
+        return _shared.closed_pipe(0)
     return 0
 
 

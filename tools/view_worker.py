@@ -3,7 +3,7 @@
 
     python tools/view_worker.py 7               every attempt of issue 7
     python tools/view_worker.py 7 --attempt 2   only the second attempt
-    python tools/view_worker.py 7 --follow      keep reading, like tail -f
+    python tools/view_worker.py 7 --follow      keep reading, like tail -F
     python tools/view_worker.py 7 --raw         the lines as they are
     python tools/view_worker.py --log FILE      any stream-json file
 
@@ -24,13 +24,19 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 # Run as `python tools/view_worker.py` from any folder: the project root is not
-# on sys.path then (only tools/ is), and `adws` lives there.
+# on sys.path then (only tools/ is), and `adws` lives there; tools/ is added
+# for a load of this file from elsewhere.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
-from rich.console import Console  # noqa: E402
-from rich.text import Text  # noqa: E402
+try:
+    from rich.console import Console
+    from rich.text import Text
+except ImportError:  # --help and the one-line errors work without it; main() says what to run
+    Console = Text = None
 
+import _shared  # noqa: E402
 from adws import config, transcript  # noqa: E402
 from adws.redact import redact, redact_bytes  # noqa: E402
 
@@ -500,15 +506,6 @@ class Viewer:
             self.lines_of(event["result"], SHORT_TEXT_LINES, "", 2)
 
 
-class QuietConsole(Console):
-    """A Console that lets a closed pipe (``view_worker.py 7 | head``) end the
-    view with exit 0; rich's own handler exits with 1."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError
-
-
 # ---------------------------------------------------------------------------
 # Reading: the whole file once, or following it
 # ---------------------------------------------------------------------------
@@ -571,7 +568,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--attempt", type=int, metavar="K", help="show only attempt K")
     parser.add_argument("--detailed", action="store_true",
                         help="full tool inputs and results, thinking, usage, stderr tail")
-    parser.add_argument("--follow", "-f", action="store_true", help="keep reading appended lines until Ctrl-C")
+    parser.add_argument("--follow", "-f", action="store_true", help="keep reading until Ctrl-C (waits for a log not there yet)")
     parser.add_argument("--raw", action="store_true", help="print the lines as they are")
     args = parser.parse_args(argv)
     if args.issue is None and args.log is None:
@@ -584,10 +581,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     path = args.log if args.log is not None else logs_dir(args.config) / "gh-{}.jsonl".format(args.issue)
-    if not path.exists() or path.is_dir():  # a FIFO such as /dev/stdin is fine
+    if path.is_dir() or (not path.exists() and not args.follow):  # a FIFO such as /dev/stdin is fine
         warn("no log at {}".format(path))
         return 1
-    console = QuietConsole(highlight=False)
+    if not path.exists():
+        # like tail -F: the worker may not have started yet
+        warn("waiting for {} to appear (Ctrl-C to stop)".format(path))
+    _shared.require_rich("view_worker", __file__, sys.argv[1:] if argv is None else argv)
+    # A closed pipe (`view_worker.py 7 | head`) raises BrokenPipeError, caught below.
+    console = _shared.pipe_console(highlight=False)
     raw_out = sys.stdout.buffer
     viewer = Viewer(console, detailed=args.detailed, attempt=args.attempt, raw=args.raw, raw_out=raw_out)
 
@@ -613,8 +615,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if args.follow else 130
     except BrokenPipeError:
         # `view_worker.py 7 | head`: the reader left; stop quietly.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return _shared.closed_pipe(0)
     except OSError as exc:
         warn("cannot read {}: {}".format(path, exc))
         return 1
