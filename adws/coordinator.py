@@ -899,8 +899,11 @@ class Coordinator:
         return False
 
     def _set_body_sha(self, n: int, sha: str) -> None:
-        self.amend(n, expect=PENDING, body_sha=sha,
-                   **({"reason": ""} if self.load().governing(n).reason == EDITED_AFTER_LABEL else {}))
+        def change(doc: tasks.TaskFile) -> Optional[Task]:
+            cur = doc.governing(n)
+            held = cur is not None and cur.reason == EDITED_AFTER_LABEL
+            return tasks.amend(doc, n, expect=PENDING, body_sha=sha, **({"reason": ""} if held else {}))
+        self.update(change)
 
     def spawn(self, t: Task, issue: dict, now: float) -> None:
         """Start a worker for `t`. Intent first: a crash at any point leaves

@@ -18,7 +18,9 @@ from adws.config import Config
 
 
 class GitError(Exception):
-    pass
+    def __init__(self, message: str, returncode: int = -1, stderr: str = ""):
+        super().__init__(message)
+        self.returncode, self.stderr = returncode, stderr  # git's own, for callers that read more than the last line
 
 
 class PushRejected(GitError):
@@ -48,7 +50,7 @@ def git(args: Sequence[str], cwd: Path, timeout: float = 300) -> str:
         raise GitError(f"git {args[0]}: no answer in {timeout:.0f} s")
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise GitError(f"git {' '.join(args[:2])}: {last}")
+        raise GitError(f"git {' '.join(args[:2])}: {last}", proc.returncode, proc.stderr)
     return proc.stdout
 
 
@@ -102,12 +104,11 @@ def commits_ahead(cfg: Config, branch: str) -> int:
     (the run never got as far as its worktree). Raises GitError when git
     cannot say: taking that for 'no commits' would throw the run's work away."""
     try:
-        exists = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-                                cwd=str(cfg.repo_path), capture_output=True, timeout=60).returncode
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise GitError(f"git rev-parse: {e}")
-    if exists == 1:
-        return 0
+        git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cfg.repo_path, timeout=60)
+    except GitError as e:
+        if e.returncode == 1:  # --verify --quiet: no such branch (other failures are 128)
+            return 0
+        raise
     out = git(["rev-list", "--count", f"{cfg.remote}/{cfg.base_branch}..{branch}"], cfg.repo_path)
     try:
         return int(out.strip() or 0)
@@ -136,14 +137,10 @@ def head_sha(cfg: Config, branch: str) -> str:
 def push_branch(cfg: Config, branch: str) -> None:
     # The branch namespace is ours; a retry of a crashed completion may push
     # the same branch again, so force is the idempotent choice.
-    argv = ["git", "push", "--quiet", "--force", cfg.remote, f"{branch}:refs/heads/{branch}"]
     try:
-        proc = subprocess.run(argv, cwd=str(cfg.repo_path), capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise GitError(f"git push: {e}")
-    if proc.returncode != 0:
-        why = _meaningful_line(proc.stderr) or f"exit status {proc.returncode}"
+        git(["push", "--quiet", "--force", cfg.remote, f"{branch}:refs/heads/{branch}"], cfg.repo_path)
+    except GitError as e:
+        why = _meaningful_line(e.stderr)
         if "rejected" in why or why.startswith("remote:"):
             raise PushRejected(why)
-        raise GitError(f"git push: {why}")  # the remote could not be reached, or git failed here
+        raise  # the remote could not be reached, or git failed here

@@ -222,7 +222,7 @@ def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: O
     if to is NEW:
         doc.remove(cur)
         return cur
-    if to == PENDING and state != PENDING and state != ACTIVE:
+    if to == PENDING and state in (NEW,) + TERMINAL:
         fields.setdefault("title", cur.title if cur is not None else "")
         fresh = Task(issue=issue, **fields)
         if cur is not None:

@@ -6,6 +6,7 @@ person runs it; a few render in-process into a recording Console.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -429,12 +430,25 @@ def read_until(proc, needle: str, timeout: float = 15.0) -> str:
     return buf.decode("utf-8", "replace")
 
 
+@contextlib.contextmanager
+def viewer(args, cwd):
+    """view_worker.py as a running process with pipes; killed and closed afterwards."""
+    proc = subprocess.Popen([sys.executable, str(VIEW), *args], cwd=cwd, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
 def test_follow_shows_appended_lines_and_exits_0_on_ctrl_c(tmp_path):
     log = tmp_path / "gh-7.jsonl"
     log.write_text(attempt(1, "first marker"))
-    proc = subprocess.Popen([sys.executable, str(VIEW), "--follow", "--log", str(log)], cwd=tmp_path, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with viewer(["--follow", "--log", str(log)], tmp_path) as proc:
         read_until(proc, "first marker")
         more = line({"type": "assistant", "message": {"id": "m9", "content": [{"type": "text", "text": "second marker"}]}})
         with open(log, "a") as f:          # a line arriving in two writes
@@ -455,12 +469,6 @@ def test_follow_shows_appended_lines_and_exits_0_on_ctrl_c(tmp_path):
         assert proc.wait(timeout=10) == 0
         err = proc.stderr.read().decode()
         assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 @pytest.mark.parametrize("args", [["--detailed"], ["--raw"]])
@@ -480,9 +488,7 @@ def test_follow_waits_for_a_log_that_is_not_there_yet(tmp_path):
     """Like tail -F: `view_worker.py N --follow` before the worker starts."""
     (tmp_path / "config.toml").write_text('[paths]\nlogs = "logs"\n')
     log = tmp_path / "logs" / "gh-7.jsonl"
-    proc = subprocess.Popen([sys.executable, str(VIEW), "7", "--follow", "--config", str(tmp_path / "config.toml")],
-                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with viewer(["7", "--follow", "--config", str(tmp_path / "config.toml")], tmp_path) as proc:
         first = proc.stderr.readline().decode()
         assert first == "view_worker: waiting for {} to appear (Ctrl-C to stop)\n".format(log)
         time.sleep(0.5)
@@ -493,9 +499,3 @@ def test_follow_waits_for_a_log_that_is_not_there_yet(tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
         assert proc.stderr.read() == b""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
