@@ -27,11 +27,21 @@ next pages live under `/repositories/{id}/...` as on github.com; ETags and
 `If-None-Match` -> 304 (not counted against the rate limit); `X-RateLimit-*`
 headers on every response and a 403 once the budget is spent; 422 validation
 errors for duplicate or empty pull requests; 404 bodies; 401 without a token.
+The repository-wide issue events feed (`/issues/events`: every issue's and
+pull request's events, newest first, each carrying its `issue`).
+
+Switches for what GitHub (or the way to it) does only sometimes:
+`set_outage` and `fail_next` (5xx and other statuses), `set_rate_limit`,
+`set_tokens` (401 "Bad credentials" for any other token), `drafts_supported
+= False` (422 "Draft pull requests are not supported in this repository.",
+as on a private repository of a Free or Pro account), `create_pull(...,
+fork="someone")` (a PR from the fork someone/NAME), and `answer_raw` (any
+status and body for a path: an HTML page with 200, an object for a list).
 
 What it does not: GraphQL (so `gh issue list` / `gh pr list` cannot work),
 search, merges, reviews, checks, assignees, milestones, reactions, gzip,
 unauthenticated access to public data, secondary rate limits. Every endpoint
-requires a token, and any token is accepted. It logs nothing unless
+requires a token, and any token is accepted unless `set_tokens` says otherwise. It logs nothing unless
 FAKEGITHUB_DEBUG=1.
 
 A login never given `set_permission` is reported as GitHub reports a
