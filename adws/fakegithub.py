@@ -41,8 +41,8 @@ status and body for a path: an HTML page with 200, an object for a list).
 What it does not: GraphQL (so `gh issue list` / `gh pr list` cannot work),
 search, merges, reviews, checks, assignees, milestones, reactions, gzip,
 unauthenticated access to public data, secondary rate limits. Every endpoint
-requires a token, and any token is accepted unless `set_tokens` says otherwise. It logs nothing unless
-FAKEGITHUB_DEBUG=1.
+requires a token, and any token is accepted unless `set_tokens` says
+otherwise. It logs nothing unless FAKEGITHUB_DEBUG=1.
 
 A login never given `set_permission` is reported as GitHub reports a
 non-collaborator on a public repository: permission "read", role_name "read".
