@@ -111,6 +111,7 @@ class GitHub:
 
     PERMISSION_TTL = 600.0
     WRITE_RETRY_DELAYS = (1.0, 4.0)  # seconds before the 2nd and 3rd try of a write
+    FEED_MAX_PAGES = 20  # 2,000 events; past that, per-issue look-ups are the cheaper way
 
     def __init__(self, repo: str, gh: str = "gh", env: Optional[Dict[str, str]] = None,
                  clock: Callable[[], float] = time.time,
@@ -128,6 +129,13 @@ class GitHub:
         self._etags: Dict[str, Tuple[str, Any]] = {}
         self._permissions: Dict[str, Tuple[float, str]] = {}
         self._labellers: Dict[Tuple[int, str], Tuple[str, str, str]] = {}
+        # The repository-wide events feed, as far as read: the latest
+        # application of _feed_label per issue, for every event from the
+        # newest read (_feed_top, an event id) back to where reading stopped.
+        self._feed_label = ""
+        self._feed: Dict[int, Tuple[str, str, str]] = {}
+        self._feed_top: Optional[int] = None
+        self._feed_etag = ""
 
     # -- the one way in --------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, etag: str = "") -> Response:
@@ -246,6 +254,79 @@ class GitHub:
             self._labellers[key] = found
         return found
 
+    def labellers(self, label: str, issues: Iterable[dict]) -> Dict[int, Tuple[str, str, str]]:
+        """labeller() for many issues at once: number -> (login, user type,
+        time) of whoever last applied `label`, read from the repository-wide
+        issue events feed. One request covers 100 events of any issues, so
+        a thousand newly labelled issues cost about ten requests, not a
+        thousand; an unchanged feed costs a 304. Each answer is also cached
+        for labeller(number, label, updated_at), so calling this first and
+        labeller() per issue afterwards asks GitHub per issue only for what
+        the feed did not cover (an issue labelled before the events read).
+        `issues` are the listing's dicts (number, updated_at, created_at)."""
+        out: Dict[int, Tuple[str, str, str]] = {}
+        want: Dict[int, str] = {}
+        since = ""
+        for issue in issues:
+            n, updated = issue["number"], issue.get("updated_at", "")
+            if (n, updated) in self._labellers:
+                out[n] = self._labellers[(n, updated)]
+            else:
+                want[n] = updated
+                # A label cannot be older than its issue: reading stops there.
+                created = str(issue.get("created_at") or "")
+                since = created if len(want) == 1 else min(since, created)
+        if not want:
+            return out
+        self._read_feed(label, set(want), since)
+        for n, updated in want.items():
+            if n in self._feed:
+                out[n] = self._labellers[(n, updated)] = self._feed[n]
+        return out
+
+    def _read_feed(self, label: str, want: set, since: str) -> None:
+        """Bring _feed up to date: newest first, stopping at the events an
+        earlier read saw, at events older than `since`, once every number in
+        `want` is found, at the end of the feed or after FEED_MAX_PAGES."""
+        if label.lower() != self._feed_label:
+            self._feed_label, self._feed, self._feed_top, self._feed_etag = label.lower(), {}, None, ""
+        path = first = f"repos/{self.repo}/issues/events?per_page=100"
+        found: Dict[int, Tuple[str, str, str]] = {}
+        top: Optional[int] = None
+        joined = False
+        for _ in range(self.FEED_MAX_PAGES):
+            # Only the first page is conditional: later pages shift as events arrive.
+            resp = self.api("GET", path, etag=self._feed_etag if path == first and self._feed_top else "")
+            if resp.status == 304:
+                return  # nothing happened since the last read
+            if path == first:
+                self._feed_etag = resp.headers.get("etag", "")
+            page = _items("GET", path, _shape(resp.status, "GET", path, resp.data, list), FEED_KEYS)
+            done = False
+            for ev in page:
+                eid = ev.get("id") if isinstance(ev.get("id"), int) else None
+                if top is None:
+                    top = eid
+                if eid is not None and self._feed_top is not None and eid <= self._feed_top:
+                    joined = done = True
+                    break
+                if since and str(ev["created_at"]) < since:
+                    done = True
+                    break
+                number = (ev.get("issue") or {}).get("number")
+                if _labelled_with(ev, label) and isinstance(number, int) and number not in found:
+                    found[number] = _who(ev)  # newest first: the first one seen is the latest
+            path = _next_link(resp.headers.get("link", ""))
+            if done or not path or want <= found.keys():
+                break
+        if joined:
+            self._feed.update(found)
+        else:
+            # What lies between this read and the last one was not read: keep only this read.
+            self._feed = found
+        if top is not None:
+            self._feed_top = top
+
     def permission(self, login: str) -> str:
         """admin / write / read / none (maintain reports as write, triage as read)."""
         now = self.clock()
@@ -298,6 +379,9 @@ class GitHub:
         for key in list(self._labellers):
             if key[0] not in keep:
                 del self._labellers[key]
+        for n in list(self._feed):
+            if n not in keep:
+                del self._feed[n]
         now = self.clock()
         for login, (at, _) in list(self._permissions.items()):
             if now - at >= self.PERMISSION_TTL:
@@ -360,6 +444,7 @@ class GitHub:
 # the answer is not GitHub's (a proxy, a captive portal, a broken fake).
 ISSUE_KEYS = ("number", "title", "labels", "updated_at")
 EVENT_KEYS = ("event", "created_at")
+FEED_KEYS = ("event", "created_at", "issue")
 PULL_KEYS = ("number", "head", "html_url")
 DRAFT_UNAVAILABLE = ("**Needs review before merging:** draft pull requests are not available "
                      "in this repository, so this one was opened ready for review.")

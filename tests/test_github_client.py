@@ -346,3 +346,125 @@ def test_reads_are_not_retried(github: FakeGitHub, client: GitHub, sleeps: Sleep
     with pytest.raises(GitHubError):
         client.labelled_issues("rpi-auto")
     assert len(github.requests) == 1 and sleeps.calls == []
+
+
+# -- who applied the label: the repository-wide events feed -------------------------------
+
+def feed_reads(github: FakeGitHub) -> List[str]:
+    """The page numbers of the feed requests, and "issue" for each per-issue events call."""
+    out = []
+    for r in github.requests:
+        if r.path.endswith("/issues/events"):  # later pages are under /repositories/ID/
+            out.append(r.query.get("page", "1") + ("" if r.status == 200 else "/%d" % r.status))
+        elif r.path.endswith("/events"):
+            out.append("issue")
+    return out
+
+
+def test_labellers_of_many_issues_from_one_feed_request(github: FakeGitHub, client: GitHub) -> None:
+    for who in ("alice", "maint", "bob"):
+        github.set_permission(who, "write")
+    numbers = [github.add_issue("issue %d" % i, labels=["rpi-auto"], labeller=("alice", "maint", "bob")[i % 3])
+               for i in range(30)]
+    github.create_pull("auto/gh-1")  # a pull request's events are in the feed too
+    listing = client.labelled_issues("rpi-auto")
+    github.reset_requests()
+
+    found = client.labellers("rpi-auto", listing)
+    assert sorted(found) == numbers
+    assert [found[n][0] for n in numbers] == [("alice", "maint", "bob")[i % 3] for i in range(30)]
+    assert all(kind == "User" and at.endswith("Z") for _, kind, at in found.values())
+    assert feed_reads(github) == ["1"]
+
+    # labeller() is now answered from what the feed said: no per-issue call.
+    for issue in listing:
+        assert client.labeller(issue["number"], "rpi-auto", issue["updated_at"]) == found[issue["number"]]
+    assert feed_reads(github) == ["1"]
+    assert client.labellers("rpi-auto", listing) == found
+    assert len(github.requests) == 1  # all cached: nothing asked
+
+
+def test_the_latest_application_counts(github: FakeGitHub, client: GitHub) -> None:
+    n = github.add_issue("t", labels=["rpi-auto"], labeller="stranger")
+    github.unlabel_issue(n, "rpi-auto", actor="maint")
+    github.label_issue(n, "RPI-AUTO", actor="maint")  # label names are case-insensitive
+    github.label_issue(n, "bug", actor="stranger")
+    (issue,) = client.labelled_issues("rpi-auto")
+    assert client.labellers("rpi-auto", [issue])[n][0] == "maint"
+    assert client.labeller(n, "rpi-auto", issue["updated_at"] + "x")[0] == "maint"  # the per-issue way agrees
+
+
+def test_an_unchanged_feed_costs_a_304_and_a_new_event_one_page(github: FakeGitHub, client: GitHub) -> None:
+    github.set_permission("maint", "write")
+    for i in range(150):
+        github.add_issue("old %d" % i, labels=["rpi-auto"])
+    first = github.add_issue("first", labels=["rpi-auto"], labeller="alice")
+    assert client.labellers("rpi-auto", [github.issue(first)])[first][0] == "alice"
+    github.reset_requests()
+
+    # Asked again for an issue whose state moved: the feed has nothing new.
+    counted = client.counted
+    assert client.labellers("rpi-auto", [dict(github.issue(first), updated_at="later")])[first][0] == "alice"
+    assert feed_reads(github) == ["1/304"] and client.counted == counted
+
+    # A relabel: one page read, up to the events seen before; then merged.
+    github.unlabel_issue(first, "rpi-auto", actor="maint")
+    github.label_issue(first, "rpi-auto", actor="maint")
+    second = github.add_issue("second", labels=["rpi-auto"], labeller="maint")
+    github.reset_requests()
+    found = client.labellers("rpi-auto", [github.issue(first), github.issue(second)])
+    assert (found[first][0], found[second][0]) == ("maint", "maint")
+    assert feed_reads(github) == ["1"]
+
+
+def test_reading_stops_once_every_issue_is_found(github: FakeGitHub, client: GitHub) -> None:
+    for i in range(250):
+        github.add_issue("issue %d" % i, labels=["rpi-auto"])
+    listing = client.labelled_issues("rpi-auto")  # newest first
+    github.reset_requests()
+    assert sorted(client.labellers("rpi-auto", listing[:5])) == sorted(i["number"] for i in listing[:5])
+    assert feed_reads(github) == ["1"]
+    github.reset_requests()
+    # Nothing new (a 304): what page 1 said (100 issues); the rest is left to labeller().
+    assert len(client.labellers("rpi-auto", listing)) == 100
+    assert feed_reads(github) == ["1/304"]
+    fresh = GitHub(REPO, env=client.env)
+    assert len(fresh.labellers("rpi-auto", listing)) == 250
+    assert feed_reads(github)[1:] == ["1", "2", "3"]
+
+
+def test_reading_stops_before_the_oldest_issue_was_opened(github: FakeGitHub, client: GitHub) -> None:
+    now = [1_700_000_000.0]
+    github.clock = lambda: now[0]
+    for i in range(150):
+        github.add_issue("old %d" % i, labels=["rpi-auto"])
+    now[0] += 3600
+    quiet = github.add_issue("labelled long ago, events not in the feed")
+    github.label_issue(quiet, "rpi-auto", actor="alice")
+    github._events[quiet].clear()  # as if the feed no longer reached that far
+    now[0] += 60
+    fresh = github.add_issue("fresh", labels=["rpi-auto"], labeller="alice")
+    github.reset_requests()
+    found = client.labellers("rpi-auto", [github.issue(quiet), github.issue(fresh)])
+    assert list(found) == [fresh]
+    assert feed_reads(github) == ["1"]  # page 2 holds only events older than `quiet` itself
+    assert client.labeller(quiet, "rpi-auto", github.issue(quiet)["updated_at"]) is None
+    assert feed_reads(github) == ["1", "issue"]  # the fallback
+
+
+def test_reading_is_bounded(github: FakeGitHub, client: GitHub) -> None:
+    wanted = github.add_issue("labelled first", labels=["rpi-auto"])
+    for i in range(320):
+        github.add_issue("later %d" % i, labels=["other"])
+    client.FEED_MAX_PAGES = 2
+    github.reset_requests()
+    assert client.labellers("rpi-auto", [github.issue(wanted)]) == {}
+    assert feed_reads(github) == ["1", "2"]
+
+
+def test_a_wrong_shaped_feed_is_an_error(github: FakeGitHub, client: GitHub) -> None:
+    n = github.add_issue("t", labels=["rpi-auto"])
+    github.answer_raw("/repos/acme/widgets/issues/events", [{"event": "labeled", "created_at": "x"}])
+    with pytest.raises(GitHubError, match=r"issues/events: item 0 has no issue$") as info:
+        client.labellers("rpi-auto", [github.issue(n)])
+    assert info.value.unexpected
