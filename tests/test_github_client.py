@@ -387,11 +387,12 @@ def test_labellers_of_many_issues_from_one_feed_request(github: FakeGitHub, clie
 def test_the_latest_application_counts(github: FakeGitHub, client: GitHub) -> None:
     n = github.add_issue("t", labels=["rpi-auto"], labeller="stranger")
     github.unlabel_issue(n, "rpi-auto", actor="maint")
-    github.label_issue(n, "RPI-AUTO", actor="maint")  # label names are case-insensitive
+    github.label_issue(n, "rpi-auto", actor="maint")
     github.label_issue(n, "bug", actor="stranger")
     (issue,) = client.labelled_issues("rpi-auto")
-    assert client.labellers("rpi-auto", [issue])[n][0] == "maint"
-    assert client.labeller(n, "rpi-auto", issue["updated_at"] + "x")[0] == "maint"  # the per-issue way agrees
+    # Label names are case-insensitive on GitHub: the config may spell it otherwise.
+    assert client.labellers("RPI-Auto", [issue])[n][0] == "maint"
+    assert client.labeller(n, "RPI-Auto", issue["updated_at"] + "x")[0] == "maint"  # the per-issue way agrees
 
 
 def test_an_unchanged_feed_costs_a_304_and_a_new_event_one_page(github: FakeGitHub, client: GitHub) -> None:
@@ -415,6 +416,21 @@ def test_an_unchanged_feed_costs_a_304_and_a_new_event_one_page(github: FakeGitH
     found = client.labellers("rpi-auto", [github.issue(first), github.issue(second)])
     assert (found[first][0], found[second][0]) == ("maint", "maint")
     assert feed_reads(github) == ["1"]
+    # What the first read saw is kept: the newest of the old issues needs no request.
+    newest_old = first - 1
+    assert client.labellers("rpi-auto", [github.issue(newest_old)])[newest_old][0] == "alice"
+    assert feed_reads(github) == ["1", "1/304"]
+
+
+def test_a_new_read_stops_at_the_events_read_before(github: FakeGitHub, client: GitHub) -> None:
+    for i in range(250):
+        github.add_issue("issue %d" % i, labels=["rpi-auto"])
+    client.labellers("rpi-auto", [github.issue(250)])
+    quiet = github.add_issue("no label event")  # an issue the feed cannot answer for
+    github.label_issue(quiet, "bug", actor="alice")  # a new event: page 1 changes
+    github.reset_requests()
+    assert client.labellers("rpi-auto", [github.issue(quiet)]) == {}
+    assert feed_reads(github) == ["1"]  # not pages 2 and 3: they were read before
 
 
 def test_reading_stops_once_every_issue_is_found(github: FakeGitHub, client: GitHub) -> None:
