@@ -2,8 +2,8 @@
 
 It owns one repository's worth of state (issues, pull requests, labels, label
 events, comments, collaborator permissions, a rate-limit budget) behind one
-lock, and serves it with GitHub's JSON shapes, checked against the recorded
-exchanges in /work/shared/samples/github/. Tests drive it through the real
+lock, and serves it with GitHub's JSON shapes, checked against exchanges
+recorded with api.github.com. Tests drive it through the real
 `gh` binary, so what passes here is what `gh api` really sends and prints.
 
 How gh 2.23 reaches it (seen, not guessed): with `GH_HOST=github.localhost`
