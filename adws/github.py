@@ -4,9 +4,13 @@ Only REST through `gh api` (the `gh` on PATH, inheriting GH_HOST and
 GH_TOKEN): `gh issue list` / `gh pr list` go through GraphQL and their
 --json fields differ between gh versions (Raspberry Pi OS ships gh 2.23).
 `-i` puts the status line first, so every outcome is read from the HTTP
-status, never from error text, and one error type, GitHubError, carries it.
-Lists are fetched with the ETag of the last answer: an unchanged list costs a
-304, which does not count against the rate limit.
+status (or gh's exit status 4, "no token"), never from gh's error text, and
+one error type, GitHubError, carries it; its flags say what kind of failure
+it is (auth, unexpected, transient, already_exists, drafts_unsupported), the
+last two read from GitHub's JSON answer. An answer of the wrong shape is an
+error, never an empty list. Lists are fetched with the ETag of the last
+answer: an unchanged list costs a 304, which does not count against the rate
+limit. Writes are tried again after a 5xx or a failed connection.
 """
 from __future__ import annotations
 
@@ -29,14 +33,14 @@ class GitHubError(Exception):
     `errors` holds the `errors` items of GitHub's answer, if any."""
 
     def __init__(self, status: int, message: str, errors: Optional[List[dict]] = None,
-                 unexpected: bool = False, timed_out: bool = False):
+                 unexpected: bool = False, transient: Optional[bool] = None):
         auth = status == 401
         super().__init__(f"HTTP {status}: {message}" if status and not auth and not unexpected else message)
         self.status = status
         self.message = message
         self.errors = errors or []
         self.unexpected = unexpected   # an answer of the wrong shape (not JSON, a dict for a list, ...)
-        self.timed_out = timed_out
+        self._transient = transient    # None: decided by the status
 
     @property
     def auth(self) -> bool:
@@ -55,11 +59,11 @@ class GitHubError(Exception):
     @property
     def transient(self) -> bool:
         """Worth one more try soon: a 5xx or a failed connection. Never a
-        4xx, a timeout (the request may still be applied, and the loop has
-        waited long enough) or a missing gh."""
-        if self.unexpected or self.timed_out:
-            return False
-        return self.status >= 500 or (self.status == 0 and not self.message.endswith(_GH_MISSING))
+        4xx, an answer of the wrong shape, a timeout (the request may still
+        be applied, and the loop has waited long enough) or a missing gh."""
+        if self._transient is not None:
+            return self._transient
+        return not self.unexpected and (self.status == 0 or self.status >= 500)
 
     @property
     def already_exists(self) -> bool:
@@ -76,7 +80,6 @@ class GitHubError(Exception):
         return self.status == 422 and self.message.startswith("Draft pull requests are not supported")
 
 
-_GH_MISSING = "(install gh: apt-get install gh)"
 NOT_AUTHENTICATED = "not authenticated: run gh auth login"
 # Where a token in the environment overrides `gh auth login` (gh's own order).
 _TOKEN_VARS = ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
@@ -152,9 +155,10 @@ class GitHub:
             proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
                                   timeout=60, env=self.env)
         except FileNotFoundError:
-            raise GitHubError(0, f"{self.gh}: command not found {_GH_MISSING}")
+            raise GitHubError(0, f"{self.gh}: command not found (install gh: apt-get install gh)",
+                              transient=False)
         except subprocess.TimeoutExpired:
-            raise GitHubError(0, f"gh api {method} {path}: no answer in 60 s", timed_out=True)
+            raise GitHubError(0, f"gh api {method} {path}: no answer in 60 s", transient=False)
         status, headers, text = parse_gh_include(proc.stdout)
         if "x-ratelimit-remaining" in headers:
             try:

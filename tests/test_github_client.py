@@ -484,3 +484,12 @@ def test_a_wrong_shaped_feed_is_an_error(github: FakeGitHub, client: GitHub) -> 
     with pytest.raises(GitHubError, match=r"issues/events: item 0 has no issue$") as info:
         client.labellers("rpi-auto", [github.issue(n)])
     assert info.value.unexpected
+
+
+def test_a_missing_gh_is_said_once_and_not_retried(sleeps: Sleeps) -> None:
+    client = GitHub(REPO, gh="no-such-gh", sleep=sleeps)
+    with pytest.raises(GitHubError) as info:
+        client.comment(1, "hello")
+    assert str(info.value) == "no-such-gh: command not found (install gh: apt-get install gh)"
+    assert info.value.status == 0 and info.value.unreachable and not info.value.transient
+    assert sleeps.calls == []
