@@ -259,18 +259,20 @@ class FakeGitHub:
             self._failures.extend([status] * count)
 
     def answer_raw(self, path: str, body: Any, status: int = 200,
-                   content_type: str = "application/json; charset=utf-8") -> None:
+                   content_type: str = "application/json; charset=utf-8", method: str = "") -> None:
         """Answer every request whose path (no query, e.g. "/repos/acme/widgets/issues";
-        a regular expression, matched whole) matches with `body`: bytes or str as
-        they are, anything else as JSON. For answers of the wrong shape: an HTML
-        page with 200, an object where a list belongs. body None removes it."""
+        a regular expression, matched whole) matches, for `method` or any, with
+        `body`: bytes or str as they are, anything else as JSON. For answers of
+        the wrong shape (an HTML page with 200, an object where a list belongs)
+        or refusals the fake does not make itself. body None removes it."""
+        key = "%s %s" % (method.upper() or "*", path)
         with self._lock:
             if body is None:
-                self._overrides.pop(path, None)
+                self._overrides.pop(key, None)
                 return
             raw = body if isinstance(body, bytes) else (
                 body.encode() if isinstance(body, str) else json.dumps(body).encode())
-            self._overrides[path] = (status, raw, content_type)
+            self._overrides[key] = (status, raw, content_type)
 
     def set_tokens(self, *tokens: str) -> None:
         """Accept only these tokens (401 "Bad credentials" for others);
@@ -531,7 +533,9 @@ class FakeGitHub:
                 if counted and self._rl_remaining <= 0:
                     raise HTTPError(403, "API rate limit exceeded for user ID 1.",
                                     docs=RATE_LIMIT_DOCS)
-                raw_answer = next((a for p, a in self._overrides.items() if re.fullmatch(p, path)), None)
+                raw_answer = next((a for k, a in self._overrides.items()
+                                   if k.split(" ", 1)[0] in ("*", method)
+                                   and re.fullmatch(k.split(" ", 1)[1], path)), None)
                 if raw_answer is not None:
                     return self._raw(method, path, query, raw_answer)
                 try:

@@ -363,6 +363,10 @@ def test_answer_raw_serves_what_it_is_given(github: FakeGitHub, gh_env: Dict[str
     assert included(proc.stdout)[0] == 201 and json.loads(included(proc.stdout)[2]) == {"not": "a list"}
     github.answer_raw(r"/repos/acme/widgets/issues(/\d+)?", None)
     assert gh_json(gh_env, REPO + "/issues") == []
+    github.answer_raw("/repos/acme/widgets/pulls", {"message": "Validation Failed"}, status=422, method="POST")
+    assert gh_json(gh_env, REPO + "/pulls") == []  # GET is answered as usual
+    proc = gh(gh_env, "-X", "POST", REPO + "/pulls", "-f", "head=auto/gh-1", "-f", "base=main")
+    assert proc.returncode == 1 and json.loads(proc.stdout) == {"message": "Validation Failed"}
 
 
 # -- failures -------------------------------------------------------------------
