@@ -27,12 +27,22 @@ next pages live under `/repositories/{id}/...` as on github.com; ETags and
 `If-None-Match` -> 304 (not counted against the rate limit); `X-RateLimit-*`
 headers on every response and a 403 once the budget is spent; 422 validation
 errors for duplicate or empty pull requests; 404 bodies; 401 without a token.
+The repository-wide issue events feed (`/issues/events`: every issue's and
+pull request's events, newest first, each carrying its `issue`).
+
+Switches for what GitHub (or the way to it) does only sometimes:
+`set_outage` and `fail_next` (5xx and other statuses), `set_rate_limit`,
+`set_tokens` (401 "Bad credentials" for any other token), `drafts_supported
+= False` (422 "Draft pull requests are not supported in this repository.",
+as on a private repository of a Free or Pro account), `create_pull(...,
+fork="someone")` (a PR from the fork someone/NAME), and `answer_raw` (any
+status and body for a path: an HTML page with 200, an object for a list).
 
 What it does not: GraphQL (so `gh issue list` / `gh pr list` cannot work),
 search, merges, reviews, checks, assignees, milestones, reactions, gzip,
 unauthenticated access to public data, secondary rate limits. Every endpoint
-requires a token, and any token is accepted. It logs nothing unless
-FAKEGITHUB_DEBUG=1.
+requires a token, and any token is accepted unless `set_tokens` says
+otherwise. It logs nothing unless FAKEGITHUB_DEBUG=1.
 
 A login never given `set_permission` is reported as GitHub reports a
 non-collaborator on a public repository: permission "read", role_name "read".
@@ -137,6 +147,11 @@ class FakeGitHub:
         self._requests: List[RequestRecord] = []
         self._outage: Optional[int] = None
         self._failures: List[int] = []
+        # path pattern -> (status, body, content type): answers that are not GitHub's
+        self._overrides: Dict[str, Tuple[int, bytes, str]] = {}
+        self._tokens: Optional[set] = None  # None: any token is accepted
+        # False: 422 for a draft PR, as on a private repository of a Free or Pro account
+        self.drafts_supported = True
         self._rl_limit, self._rl_remaining = 5000, 5000
         self._rl_reset = int(self.clock()) + 3600
 
@@ -201,12 +216,15 @@ class FakeGitHub:
             return number
 
     def create_pull(self, head: str, title: str = "PR", base: str = "main",
-                    state: str = "open", author: str = "alice", draft: bool = False) -> int:
-        """state is "open", "closed" or "merged" (closed with merged_at)."""
+                    state: str = "open", author: str = "alice", draft: bool = False,
+                    fork: Optional[str] = None) -> int:
+        """state is "open", "closed" or "merged" (closed with merged_at).
+        fork="someone" makes the head `someone:HEAD`, a branch of the fork
+        someone/NAME (head.repo.owner.login is "someone", head.repo.fork true)."""
         with self._lock:
             number = self.add_issue(title, author=author)
             rec = self._issues[number]
-            rec["pull"] = self._pull_fields(head, base, draft)
+            rec["pull"] = self._pull_fields(head, base, draft, fork)
             if state != "open":
                 self._close(rec, merged=(state == "merged"))
             return number
@@ -239,6 +257,28 @@ class FakeGitHub:
     def fail_next(self, count: int, status: int = 502) -> None:
         with self._lock:
             self._failures.extend([status] * count)
+
+    def answer_raw(self, path: str, body: Any, status: int = 200,
+                   content_type: str = "application/json; charset=utf-8", method: str = "") -> None:
+        """Answer every request whose path (no query, e.g. "/repos/acme/widgets/issues";
+        a regular expression, matched whole) matches, for `method` or any, with
+        `body`: bytes or str as they are, anything else as JSON. For answers of
+        the wrong shape (an HTML page with 200, an object where a list belongs)
+        or refusals the fake does not make itself. body None removes it."""
+        key = "%s %s" % (method.upper() or "*", path)
+        with self._lock:
+            if body is None:
+                self._overrides.pop(key, None)
+                return
+            raw = body if isinstance(body, bytes) else (
+                body.encode() if isinstance(body, str) else json.dumps(body).encode())
+            self._overrides[key] = (status, raw, content_type)
+
+    def set_tokens(self, *tokens: str) -> None:
+        """Accept only these tokens (401 "Bad credentials" for others);
+        no arguments: accept any token again."""
+        with self._lock:
+            self._tokens = set(tokens) if tokens else None
 
     def set_rate_limit(self, remaining: int, reset_epoch: Optional[int] = None) -> None:
         with self._lock:
@@ -311,13 +351,15 @@ class FakeGitHub:
             raise _not_found()
         return self._issues[number]
 
-    def _pull_fields(self, head: str, base: str, draft: bool) -> dict:
+    def _pull_fields(self, head: str, base: str, draft: bool, fork: Optional[str] = None) -> dict:
         """A pull request's own fields. With origin_path the shas and commit
-        count are real (a sha is None if the branch is missing); without it
-        the shas are made up when rendered."""
+        count are real (a sha is None if the branch is missing); without it,
+        or for a fork's branch, the shas are made up when rendered."""
         out = {"head": head, "base": base, "draft": draft, "merged": None,
-               "sha": None, "base_sha": None, "commits": 1}
-        if self.origin_path:
+               "sha": None, "base_sha": None, "commits": 1, "fork": fork}
+        if fork:
+            self._user(fork)
+        if self.origin_path and not fork:
             ref = "refs/heads/%s^{commit}"
             out["sha"] = _git(self.origin_path, "rev-parse", "--verify", "-q", ref % head)
             out["base_sha"] = _git(self.origin_path, "rev-parse", "--verify", "-q", ref % base)
@@ -412,9 +454,17 @@ class FakeGitHub:
                 "private": False, "owner": self._user(self.owner),
                 "html_url": "%s/%s" % (WEB, self.repo), "url": self._repo_url}
 
-        def ref(name: str, sha: str) -> dict:
-            return {"label": "%s:%s" % (self.owner, name), "ref": name, "sha": sha,
-                    "user": self._user(self.owner), "repo": repo}
+        def ref(name: str, sha: str, owner: Optional[str] = None) -> dict:
+            if not owner:
+                return {"label": "%s:%s" % (self.owner, name), "ref": name, "sha": sha,
+                        "user": self._user(self.owner), "repo": repo}
+            full = "%s/%s" % (owner, self.name)
+            return {"label": "%s:%s" % (owner, name), "ref": name, "sha": sha,
+                    "user": self._user(owner),
+                    "repo": {"id": self._repo_id + 100000 + sum(map(ord, owner)), "name": self.name,
+                             "full_name": full, "private": False, "owner": self._user(owner),
+                             "html_url": "%s/%s" % (WEB, full), "url": "%s/repos/%s" % (API, full),
+                             "fork": True}}
         issue = self._render_issue(rec)
         out = {
             "url": "%s/pulls/%d" % (self._repo_url, n), "id": rec["id"],
@@ -427,7 +477,7 @@ class FakeGitHub:
             "merged_at": issue["pull_request"]["merged_at"], "merge_commit_sha": None,
             "assignee": None, "assignees": [], "requested_reviewers": [],
             "draft": pull["draft"],
-            "head": ref(pull["head"], pull["sha"] or _fake_sha(pull["head"], n)),
+            "head": ref(pull["head"], pull["sha"] or _fake_sha(pull["head"], n), pull.get("fork")),
             "base": ref(pull["base"], pull["base_sha"] or _fake_sha(pull["base"])),
             "author_association": issue["author_association"], "auto_merge": None}
         if full:  # the single-PR endpoints add these
@@ -475,11 +525,19 @@ class FakeGitHub:
                     status = self._outage or self._failures.pop(0)
                     raise HTTPError(status, "Bad credentials" if status == 401
                                     else responses.get(status, "Error"))
-                if not headers.get("Authorization", "").strip():
+                auth = headers.get("Authorization", "").strip()
+                if not auth:
                     raise HTTPError(401, "Requires authentication")
+                if self._tokens is not None and auth.split(None, 1)[-1] not in self._tokens:
+                    raise HTTPError(401, "Bad credentials")
                 if counted and self._rl_remaining <= 0:
                     raise HTTPError(403, "API rate limit exceeded for user ID 1.",
                                     docs=RATE_LIMIT_DOCS)
+                raw_answer = next((a for k, a in self._overrides.items()
+                                   if k.split(" ", 1)[0] in ("*", method)
+                                   and re.fullmatch(k.split(" ", 1)[1], path)), None)
+                if raw_answer is not None:
+                    return self._raw(method, path, query, raw_answer)
                 try:
                     payload = json.loads(raw) if raw.strip() else {}
                 except ValueError:
@@ -515,6 +573,18 @@ class FakeGitHub:
                         ("Content-Length", str(len(body)))]
             return status, out, body
 
+    def _raw(self, method: str, path: str, query: Dict[str, str], answer: Tuple[int, bytes, str]
+             ) -> Tuple[int, List[Tuple[str, str]], bytes]:
+        """An answer_raw answer: counted and rate-limited like any other."""
+        status, body, content_type = answer
+        if self._rl_remaining > 0:
+            self._rl_remaining -= 1
+        self._requests.append(RequestRecord(method, path, query, status, True))
+        return status, [("X-RateLimit-Limit", str(self._rl_limit)),
+                        ("X-RateLimit-Remaining", str(self._rl_remaining)),
+                        ("X-RateLimit-Reset", str(self._rl_reset)),
+                        ("Content-Type", content_type), ("Content-Length", str(len(body)))], body
+
     def _route(self, method: str, path: str, query: Dict[str, str], payload: Any
                ) -> Tuple[int, Any, List[Tuple[str, str]]]:
         if path == "/user" and method == "GET":
@@ -539,8 +609,10 @@ class FakeGitHub:
                 return getattr(self, "_api_" + handler)(query, payload, *args)
         raise _not_found()
 
-    def _paginate(self, items: List[Any], query: Dict[str, str], sub: str
+    def _paginate(self, items: List[Any], query: Dict[str, str], sub: str, render: Any = None
                   ) -> Tuple[int, Any, List[Tuple[str, str]]]:
+        """One page of `items` and its Link header; `render`, if given, turns
+        the page's items (only those) into JSON."""
         def number(key: str, default: int) -> int:
             try:
                 return int(query.get(key, default))
@@ -558,6 +630,8 @@ class FakeGitHub:
             [link(page + 1, "next"), link(last, "last")] if page < last else []) + (
             [link(1, "first")] if page > 1 else [])
         chunk = items[(page - 1) * per_page:page * per_page]
+        if render is not None:
+            chunk = [render(x) for x in chunk]
         return 200, chunk, [("Link", ", ".join(links))] if links else []
 
     @staticmethod
@@ -623,6 +697,16 @@ class FakeGitHub:
         self._get(int(n))
         return self._paginate([self._render_event(e) for e in self._events[int(n)]],
                               q, "/issues/%s/events" % n)
+
+    def _api_list_repo_events(self, q: dict, p: Any):
+        """Every issue's and pull request's events, newest first, each with
+        its `issue` (as GitHub's repository-wide feed sends them)."""
+        events = sorted(((e, number) for number, evs in self._events.items() for e in evs),
+                        key=lambda x: x[0]["id"], reverse=True)
+
+        def render(item: Tuple[dict, int]) -> dict:
+            return dict(self._render_event(item[0]), issue=self._render_issue(self._issues[item[1]]))
+        return self._paginate(events, q, "/issues/events", render)
 
     def _api_list_issue_labels(self, q: dict, p: Any, n: str):
         return 200, [self._render_label(x) for x in self._get(int(n))["labels"]], []
@@ -701,14 +785,13 @@ class FakeGitHub:
         return 201, data, [("Location", data["url"])]
 
     def _api_list_pulls(self, q: dict, p: Any):
-        state, head, branch = q.get("state", "open"), q.get("head", ""), ""
+        state, head, branch, owner = q.get("state", "open"), q.get("head", ""), "", ""
         if ":" in head:  # GitHub ignores a head filter without the OWNER: prefix
             owner, _, branch = head.partition(":")
-            if owner.lower() != self.owner.lower():
-                branch = "\0none"
         recs = [r for r in self._issues.values() if r["pull"]
                 and state in ("all", r["state"])
-                and (":" not in head or r["pull"]["head"] == branch)
+                and (":" not in head or (r["pull"]["head"] == branch and owner.lower() == (
+                    r["pull"].get("fork") or self.owner).lower()))
                 and (not q.get("base") or r["pull"]["base"] == q["base"])]
         return self._paginate([self._render_pull(r) for r in self._sorted(recs, q)], q, "/pulls")
 
@@ -723,13 +806,16 @@ class FakeGitHub:
             if not p.get(key):
                 raise _invalid("PullRequest", field=key, code="missing_field")
         head, base = p["head"], p["base"]
+        if p.get("draft") and not self.drafts_supported:
+            raise HTTPError(422, "Draft pull requests are not supported in this repository.",
+                            docs=DOCS + "/pulls/pulls#create-a-pull-request")
         if ":" in head:
             owner, _, head = head.partition(":")
             if owner.lower() != self.owner.lower():
                 raise _invalid("PullRequest", field="head", code="invalid")
         for r in self._issues.values():
             if r["pull"] and r["state"] == "open" and r["pull"]["head"] == head \
-                    and r["pull"]["base"] == base:
+                    and r["pull"]["base"] == base and not r["pull"].get("fork"):
                 raise _invalid("PullRequest", code="custom", message=(
                     "A pull request already exists for %s:%s." % (self.owner, head)))
         fields = self._pull_fields(head, base, bool(p.get("draft")))
@@ -750,6 +836,7 @@ class FakeGitHub:
 _REPO_ROUTES = [
     ("GET", r"", "get_repo"),
     ("GET", r"/issues", "list_issues"),
+    ("GET", r"/issues/events", "list_repo_events"),
     ("POST", r"/issues", "create_issue"),
     ("GET", r"/issues/(\d+)", "get_issue"),
     ("PATCH", r"/issues/(\d+)", "patch_issue"),

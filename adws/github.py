@@ -4,35 +4,85 @@ Only REST through `gh api` (the `gh` on PATH, inheriting GH_HOST and
 GH_TOKEN): `gh issue list` / `gh pr list` go through GraphQL and their
 --json fields differ between gh versions (Raspberry Pi OS ships gh 2.23).
 `-i` puts the status line first, so every outcome is read from the HTTP
-status, never from error text, and one error type, GitHubError, carries it.
-Lists are fetched with the ETag of the last answer: an unchanged list costs a
-304, which does not count against the rate limit.
+status (or gh's exit status 4, "no token"), never from gh's error text, and
+one error type, GitHubError, carries it; its flags say what kind of failure
+it is (auth, unexpected, transient, already_exists, drafts_unsupported), the
+last two read from GitHub's JSON answer. An answer of the wrong shape is an
+error, never an empty list. Lists are fetched with the ETag of the last
+answer: an unchanged list costs a 304, which does not count against the rate
+limit. Writes are tried again after a 5xx or a failed connection.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
 from dataclasses import dataclass
+from http.client import responses
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 COMMENT_MARKER = "<!-- tac-coordinator -->"  # every comment we write carries it
 
 
 class GitHubError(Exception):
-    """A failed GitHub call. status 0 means no HTTP answer at all (network, gh missing)."""
+    """A failed GitHub call. status 0 means no HTTP answer at all (network,
+    gh missing, timeout). status 401 also stands for gh refusing to send a
+    request for want of a token (its exit status 4): both mean "log in".
+    `errors` holds the `errors` items of GitHub's answer, if any."""
 
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}" if status else message)
+    def __init__(self, status: int, message: str, errors: Optional[List[dict]] = None,
+                 unexpected: bool = False, transient: Optional[bool] = None):
+        auth = status == 401
+        super().__init__(f"HTTP {status}: {message}" if status and not auth and not unexpected else message)
         self.status = status
         self.message = message
+        self.errors = errors or []
+        self.unexpected = unexpected   # an answer of the wrong shape (not JSON, a dict for a list, ...)
+        self._transient = transient    # None: decided by the status
+
+    @property
+    def auth(self) -> bool:
+        """Not logged in or the token was refused: a person must run
+        `gh auth login`; waiting will not help."""
+        return self.status == 401
 
     @property
     def unreachable(self) -> bool:
         """GitHub cannot be used right now (network, outage, auth, rate
-        limit), as opposed to one request it refused (404, 422)."""
-        return self.status == 0 or self.status >= 500 or self.status in (401, 403, 429)
+        limit, answers of the wrong shape), as opposed to one request it
+        refused (404, 422). `auth` says which of these needs a person."""
+        return (self.status == 0 or self.status >= 500 or self.status in (401, 403, 429)
+                or self.unexpected)
+
+    @property
+    def transient(self) -> bool:
+        """Worth one more try soon: a 5xx or a failed connection. Never a
+        4xx, an answer of the wrong shape, a timeout (the request may still
+        be applied, and the loop has waited long enough) or a missing gh."""
+        if self._transient is not None:
+            return self._transient
+        return not self.unexpected and (self.status == 0 or self.status >= 500)
+
+    @property
+    def already_exists(self) -> bool:
+        """422 because the thing exists (a pull request for this head, a
+        label of this name): the caller looks it up instead."""
+        return self.status == 422 and any(
+            e.get("code") == "already_exists" or "already exists" in str(e.get("message", ""))
+            for e in self.errors)
+
+    @property
+    def drafts_unsupported(self) -> bool:
+        """422 for a draft pull request where the plan has none (a private
+        repository of a Free or Pro account)."""
+        return self.status == 422 and self.message.startswith("Draft pull requests are not supported")
+
+
+NOT_AUTHENTICATED = "not authenticated: run gh auth login"
+# Where a token in the environment overrides `gh auth login` (gh's own order).
+_TOKEN_VARS = ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
 
 
 @dataclass
@@ -63,14 +113,18 @@ class GitHub:
     """The repository on GitHub, as far as the coordinator needs it."""
 
     PERMISSION_TTL = 600.0
+    WRITE_RETRY_DELAYS = (1.0, 4.0)  # seconds before the 2nd and 3rd try of a write
+    FEED_MAX_PAGES = 20  # 2,000 events; past that, per-issue look-ups are the cheaper way
 
     def __init__(self, repo: str, gh: str = "gh", env: Optional[Dict[str, str]] = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
         self.repo = repo
         self.owner = repo.split("/", 1)[0]
         self.gh = gh
         self.env = env
         self.clock = clock
+        self.sleep = sleep
         self.rate_remaining: Optional[int] = None
         self.rate_reset: Optional[int] = None
         self.counted = 0          # requests that count against the rate limit
@@ -78,6 +132,13 @@ class GitHub:
         self._etags: Dict[str, Tuple[str, Any]] = {}
         self._permissions: Dict[str, Tuple[float, str]] = {}
         self._labellers: Dict[Tuple[int, str], Tuple[str, str, str]] = {}
+        # The repository-wide events feed, as far as read: the latest
+        # application of _feed_label per issue, for every event from the
+        # newest read (_feed_top, an event id) back to where reading stopped.
+        self._feed_label = ""
+        self._feed: Dict[int, Tuple[str, str, str]] = {}
+        self._feed_top: Optional[int] = None
+        self._feed_etag = ""
 
     # -- the one way in --------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, etag: str = "") -> Response:
@@ -94,9 +155,10 @@ class GitHub:
             proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
                                   timeout=60, env=self.env)
         except FileNotFoundError:
-            raise GitHubError(0, f"{self.gh}: command not found (install gh: apt-get install gh)")
+            raise GitHubError(0, f"{self.gh}: command not found (install gh: apt-get install gh)",
+                              transient=False)
         except subprocess.TimeoutExpired:
-            raise GitHubError(0, f"gh api {method} {path}: no answer in 60 s")
+            raise GitHubError(0, f"gh api {method} {path}: no answer in 60 s", transient=False)
         status, headers, text = parse_gh_include(proc.stdout)
         if "x-ratelimit-remaining" in headers:
             try:
@@ -108,50 +170,78 @@ class GitHub:
             self.not_modified += 1
             return Response(304, headers, None)
         if status == 0:
-            err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise GitHubError(0, f"gh api {method} {path}: {err}")
+            if proc.returncode == 4:
+                # gh's "authentication required": it found no token and sent nothing.
+                raise GitHubError(401, NOT_AUTHENTICATED)
+            raise GitHubError(0, f"gh api {method} {path}: {_first_line(proc.stderr)}")
         self.counted += 1
         try:
             data = json.loads(text) if text.strip() else None
         except ValueError:
-            data = text
+            if status < 400:
+                raise _unexpected(status, method, path, f"not JSON: {_first_line(text)[:60]!r}")
+            data = None  # an error page from a proxy: the status says enough
         if status >= 400:
-            message = data.get("message", "") if isinstance(data, dict) else str(data)[:200]
-            if isinstance(data, dict) and data.get("errors"):
-                details = [e.get("message") or e.get("code", "") for e in data["errors"] if isinstance(e, dict)]
-                message = f"{message}: {'; '.join(d for d in details if d)}"
-            if status == 403 and self.rate_remaining == 0:
-                message = f"rate limit exhausted until {time.strftime('%H:%M', time.localtime(self.rate_reset or 0))}"
-            raise GitHubError(status, message or f"{method} {path} failed")
+            raise self._error(status, data)
         return Response(status, headers, data)
 
-    def get_conditional(self, path: str) -> Any:
-        """GET with the ETag of the last answer: an unchanged list costs a
-        304, which does not count against the rate limit. Each page of a
-        long list (rare: more than 100 labelled issues) is asked with its
-        own ETag: the first page stays the same when an older issue gets
+    def _error(self, status: int, data: Any) -> GitHubError:
+        """The GitHubError for an error answer, its message one line."""
+        message = str(data.get("message", "")) if isinstance(data, dict) else ""
+        errors = [e for e in data.get("errors") or [] if isinstance(e, dict)] if isinstance(data, dict) else []
+        details = [str(e.get("message") or e.get("code", "")) for e in errors]
+        if any(details):
+            message = f"{message}: {'; '.join(d for d in details if d)}"
+        message = _first_line(message) if message else responses.get(status, "error")
+        if status == 401:
+            env = os.environ if self.env is None else self.env
+            token = next((v for v in _TOKEN_VARS if env.get(v)), "")
+            fix = f", or fix {token}" if token else ""
+            return GitHubError(401, f"{NOT_AUTHENTICATED}{fix} (GitHub: {message})")
+        if status in (403, 429) and self.rate_remaining == 0:
+            message = f"rate limit exhausted until {time.strftime('%H:%M', time.localtime(self.rate_reset or 0))}"
+        return GitHubError(status, message, errors)
+
+    def _write(self, method: str, path: str, body: Any = None) -> Response:
+        """A write, tried again after a 5xx or a failed connection (with the
+        delays in WRITE_RETRY_DELAYS, through self.sleep); a 4xx is an
+        answer and is never repeated."""
+        for delay in [*self.WRITE_RETRY_DELAYS, None]:
+            try:
+                return self.api(method, path, body=body)
+            except GitHubError as e:
+                if delay is None or not e.transient:
+                    raise
+                self.sleep(delay)
+        raise AssertionError("unreachable")  # the last round returns or raises
+
+    def get_conditional(self, path: str) -> List[Any]:
+        """GET a list with the ETag of the last answer: an unchanged list
+        costs a 304, which does not count against the rate limit. Each page
+        of a long list (rare: more than 100 labelled issues) is asked with
+        its own ETag: the first page stays the same when an older issue gets
         the label, which lands on a later page."""
-        data: Any = None
+        data: List[Any] = []
         while path:
             etag, cached = self._etags.get(path, ("", None))
             resp = self.api("GET", path, etag=etag)
-            if resp.status == 304:
+            if resp.status == 304 and cached is not None:
                 page, link = cached
             else:
-                page, link = resp.data, resp.headers.get("link", "")
+                page, link = _shape(resp.status, "GET", path, resp.data, list), resp.headers.get("link", "")
                 if resp.headers.get("etag"):
                     self._etags[path] = (resp.headers["etag"], (page, link))
-            data = page if data is None else data + (page or [])
-            path = _next_link(link) if isinstance(page, list) else ""
+            data += page
+            path = _next_link(link)
         return data
 
     # -- what the coordinator asks --------------------------------------------
     def labelled_issues(self, label: str) -> List[dict]:
         """Open issues with the label; pull requests (which the issues list
         also returns) are left out."""
-        q = _quote(label)
-        items = self.get_conditional(f"repos/{self.repo}/issues?state=open&labels={q}&per_page=100")
-        return [i for i in items or [] if isinstance(i, dict) and "pull_request" not in i]
+        path = f"repos/{self.repo}/issues?state=open&labels={_quote(label)}&per_page=100"
+        items = _items("GET", path, self.get_conditional(path), ISSUE_KEYS)
+        return [i for i in items if "pull_request" not in i]
 
     def labeller(self, number: int, label: str, updated_at: str) -> Optional[Tuple[str, str, str]]:
         """(login, user type, time) of whoever last applied `label`, from the
@@ -159,15 +249,87 @@ class GitHub:
         key = (number, updated_at)
         if key in self._labellers:
             return self._labellers[key]
-        events = self.get_conditional(f"repos/{self.repo}/issues/{number}/events?per_page=100") or []
+        path = f"repos/{self.repo}/issues/{number}/events?per_page=100"
         found = None
-        for ev in events:
-            if ev.get("event") == "labeled" and (ev.get("label") or {}).get("name") == label:
-                actor = ev.get("actor") or {}
-                found = (actor.get("login", ""), actor.get("type", "User"), ev.get("created_at", ""))
+        for ev in _items("GET", path, self.get_conditional(path), EVENT_KEYS):
+            if _labelled_with(ev, label):
+                found = _who(ev)
         if found:
             self._labellers[key] = found
         return found
+
+    def labellers(self, label: str, issues: Iterable[dict]) -> Dict[int, Tuple[str, str, str]]:
+        """labeller() for many issues at once: number -> (login, user type,
+        time) of whoever last applied `label`, read from the repository-wide
+        issue events feed. One request covers 100 events of any issues, so
+        a thousand newly labelled issues cost about ten requests, not a
+        thousand; an unchanged feed costs a 304. Each answer is also cached
+        for labeller(number, label, updated_at), so calling this first and
+        labeller() per issue afterwards asks GitHub per issue only for what
+        the feed did not cover (an issue labelled before the events read).
+        `issues` are the listing's dicts (number, updated_at, created_at)."""
+        out: Dict[int, Tuple[str, str, str]] = {}
+        want: Dict[int, str] = {}
+        since = ""
+        for issue in issues:
+            n, updated = issue["number"], issue.get("updated_at", "")
+            if (n, updated) in self._labellers:
+                out[n] = self._labellers[(n, updated)]
+            else:
+                want[n] = updated
+                # A label cannot be older than its issue: reading stops there.
+                created = str(issue.get("created_at") or "")
+                since = created if len(want) == 1 else min(since, created)
+        if not want:
+            return out
+        self._read_feed(label, set(want), since)
+        for n, updated in want.items():
+            if n in self._feed:
+                out[n] = self._labellers[(n, updated)] = self._feed[n]
+        return out
+
+    def _read_feed(self, label: str, want: set, since: str) -> None:
+        """Bring _feed up to date: newest first, stopping at the events an
+        earlier read saw, at events older than `since`, once every number in
+        `want` is found, at the end of the feed or after FEED_MAX_PAGES."""
+        if label.lower() != self._feed_label:
+            self._feed_label, self._feed, self._feed_top, self._feed_etag = label.lower(), {}, None, ""
+        path = first = f"repos/{self.repo}/issues/events?per_page=100"
+        found: Dict[int, Tuple[str, str, str]] = {}
+        top: Optional[int] = None
+        joined = False
+        for _ in range(self.FEED_MAX_PAGES):
+            # Only the first page is conditional: later pages shift as events arrive.
+            resp = self.api("GET", path, etag=self._feed_etag if path == first and self._feed_top else "")
+            if resp.status == 304:
+                return  # nothing happened since the last read
+            if path == first:
+                self._feed_etag = resp.headers.get("etag", "")
+            page = _items("GET", path, _shape(resp.status, "GET", path, resp.data, list), FEED_KEYS)
+            done = False
+            for ev in page:
+                eid = ev.get("id") if isinstance(ev.get("id"), int) else None
+                if top is None:
+                    top = eid
+                if eid is not None and self._feed_top is not None and eid <= self._feed_top:
+                    joined = done = True
+                    break
+                if since and str(ev["created_at"]) < since:
+                    done = True
+                    break
+                number = (ev.get("issue") or {}).get("number")
+                if _labelled_with(ev, label) and isinstance(number, int) and number not in found:
+                    found[number] = _who(ev)  # newest first: the first one seen is the latest
+            path = _next_link(resp.headers.get("link", ""))
+            if done or not path or want <= found.keys():
+                break
+        if joined:
+            self._feed.update(found)
+        else:
+            # What lies between this read and the last one was not read: keep only this read.
+            self._feed = found
+        if top is not None:
+            self._feed_top = top
 
     def permission(self, login: str) -> str:
         """admin / write / read / none (maintain reports as write, triage as read)."""
@@ -175,9 +337,10 @@ class GitHub:
         hit = self._permissions.get(login)
         if hit and now - hit[0] < self.PERMISSION_TTL:
             return hit[1]
+        path = f"repos/{self.repo}/collaborators/{_quote(login)}/permission"
         try:
-            data = self.api("GET", f"repos/{self.repo}/collaborators/{_quote(login)}/permission").data
-            perm = (data or {}).get("permission", "none")
+            resp = self.api("GET", path)
+            perm = str(_shape(resp.status, "GET", path, resp.data, dict, ("permission",))["permission"])
         except GitHubError as e:
             if e.status != 404:
                 raise
@@ -188,17 +351,24 @@ class GitHub:
     def recent_pulls(self) -> List[dict]:
         """The 100 most recently updated pull requests in any state: one
         conditional call covers every active branch."""
-        return self.get_conditional(
-            f"repos/{self.repo}/pulls?state=all&sort=updated&direction=desc&per_page=100") or []
+        path = f"repos/{self.repo}/pulls?state=all&sort=updated&direction=desc&per_page=100"
+        return _items("GET", path, self.get_conditional(path), PULL_KEYS)
+
+    def own_head(self, pr: dict) -> bool:
+        """The pull request's head branch lives in this repository, not in a
+        fork: a fork's `auto/gh-N` is someone else's work, never a task's."""
+        head = pr.get("head") or {}
+        owner = ((head.get("repo") or {}).get("owner") or {}).get("login") \
+            or str(head.get("label", "")).split(":")[0]  # repo is null once a fork is deleted
+        return owner.lower() == self.owner.lower()
 
     def pull_heads(self) -> Dict[str, str]:
-        """Head branch -> PR URL for the recent pull requests of this repository."""
+        """Head branch -> PR URL for the recent pull requests of this
+        repository whose branch is in this repository (fork PRs left out)."""
         heads: Dict[str, str] = {}
         for pr in self.recent_pulls():
-            head = pr.get("head") or {}
-            owner = ((head.get("repo") or {}).get("owner") or {}).get("login") or head.get("label", "").split(":")[0]
-            if owner.lower() == self.owner.lower() and head.get("ref"):
-                heads.setdefault(head["ref"], pr.get("html_url", ""))
+            if self.own_head(pr) and pr["head"].get("ref"):
+                heads.setdefault(pr["head"]["ref"], pr.get("html_url", ""))
         return heads
 
     def forget_issues_except(self, numbers: Iterable[int]) -> None:
@@ -213,40 +383,129 @@ class GitHub:
         for key in list(self._labellers):
             if key[0] not in keep:
                 del self._labellers[key]
+        for n in list(self._feed):
+            if n not in keep:
+                del self._feed[n]
         now = self.clock()
         for login, (at, _) in list(self._permissions.items()):
             if now - at >= self.PERMISSION_TTL:
                 del self._permissions[login]
 
     def pulls_for_head(self, branch: str) -> List[dict]:
+        """Pull requests (any state) from `branch` of this repository."""
         # head needs OWNER:BRANCH; without the owner GitHub ignores it and returns every PR.
-        return self.api("GET", f"repos/{self.repo}/pulls?state=all&head={_quote(self.owner + ':' + branch)}").data or []
+        path = f"repos/{self.repo}/pulls?state=all&head={_quote(self.owner + ':' + branch)}"
+        resp = self.api("GET", path)
+        pulls = _items("GET", path, _shape(resp.status, "GET", path, resp.data, list), PULL_KEYS)
+        return [pr for pr in pulls if self.own_head(pr) and pr["head"].get("ref") == branch]
 
     def issue(self, number: int) -> dict:
-        return self.api("GET", f"repos/{self.repo}/issues/{number}").data
+        path = f"repos/{self.repo}/issues/{number}"
+        resp = self.api("GET", path)
+        return _shape(resp.status, "GET", path, resp.data, dict, ISSUE_KEYS)
 
+    # -- writes: each retried after a 5xx or a failed connection ----------------
     def comment(self, number: int, body: str) -> int:
-        data = self.api("POST", f"repos/{self.repo}/issues/{number}/comments",
-                        body={"body": f"{body}\n\n{COMMENT_MARKER}"}).data
+        path = f"repos/{self.repo}/issues/{number}/comments"
+        resp = self._write("POST", path, {"body": f"{body}\n\n{COMMENT_MARKER}"})
+        data = _shape(resp.status, "POST", path, resp.data, dict, ("id",))
         return int(data["id"])
 
     def edit_comment(self, comment_id: int, body: str) -> None:
-        self.api("PATCH", f"repos/{self.repo}/issues/comments/{comment_id}",
-                 body={"body": f"{body}\n\n{COMMENT_MARKER}"})
+        self._write("PATCH", f"repos/{self.repo}/issues/comments/{comment_id}",
+                    {"body": f"{body}\n\n{COMMENT_MARKER}"})
 
     def create_pull(self, title: str, head: str, base: str, body: str, draft: bool) -> dict:
-        return self.api("POST", f"repos/{self.repo}/pulls",
-                        body={"title": title, "head": head, "base": base, "body": body, "draft": draft}).data
+        """Open a pull request. Where drafts are not available (private
+        repositories on GitHub Free and Pro answer 422), a draft is opened
+        once more as a normal PR whose body starts with DRAFT_UNAVAILABLE;
+        the answer's `draft` says which it became. A 422 for a PR that
+        already exists raises GitHubError with `already_exists` set."""
+        path = f"repos/{self.repo}/pulls"
+        fields = {"title": title, "head": head, "base": base, "body": body, "draft": draft}
+        try:
+            resp = self._write("POST", path, fields)
+        except GitHubError as e:
+            if not (draft and e.drafts_unsupported):
+                raise
+            resp = self._write("POST", path, dict(fields, draft=False, body=f"{DRAFT_UNAVAILABLE}\n\n{body}"))
+        return _shape(resp.status, "POST", path, resp.data, dict, ("number", "html_url"))
 
     def add_labels(self, number: int, labels: List[str]) -> None:
-        self.api("POST", f"repos/{self.repo}/issues/{number}/labels", body={"labels": labels})
+        self._write("POST", f"repos/{self.repo}/issues/{number}/labels", {"labels": labels})
 
     def remove_label(self, number: int, label: str) -> None:
         try:
-            self.api("DELETE", f"repos/{self.repo}/issues/{number}/labels/{_quote(label)}")
+            self._write("DELETE", f"repos/{self.repo}/issues/{number}/labels/{_quote(label)}")
         except GitHubError as e:
             if e.status != 404:  # already gone: what we wanted
                 raise
+
+
+# -- answers: what the coordinator relies on, checked once here ---------------
+
+# Keys read from each item; GitHub always sends them, so a missing one means
+# the answer is not GitHub's (a proxy, a captive portal, a broken fake).
+ISSUE_KEYS = ("number", "title", "labels", "updated_at")
+EVENT_KEYS = ("event", "created_at")
+FEED_KEYS = ("event", "created_at", "issue")
+PULL_KEYS = ("number", "head", "html_url")
+DRAFT_UNAVAILABLE = ("**Needs review before merging:** draft pull requests are not available "
+                     "in this repository, so this one was opened ready for review.")
+
+
+def _unexpected(status: int, method: str, path: str, why: str) -> GitHubError:
+    where = "/" + path.split("?", 1)[0]
+    return GitHubError(status, f"unexpected answer from GitHub for {method} {where}: {why}", unexpected=True)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__)
+
+
+def _shape(status: int, method: str, path: str, data: Any, want: type, keys: Iterable[str] = ()) -> Any:
+    """`data` if it is a `want` (list or dict) holding `keys`, else the
+    GitHubError that says what came instead: never an empty queue."""
+    if not isinstance(data, want):
+        raise _unexpected(status, method, path, f"expected {_kind(want())}, got {_kind(data)}")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise _unexpected(status, method, path, f"no {', '.join(missing)} in the answer")
+    return data
+
+
+def _items(method: str, path: str, items: List[Any], keys: Iterable[str]) -> List[dict]:
+    keys = tuple(keys)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _unexpected(200, method, path, f"item {i} is {_kind(item)}, not an object")
+        missing = [k for k in keys if k not in item]
+        if missing:
+            raise _unexpected(200, method, path, f"item {i} has no {', '.join(missing)}")
+        if "number" in keys and not isinstance(item["number"], int):
+            raise _unexpected(200, method, path, f"item {i} has number {item['number']!r}")
+    return items
+
+
+def _labelled_with(ev: dict, label: str) -> bool:
+    # Label names are case-insensitive on GitHub; the event carries the label's own spelling.
+    return ev.get("event") == "labeled" and str((ev.get("label") or {}).get("name", "")).lower() == label.lower()
+
+
+def _who(ev: dict) -> Tuple[str, str, str]:
+    actor = ev.get("actor") or {}  # null for a deleted account
+    return (str(actor.get("login", "")), str(actor.get("type", "User")), str(ev.get("created_at", "")))
+
+
+def _first_line(text: str) -> str:
+    """The line of gh's (or GitHub's) message that says what happened: the
+    first. gh puts the hint after it ("check your internet connection ...")."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line[4:] if line.startswith("gh: ") else line
+    return "no output"
 
 
 def _quote(text: str) -> str:

@@ -304,6 +304,71 @@ def test_create_pull_checks_the_branch_in_origin(github: FakeGitHub, gh_env: Dic
     assert pr["base"]["sha"] == git("rev-parse", "origin/main", cwd=clone)
 
 
+def test_fork_pull_requests(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
+    fork = github.create_pull("auto/gh-1", title="from a fork", fork="someone")
+    ours = github.create_pull("auto/gh-1", title="ours")
+    (pr,) = gh_json(gh_env, REPO + "/pulls?head=someone:auto/gh-1")
+    assert pr["number"] == fork
+    head = pr["head"]
+    assert (head["label"], head["ref"], head["user"]["login"]) == ("someone:auto/gh-1", "auto/gh-1", "someone")
+    assert head["repo"]["owner"]["login"] == "someone" and head["repo"]["fork"] is True
+    assert head["repo"]["full_name"] == "someone/widgets"
+    assert pr["base"]["repo"]["full_name"] == "acme/widgets"
+    assert [p["number"] for p in gh_json(gh_env, REPO + "/pulls?head=acme:auto/gh-1")] == [ours]
+    assert {p["number"] for p in gh_json(gh_env, REPO + "/pulls")} == {fork, ours}
+
+
+def test_drafts_unsupported_is_a_422_without_errors(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
+    github.drafts_supported = False
+    args = ["-X", "POST", REPO + "/pulls", "-f", "title=t", "-f", "head=auto/gh-1", "-f", "base=main"]
+    proc = gh(gh_env, *args, "-F", "draft=true")
+    assert proc.returncode == 1 and "HTTP 422" in proc.stderr
+    err = json.loads(proc.stdout)
+    assert err["message"] == "Draft pull requests are not supported in this repository."
+    assert "errors" not in err and github.pulls() == []
+    assert gh_json(gh_env, *args, "-F", "draft=false")["draft"] is False
+
+
+def test_repository_issue_events_feed(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
+    github.set_permission("maint", "maintain")
+    one = github.add_issue("one", labels=["tac"], labeller="maint")
+    two = github.add_issue("two", author="bob")
+    github.label_issue(two, "tac", actor="bob")
+    github.unlabel_issue(one, "tac", actor="maint")
+    pull = github.create_pull("auto/gh-1")
+    github.label_issue(pull, "bug", actor="alice")
+    events = gh_json(gh_env, REPO + "/issues/events")
+    assert [(e["event"], e["label"]["name"], e["actor"]["login"], e["issue"]["number"]) for e in events] == [
+        ("labeled", "bug", "alice", pull), ("unlabeled", "tac", "maint", one),
+        ("labeled", "tac", "bob", two), ("labeled", "tac", "maint", one)]  # newest first
+    assert "pull_request" in events[0]["issue"] and "pull_request" not in events[1]["issue"]
+    assert events[1]["issue"]["labels"] == [] and events[1]["created_at"].endswith("Z")
+    assert events[0]["id"] > events[1]["id"] and events[0]["url"].endswith("/issues/events/%d" % events[0]["id"])
+
+    status, headers, body = included(gh(gh_env, "-i", REPO + "/issues/events?per_page=3").stdout)
+    assert status == 200 and len(json.loads(body)) == 3 and 'rel="next"' in headers["link"]
+    proc = gh(gh_env, "--paginate", REPO + "/issues/events?per_page=3", "--jq", ".[].id")
+    assert [int(x) for x in proc.stdout.split()] == [e["id"] for e in events]
+    proc = gh(gh_env, "-i", "-H", "If-None-Match: " + headers["etag"], REPO + "/issues/events?per_page=3")
+    assert included(proc.stdout)[0] == 304
+
+
+def test_answer_raw_serves_what_it_is_given(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
+    github.answer_raw(r"/repos/acme/widgets/issues(/\d+)?", "<html>portal</html>", content_type="text/html")
+    status, headers, body = included(gh(gh_env, "-i", REPO + "/issues?labels=tac").stdout)
+    assert (status, headers["content-type"], body) == (200, "text/html", "<html>portal</html>")
+    assert github.requests[-1].counted and github.requests[-1].path == "/repos/acme/widgets/issues"
+    github.answer_raw(r"/repos/acme/widgets/issues(/\d+)?", {"not": "a list"}, status=201)
+    proc = gh(gh_env, "-i", REPO + "/issues/3")
+    assert included(proc.stdout)[0] == 201 and json.loads(included(proc.stdout)[2]) == {"not": "a list"}
+    github.answer_raw(r"/repos/acme/widgets/issues(/\d+)?", None)
+    assert gh_json(gh_env, REPO + "/issues") == []
+    github.answer_raw("/repos/acme/widgets/pulls", {"message": "Validation Failed"}, status=422, method="POST")
+    assert gh_json(gh_env, REPO + "/pulls") == []  # GET is answered as usual
+    proc = gh(gh_env, "-X", "POST", REPO + "/pulls", "-f", "head=auto/gh-1", "-f", "base=main")
+    assert proc.returncode == 1 and json.loads(proc.stdout) == {"message": "Validation Failed"}
+
+
 # -- failures -------------------------------------------------------------------
 
 def test_outage_and_transient_failures(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
@@ -341,6 +406,16 @@ def test_no_token_is_401(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
     proc = gh(env, "-i", REPO + "/issues")
     assert proc.returncode == 1 and included(proc.stdout)[0] == 401
     assert "Requires authentication" in proc.stderr
+
+
+def test_a_wrong_token_is_401_bad_credentials(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
+    github.set_tokens("good")
+    proc = gh(gh_env, "-i", "user")
+    assert proc.returncode == 1 and included(proc.stdout)[0] == 401
+    assert json.loads(included(proc.stdout)[2])["message"] == "Bad credentials"
+    assert gh(dict(gh_env, GH_TOKEN="good"), "user").returncode == 0
+    github.set_tokens()
+    assert gh(gh_env, "user").returncode == 0
 
 
 def test_unknown_routes_and_repos_are_404(github: FakeGitHub, gh_env: Dict[str, str]) -> None:
