@@ -123,7 +123,7 @@ def test_sighup_applies_max_concurrent_and_other_keys_to_a_running_daemon(projec
     project.wait_for(lambda: len(project.tasks().in_state(tasks.ACTIVE)) == 1, message="one worker")
     time.sleep(1.5)  # a tick or two: still one, as configured
     assert len(project.tasks().in_state(tasks.ACTIVE)) == 1
-    project.write_config(workers={"max_concurrent": 3, "max_attempts": 1, "timeout": 4})
+    project.write_config(workers={"max_concurrent": 3, "max_attempts": 1, "timeout": 6})
     p.send_signal(signal.SIGHUP)
     project.wait_for(lambda: "config reloaded from" in project.log_text(), message="reloaded")
     project.wait_for(lambda: len(runs(project)) == 3, timeout=10, message="three workers after SIGHUP")
@@ -132,5 +132,5 @@ def test_sighup_applies_max_concurrent_and_other_keys_to_a_running_daemon(projec
     assert at_once == 3, spans  # side by side, not one after another
     for n in issues:
         project.wait_for(lambda: project.state(n) == tasks.FAILED, timeout=20, message=f"gh-{n} timed out")
-        assert project.task(n).reason == "worker exited without commits (timed out after 4 s)"
+        assert project.task(n).reason == "worker exited without commits (timed out after 6 s)"
     assert p.poll() is None
