@@ -36,6 +36,10 @@ open-ended rather than guess.
 If $TAC_PROMPT_COPY names a file ("{issue}" in the name becomes the issue
 number), the prompt read on stdin is written there byte for byte, so a test
 can compare what the worker got with the prompt file the coordinator wrote.
+
+If $TAC_ARGV_COPY names a file ("{issue}" as above), the arguments the worker
+was started with (after the program name) are written there as a JSON list,
+so a test can prove that flags such as --max-budget-usd reach the CLI.
 """
 from __future__ import annotations
 
@@ -70,6 +74,10 @@ def plan() -> dict:
 
 def main() -> int:
     opts = plan()
+    argv_path = os.environ.get("TAC_ARGV_COPY", "")
+    if argv_path:
+        with open(argv_path.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0")), "w", encoding="utf-8") as f:
+            json.dump(sys.argv[1:], f)
     prompt = sys.stdin.buffer.read()  # the prompt, as the CLI reads it
     copy_path = os.environ.get("TAC_PROMPT_COPY", "")
     if copy_path:

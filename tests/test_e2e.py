@@ -2,7 +2,9 @@
 against a fake GitHub, real git, the scripted stand-in worker."""
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,39 @@ def test_dry_run_spawns_nothing_and_writes_nothing(project, github):
     assert f"would start gh-{n}" in r.stdout
     assert not (project.dir / "tasks.md").exists()
     assert project.worker_pids() == []
+
+
+def test_dry_run_changes_nothing_from_a_busy_state(project, github):
+    """--dry-run over a state with work due everywhere: an entry old enough
+    for the archive, an ended task whose notice (comment, label swap) is
+    still owed, and a new labelled issue. It says what it would start, and
+    changes nothing: no file, no comment, no label, no write to GitHub."""
+    now = time.time()
+    owed = project.issue("Ended, notice owed")
+    n = project.issue("New work")
+    state = (
+        "## Completed Today\n"
+        "[✅ abc1234, w-111111] gh-70: Old work {p2}\n- Completed: 2020-01-01 10:00:00\n- PR: https://x/pull/71\n"
+        "## Failed\n"
+        f"[❌ w-222222] gh-{owed}: Ended, notice owed {{p2}}\n- Reason: worker exited without commits\n"
+        f"- Finished: {tasks.format_time(now + 60)}\n- GitHub: pending\n")
+    (project.dir / "tasks.md").write_text(state)
+    files = sorted(os.listdir(project.dir))
+    labels = {i: github.issue_labels(i) for i in (owed, n)}
+    github.reset_requests()
+    r = project.run("--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert f"would start gh-{n} {{p2}} New work" in r.stdout
+    assert (project.dir / "tasks.md").read_text() == state
+    assert sorted(os.listdir(project.dir)) == files  # no tasks-archive.md, metrics.json, logs or trees
+    assert github.comments(owed) == [] and github.comments(n) == []
+    assert {i: github.issue_labels(i) for i in (owed, n)} == labels
+    assert [f"{q.method} {q.path}" for q in github.requests if q.method != "GET"] == []
+    assert project.worker_pids() == []
+    # The same state without --dry-run does all of it: the test would see it.
+    assert project.run("--once").returncode == 0
+    assert (project.dir / "tasks-archive.md").exists()
+    project.wait_for(lambda: "tac:failed" in github.issue_labels(owed), message="the owed notice delivered")
 
 
 def test_github_outage_is_unknown_not_empty(project, github):

@@ -3,6 +3,7 @@ budgets and the issue's status comment. Real daemon, real gh, real git."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -91,18 +92,32 @@ def test_daily_budget_stops_spawning_and_says_why(project, github):
     assert project.state(n) in (tasks.ACTIVE, tasks.COMPLETED)
 
 
+def worker_argv(project, n):
+    """The arguments issue n's scripted worker was started with ($TAC_ARGV_COPY)."""
+    path = project.dir / f"argv-{n}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def test_per_run_budget_stops_the_run_and_is_passed_to_the_cli(project, github):
+    project.env["TAC_ARGV_COPY"] = str(project.dir / "argv-{issue}.json")
     n = project.issue("Expensive")
     # Each turn reports 1M output tokens (~$15 at Sonnet prices).
     project.script({"default": {"turns": 5, "output_tokens": 1000000, "turn_delay": 1, "sleep": 30}})
     project.write_config(budget={"per_run_usd": 10}, workers={"max_attempts": 1})
     project.start()
     project.wait_for(lambda: project.state(n) == tasks.FAILED, timeout=40, message="stopped over budget")
-    assert "over per_run_usd $10.00" in project.task(n).reason
+    t = project.task(n)
+    assert t.reason.startswith("worker exited without commits (run cost $") and "over per_run_usd $10.00" in t.reason
     project.wait_for(lambda: project.worker_pids() == [], timeout=10, message="worker gone")
-    starts = [json.loads(ln) for ln in (project.dir / "logs" / f"gh-{n}.jsonl").read_text().splitlines()
-              if '"tac"' in ln]
-    assert starts[0]["subtype"] == "attempt"
+    # The coordinator stopped it (the CLI's own --max-budget-usd is the other half).
+    assert re.search(rf"gh-{n} stopping pid=\d+: run cost \$\d+\.\d\d over per_run_usd \$10\.00", project.log_text())
+    argv = worker_argv(project, n)
+    assert argv is not None, "the worker never recorded its argv"
+    assert argv[argv.index("--max-budget-usd") + 1] == "10"
+    # Stopped at the first turn over budget, long before its five turns and 30 s sleep.
+    log = (project.dir / "logs" / f"gh-{n}.jsonl").read_text()
+    assert log.count('"subtype": "attempt"') == 1
+    assert log.count('"type": "assistant"') < 5
 
 
 def test_per_run_budget_reaches_the_worker_argv(project, github):
@@ -114,6 +129,37 @@ def test_per_run_budget_reaches_the_worker_argv(project, github):
     argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
     assert b"--max-budget-usd" in argv and argv[argv.index(b"--max-budget-usd") + 1] == b"2.5"
     assert argv[argv.index(b"--max-turns") + 1] == b"7"
+
+
+def test_tool_lists_reach_the_worker_argv(project, github):
+    """[workers] allowed_tools / disallowed_tools become the CLI's flags, as
+    the worker itself received them."""
+    project.env["TAC_ARGV_COPY"] = str(project.dir / "argv-{issue}.json")
+    project.write_config(workers={"allowed_tools": ["Bash", "Read", "Edit"], "disallowed_tools": ["WebFetch"]})
+    n = project.issue("Tools")
+    assert project.run("--once").returncode == 0
+    argv = project.wait_for(lambda: worker_argv(project, n), timeout=20, message="argv recorded")
+    assert argv[argv.index("--allowedTools") + 1] == "Bash,Read,Edit"
+    assert argv[argv.index("--disallowedTools") + 1] == "WebFetch"
+    assert "--max-budget-usd" not in argv  # per_run_usd 0 = no limit, no flag
+
+
+def test_monthly_budget_stops_spawning_and_says_why(project, github):
+    logs = project.dir / "logs"
+    logs.mkdir()
+    now = time.time()
+    # Spent earlier this month (today when it is the 1st): the day's budget is far off.
+    day = time.strftime("%Y-%m-01") if time.strftime("%d") != "01" else time.strftime("%Y-%m-%d")
+    (logs / "usage.jsonl").write_text(json.dumps({"ts": "x", "date": day, "issue": 1, "cost_usd": 60.0}) + "\n")
+    project.write_config(budget={"daily_usd": 100.0, "monthly_usd": 50.0})
+    n = project.issue("Costs money")
+    r = project.run("--once")
+    assert r.returncode == 0, r.stderr
+    assert project.state(n) == tasks.PENDING
+    assert not (logs / f"gh-{n}.jsonl").exists() and project.worker_pids() == []
+    month = time.strftime("%Y-%m", time.localtime(now))
+    assert f"monthly budget reached: $60.00 of $50.00 in {month}" in r.stderr
+    assert project.tasks().status.startswith(f"monthly budget reached: $60.00 of $50.00 in {month}")
 
 
 def test_status_comment_is_edited_in_place_as_the_run_progresses(project, github):

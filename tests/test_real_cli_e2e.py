@@ -46,6 +46,7 @@ def real(tmp_path, github, gh_env, clone, git_origin, cli):
         if mode:
             fake.mode = mode
         fakes.append(fake)
+        project.fake = fake
         # The coordinator's own environment: account variables of whoever
         # runs the tests must not reach the CLI.
         for k in list(project.env):
@@ -144,9 +145,13 @@ def test_real_cli_max_turns_exhaustion_fails_with_subtype(real, github):
     real.wait_for(lambda: real.state(n) == tasks.FAILED, timeout=90, message="failed")
     t = real.task(n)
     assert "error_max_turns" in t.reason and "without commits" in t.reason
-    assert result_events(real, n)[0]["subtype"] == "error_max_turns"
-    argv = (real.dir / "logs" / f"gh-{n}.jsonl").read_text()
-    assert '"subtype": "attempt"' in argv
+    (result,) = result_events(real, n)  # one run: max_attempts 1
+    assert result["subtype"] == "error_max_turns"
+    # --max-turns 2 reached the CLI: the scripted API had six tool turns ready
+    # and the CLI stopped asking after two.
+    assert len(real.fake.main_requests) == 2, result
+    transcript = (real.dir / "logs" / f"gh-{n}.jsonl").read_text()
+    assert transcript.count('"subtype": "attempt"') == 1
 
 
 def test_real_cli_with_api_down_is_a_startup_error_and_pauses_spawning(real, github):

@@ -404,6 +404,12 @@ def test_worker_env_holds_no_github_token_or_cloud_credentials(project, github):
                "AZURE_CLIENT_SECRET": "azure-secret-value", "SSH_AUTH_SOCK": "/tmp/ssh-agent.sock",
                "DATABASE_URL": "postgres://u:p@db/x"}
     project.env.update(secrets)  # the coordinator's own env; its gh still works with GH_TOKEN
+    # The operator's proxies, in every spelling (the fake's env already holds
+    # HTTP_PROXY and http_proxy for gh): the agent must not inherit them.
+    proxy = project.env["HTTP_PROXY"]
+    proxies = {"http_proxy": proxy, "HTTPS_PROXY": proxy, "https_proxy": proxy, "ALL_PROXY": proxy,
+               "all_proxy": proxy, "FTP_PROXY": proxy, "ftp_proxy": proxy}
+    project.env.update(proxies)
     project.env.update({"ANTHROPIC_API_KEY": "sk-ant-api03-worker-needs-this", "CLAUDE_CODE_USE_BEDROCK": "0",
                         "TAC_EXTRA": "passes", "MY_TOOL_HOME": "/opt/tool", "NOT_LISTED": "stays"})
     project.write_config(workers={"pass_env": ["MY_TOOL_HOME"]})
@@ -417,6 +423,7 @@ def test_worker_env_holds_no_github_token_or_cloud_credentials(project, github):
     assert not [k for k in env if k.startswith(("AWS_", "GOOGLE_", "AZURE_", "GH_TOKEN", "GITHUB_"))]
     assert "NOT_LISTED" not in env
     assert "HTTP_PROXY" not in env and "GH_HOST" not in env  # the operator's network settings: only via pass_env
+    assert [k for k in env if k.lower().endswith("_proxy") and k.lower() != "no_proxy"] == []
     assert env["MY_TOOL_HOME"] == "/opt/tool"                  # [workers] pass_env widens the list
     assert env["ANTHROPIC_API_KEY"] == "sk-ant-api03-worker-needs-this"  # the CLI's own auth
     assert env["TAC_EXTRA"] == "passes"
@@ -453,10 +460,14 @@ def test_worker_env_function_is_an_allow_list(tmp_path):
             "CLAUDE_CODE_OAUTH_TOKEN": "oauth", "ANTHROPIC_BASE_URL": "http://x", "TAC_SCRIPT": "s",
             "EXTRA": "yes", "GH_TOKEN": "t", "GITHUB_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "k",
             "GOOGLE_APPLICATION_CREDENTIALS": "g", "AZURE_CLIENT_SECRET": "z", "GH_CONFIG_DIR": "/root/.config/gh",
-            "SSH_AUTH_SOCK": "/s", "GIT_ASKPASS": "/a", "PYTHONPATH": "/p"}
+            "SSH_AUTH_SOCK": "/s", "GIT_ASKPASS": "/a", "PYTHONPATH": "/p",
+            # Proxies in every spelling stay out (only pass_env lets one in); NO_PROXY may pass.
+            "HTTP_PROXY": "http://p", "http_proxy": "http://p", "HTTPS_PROXY": "http://p",
+            "https_proxy": "http://p", "ALL_PROXY": "socks5://p", "all_proxy": "socks5://p",
+            "FTP_PROXY": "http://p", "ftp_proxy": "http://p", "no_proxy": "127.0.0.1"}
     env = coordinator.worker_env(cfg, base, {"TAC_ISSUE_NUMBER": "7"})
     assert set(env) == {"PATH", "HOME", "LANG", "TERM", "LC_ALL", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_BASE_URL",
-                        "TAC_SCRIPT", "EXTRA", "GH_CONFIG_DIR", "TAC_ISSUE_NUMBER"}
+                        "TAC_SCRIPT", "EXTRA", "GH_CONFIG_DIR", "TAC_ISSUE_NUMBER", "no_proxy"}
     assert env["GH_CONFIG_DIR"] == str(cfg.state_dir / ".gh-empty")
 
 
@@ -522,16 +533,20 @@ def test_redact_values_of_secret_variables():
     assert redact_mod.redact_bytes(b"\xff plain", {}) == b"\xff plain"
 
 
-def test_branch_that_changes_ci_workflows_is_held_for_review_not_pushed(project, github, git_origin):
-    """A workflow file runs with the repository's secrets once pushed: the
-    coordinator ends such a run Blocked and pushes nothing."""
+@pytest.mark.parametrize("path", [".github/workflows/ci.yml", ".github/actions/setup/action.yml"])
+def test_branch_that_changes_ci_workflows_is_held_for_review_not_pushed(project, github, git_origin, path):
+    """A workflow file, or an action a workflow uses, runs with the
+    repository's secrets once pushed: the coordinator ends such a run
+    Blocked and pushes nothing."""
     n = project.issue("Speed up CI")
-    project.script({"default": {"commit": ".github/workflows/ci.yml"}})
+    project.script({"default": {"commit": path}})
     project.start()
     project.wait_for(lambda: project.state(n) == tasks.BLOCKED, message="held as blocked")
-    assert ".github/workflows/ci.yml" in project.task(n).reason
+    assert path in project.task(n).reason
     assert github.pulls() == []
     r = subprocess.run(["git", "--git-dir", str(git_origin), "rev-parse", "--verify", "-q", f"refs/heads/auto/gh-{n}"],
                        capture_output=True)
     assert r.returncode != 0  # never pushed
-    assert (project.dir / "trees" / f"gh-{n}" / ".github" / "workflows" / "ci.yml").exists()  # kept for review
+    assert (project.dir / "trees" / f"gh-{n}" / path).exists()  # kept for review
+    project.wait_for(lambda: "tac:blocked" in github.issue_labels(n), message="tac:blocked")
+    assert path in github.comments(n)[-1]["body"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import string
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,10 +114,23 @@ def test_nasty_titles_round_trip(title):
         doc = TaskFile([Task(1, title, state, reason=title, branch=title, extra=[("Note", title)])])
         roundtrip(doc)
         rendered = render(doc)
-        # One header line, one line per detail: nothing the title holds can split it.
+        # One header line, one line per detail: nothing the title holds can
+        # split it, for any reader. str.splitlines() is how Python (and many
+        # editors) break lines: it also breaks at \x0b \x0c \x1c-\x1e \x85
+        # U+2028 U+2029, which split("\n") would not notice.
         plain = "t" if title else ""
         tame = render(TaskFile([Task(1, "t", state, reason=plain, branch=plain, extra=[("Note", plain)])]))
-        assert len(rendered.split("\n")) == len(tame.split("\n"))
+        assert len(rendered.splitlines()) == len(tame.splitlines())
+
+
+@pytest.mark.parametrize("breaker", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\r"])
+def test_characters_that_any_reader_takes_as_a_line_break_are_escaped(breaker):
+    doc = TaskFile([Task(1, f"one{breaker}[] gh-2: forged {{p0}}", reason=f"a{breaker}- PID: 1")])
+    text = render(doc)
+    assert breaker not in text
+    assert text.splitlines() == text.split("\n")[:-1]  # every reader sees the same lines
+    back, problems = parse(text)
+    assert problems == [] and back == doc and [t.issue for t in back.tasks] == [1]
 
 
 def test_plain_text_renders_as_itself():
@@ -138,6 +152,37 @@ def test_tolerant_keys_and_markers():
     assert (a.state, a.worker, a.issue, a.title, a.priority) == (ACTIVE, "w-ee4608", 12, "Title", 1)
     assert (a.pid, a.pid_start, a.log_offset) == (12, 7, 5)
     assert (p.state, p.title) == (PENDING, "spaced marker")
+
+
+def _hand_written_keys(key):
+    """Ways a person types a detail key: any case, odd spacing, tabs."""
+    words = key.split()
+    yield key.lower()
+    yield key.upper()
+    yield " ".join(w.capitalize() for w in words)
+    yield f"  {key}  "
+    yield "\t".join(words)
+    yield "   ".join(words)
+    yield f"\t{key.swapcase()}\t"
+
+
+@pytest.mark.parametrize("key, attr, kind", tasks._DETAILS)
+def test_hand_written_detail_keys_are_read_on_the_slow_path(key, attr, kind):
+    """Every detail the daemon writes, as a person might type it: the value
+    lands in the same field as the canonical line would put it, nothing is
+    reported, and rendering writes the canonical line back."""
+    # render() writes a newline as backslash-n; an unknown escape such as backslash-p stays literal.
+    value, want = (4711, 4711) if kind != "str" else ("auto/gh-9 C:\\path\\n2", "auto/gh-9 C:\\path\n2")
+    canonical = render(TaskFile([Task(9, "t", ACTIVE, worker="w-1", **{attr: want})]))
+    assert f"\n- {key}: " in canonical
+    for typed in _hand_written_keys(key):
+        for sep in (": ", ":", ":   ", " :\t"):
+            line = f"-{typed}{sep}{value}  "
+            doc, problems = parse(f"## Active\n[🟡 w-1] gh-9: t {{p2}}\n{line}\n")
+            t = doc.tasks[0]
+            assert problems == [], line
+            assert (getattr(t, attr), t.extra) == (want, []), repr(line)
+            assert render(doc) == canonical, repr(line)
 
 
 def test_hand_moved_entry_takes_the_section_state():
@@ -272,9 +317,21 @@ def test_ten_thousand_entries():
     text = render(doc)
     back, problems = parse(text)
     assert problems == [] and len(back.tasks) == 10000 and back == doc
-    # Long runs of spaces once made a backtracking pattern quadratic.
+
+
+def test_long_runs_of_spaces_parse_in_linear_time():
+    """Long runs of spaces once made a backtracking pattern quadratic: 50,000
+    spaces then took minutes. Linear parsing takes milliseconds; the bound
+    is a hundred times that, and still far below the quadratic time."""
     spaces = " " * 50000
-    parse(f"## {spaces}x\n## Pending\n[] gh-1: {spaces}x\n- {spaces}y\n-{spaces}: z\n")
+    t0 = time.perf_counter()
+    doc, problems = parse(f"## {spaces}x\n## Pending\n[] gh-1: {spaces}x\n- {spaces}y\n-{spaces}: z\n")
+    took = time.perf_counter() - t0
+    assert took < 2.0, f"parse took {took:.1f} s"
+    assert [(t.issue, t.state, t.title) for t in doc.tasks] == [(1, PENDING, "x")]
+    assert doc.others[0][1][0] == f"## {spaces}x"          # the odd heading is kept, verbatim
+    assert doc.tasks[0].notes == [f"- {spaces}y", f"-{spaces}: z"]  # not details: kept as notes
+    assert [p.split(":")[1] for p in problems] == ["1", "4", "5"]
 
 
 # -- Properties ---------------------------------------------------------------
@@ -392,6 +449,54 @@ def test_update_reapplies_the_change_on_the_new_content(tmp_path):
     assert back == doc
     assert [(t.issue, t.state, t.priority) for t in back.tasks] == [(2, PENDING, 0), (1, ACTIVE, 2)]
     assert back.tasks[1].pid == 99
+
+
+def test_save_refuses_when_a_person_saves_while_it_writes(tmp_path, monkeypatch):
+    """The second look, just before the rename: a person's save that lands
+    while the temp file is being written must win too."""
+    path = tmp_path / "tasks.md"
+    write(path, "## Pending\n[] gh-1: a\n")
+    doc, _, snap = tasks.load(path)
+    doc.move(doc.tasks[0], ACTIVE)
+    person = "## Pending\n[] gh-1: a\n[] gh-2: saved mid-write\n"
+    real_fsync = os.fsync
+
+    def person_saves_meanwhile(fd):
+        if path.read_text() != person:
+            write(path, person)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", person_saves_meanwhile)
+    assert tasks.save(path, doc, snap) is False
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert path.read_text() == person
+    assert sorted(os.listdir(tmp_path)) == ["tasks.md"]  # our temp file is gone
+
+
+def test_update_reapplies_its_change_over_a_save_made_mid_write(tmp_path, monkeypatch):
+    path = tmp_path / "tasks.md"
+    write(path, "## Pending\n[] gh-1: a\n")
+    real_fsync = os.fsync
+    saved = []
+
+    def person_saves_once(fd):
+        if not saved:
+            saved.append(1)
+            write(path, path.read_text() + "[] gh-2: by hand {p0}\n")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", person_saves_once)
+
+    def start_gh1(doc):
+        t = doc.governing(1)
+        doc.move(t, ACTIVE)
+        t.worker = "w-123456"
+
+    tasks.update(path, start_gh1)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    back, problems, _ = tasks.load(path)
+    assert problems == []
+    assert [(t.issue, t.state, t.worker) for t in back.tasks] == [(2, PENDING, ""), (1, ACTIVE, "w-123456")]
 
 
 def test_update_gives_up_after_retries(tmp_path):

@@ -1,0 +1,458 @@
+#!/usr/bin/env python3
+"""Deliberate breakages, and whether the tests that claim them notice.
+
+    python tests/mutations.py                 every breakage, 3 at a time
+    python tests/mutations.py --list          names, files and claiming tests
+    python tests/mutations.py NAME [NAME...]  only these
+    python tests/mutations.py -j 4            4 at a time
+
+Each breakage is one exact edit of one production file. For each, the
+repository (its `git ls-files`, committed or not, plus the untracked files
+git does not ignore) is copied to a temp dir, the edit applied there, and the
+claiming tests run in the copy with this checkout's interpreter. A breakage
+is "caught" when those tests fail, "survived" when they pass. An edit whose
+snippet is not found exactly once is "stale" (the code moved on: refresh the
+snippet). Exit status 1 when any breakage survived or is stale.
+
+Not a test module (no test_ prefix): run on demand and in CI's slow tier,
+never by the default `pytest`.
+
+The package is installed editable from this checkout, so an import of
+`adws` could resolve here rather than in the copy and every breakage would
+"survive". The copy is put first on PYTHONPATH, pytest runs from the copy
+without its cache, and before anything else a canary breakage that must be
+caught, and an import check, prove that the copy's code is what runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = Path(sys.executable)
+
+
+@dataclass
+class Breakage:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: List[str] = field(default_factory=list)
+    note: str = ""    # why there is no claiming test yet, or whose it is
+
+
+C, T, G, L = "adws/coordinator.py", "adws/tasks.py", "adws/github.py", "adws/ledger.py"
+
+BREAKAGES: List[Breakage] = [
+    # -- caught before issue #19 ----------------------------------------------------------
+    Breakage("trust-check", C,
+             'if perm in ("admin", "write", "maintain"):\n            return True',
+             'if perm:\n            return True',
+             ["tests/test_security.py::test_only_labels_from_writers_or_trusted_users_queue_an_issue",
+              "tests/test_e2e.py::test_untrusted_label_is_ignored_and_logged_once"]),
+    Breakage("worker-env-allow-list", C,
+             "env = {k: v for k, v in base.items()\n           if k in _ENV_ALLOW",
+             "env = {k: v for k, v in base.items()\n           if True or k in _ENV_ALLOW",
+             ["tests/test_security.py::test_worker_env_function_is_an_allow_list",
+              "tests/test_security.py::test_worker_env_holds_no_github_token_or_cloud_credentials"]),
+    Breakage("labeller-event-ignored", C,
+             "if not self.trusted(n, who):\n                continue",
+             "if not self.trusted(n, (issue['user']['login'], 'User', '')):\n                continue",
+             ["tests/test_security.py::test_only_labels_from_writers_or_trusted_users_queue_an_issue"]),
+    Breakage("tasks-fast-path-takes-escaped-values", T,
+             'and not v[0].isspace() and not v[-1].isspace() and "\\\\" not in v',
+             "and not v[0].isspace() and not v[-1].isspace()",
+             ["tests/test_tasks.py::test_nasty_titles_round_trip"]),
+    Breakage("save-conflict-check", T,
+             "        if save(path, doc, snapshot):",
+             "        if save(path, doc, load(path)[2]):",
+             ["tests/test_tasks.py::test_save_refuses_when_a_person_edited_meanwhile",
+              "tests/test_tasks.py::test_update_reapplies_the_change_on_the_new_content"]),
+    Breakage("sigchld-handler-waitpid-any", C,
+             "    def _record(self, signum: int, frame: Any) -> None:\n        self.signals.append(signum)\n",
+             "    def _record(self, signum: int, frame: Any) -> None:\n        self.signals.append(signum)\n"
+             "        if signum == signal.SIGCHLD:\n            try:\n                os.waitpid(-1, os.WNOHANG)\n"
+             "            except ChildProcessError:\n                pass\n",
+             ["tests/test_processes.py::test_sigchld_handler_never_steals_an_exit_status"]),
+    Breakage("breaker-threshold-off-by-one", C,
+             "if self.breaker_count >= self.cfg.breaker_threshold:",
+             "if self.breaker_count > self.cfg.breaker_threshold:",
+             ["tests/test_supervision.py::test_breaker_trips_after_threshold_startup_errors_for_the_first_backoff_step"]),
+    Breakage("daily-budget-ignored", C,
+             "self.spend.totals(now), self.cfg.daily_usd or None,",
+             "self.spend.totals(now), None,",
+             ["tests/test_lifecycle.py::test_daily_budget_stops_spawning_and_says_why"]),
+    Breakage("existing-pr-ignored", C,
+             'self.finish(w, now, prs.get(w.branch, ""))',
+             'self.finish(w, now, "")',
+             ["tests/test_e2e.py::test_existing_pr_for_the_branch_completes_the_task"]),
+    Breakage("stop-file-ignored", C,
+             'reason = stop_reason_for(w, self.cfg, now, s, (w.tree / "STOP").exists())',
+             "reason = stop_reason_for(w, self.cfg, now, s, False)",
+             ["tests/test_processes.py::test_stop_worker_script_stops_it_keeps_the_worktree_and_fails_the_task"]),
+    Breakage("dry-run-writes-tasks-md", C,
+             "        if self.dry_run:\n            return change(self.load())\n",
+             "",
+             ["tests/test_e2e.py::test_dry_run_spawns_nothing_and_writes_nothing"]),
+    Breakage("progress-edits-off", C,
+             "elif w.comment_id and self.cfg.progress_every > 0",
+             "elif False and w.comment_id and self.cfg.progress_every > 0",
+             ["tests/test_lifecycle.py::test_status_comment_is_edited_in_place_as_the_run_progresses"]),
+    Breakage("owed-notice-never-delivered", C,
+             "            if polled:  # owed notices are retried once per poll, not every 1 s tick\n"
+             "                self.deliver_outbox(now)\n",
+             "",
+             ["tests/test_lifecycle.py::test_label_left_on_an_ended_task_is_removed_not_rerun"]),
+    Breakage("memory-guard-off", C,
+             "if free is not None and free < self.cfg.min_free_memory_mb:",
+             "if False:",
+             ["tests/test_processes.py::test_memory_guard_starts_nothing_and_says_why"]),
+    Breakage("ledger-not-o-append", L,
+             "os.O_WRONLY | os.O_APPEND | os.O_CREAT",
+             "os.O_WRONLY | os.O_CREAT",
+             ["tests/test_ledger.py::test_append_is_one_write_with_o_append"]),
+    Breakage("workflows-not-held", C,
+             'HELD_PREFIXES = (".github/workflows/", ".github/actions/")',
+             'HELD_PREFIXES = (".github/actions/",)',
+             ["tests/test_security.py::test_branch_that_changes_ci_workflows_is_held_for_review_not_pushed"]),
+
+    # -- survived before issue #19 ----------------------------------------------------------
+    Breakage("lowercase-proxies-passed", C,
+             '"NO_PROXY", "no_proxy"}',
+             '"NO_PROXY", "no_proxy", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"}',
+             ["tests/test_security.py::test_worker_env_function_is_an_allow_list",
+              "tests/test_security.py::test_worker_env_holds_no_github_token_or_cloud_credentials"]),
+    Breakage("save-mid-write-check-removed", T,
+             "        if _digest(_read(path)) != expected.digest:\n"
+             "            return False              # a person saved while we were writing\n",
+             "",
+             ["tests/test_tasks.py::test_save_refuses_when_a_person_saves_while_it_writes",
+              "tests/test_tasks.py::test_update_reapplies_its_change_over_a_save_made_mid_write"]),
+    Breakage("u2028-u2029-not-escaped", T,
+             r'_NEEDS_ESCAPE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")',
+             r'_NEEDS_ESCAPE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")',
+             ["tests/test_tasks.py::test_nasty_titles_round_trip",
+              "tests/test_tasks.py::test_characters_that_any_reader_takes_as_a_line_break_are_escaped"]),
+    Breakage("readopt-ignores-start-time", C,
+             "            if pid and process_alive(pid, start):\n                w.state = RUNNING",
+             "            if pid and process_alive(pid, None):\n                w.state = RUNNING",
+             ["tests/test_processes.py::test_restart_never_adopts_a_reused_pid_whose_start_time_differs"]),
+    Breakage("loop-sleeps-instead-of-select", C,
+             "                    select.select([r], [], [], timeout)",
+             "                    time.sleep(timeout)",
+             ["tests/test_processes.py::test_sigchld_wakes_the_real_loop_at_once_with_a_long_tick"]),
+    Breakage("breaker-never-reset-by-a-good-run", C,
+             "        else:\n            self.breaker_count = 0\n",
+             "",
+             ["tests/test_promises.py::test_a_good_run_resets_the_startup_error_breaker"]),
+    Breakage("monthly-budget-ignored", C,
+             "                                     self.cfg.monthly_usd or None)",
+             "                                     None)",
+             ["tests/test_lifecycle.py::test_monthly_budget_stops_spawning_and_says_why"]),
+    Breakage("fork-pr-counts", G,
+             '            if owner.lower() == self.owner.lower() and head.get("ref"):',
+             '            if head.get("ref"):',
+             [],
+             note="fake GitHub cannot make fork PRs yet: the GitHub helper's (adws/github.py) row"),
+    Breakage("422-lookup-fallback-removed", C,
+             "                prs = self.github.pulls_for_head(w.branch)  # opened by an earlier, interrupted finish\n"
+             "                if not prs:\n                    raise\n",
+             "                raise\n",
+             [], note="needs the fake to answer 422: the GitHub helper's row"),
+    Breakage("dry-run-writes-the-archive", C,
+             "        self._archived_day = today\n        if self.dry_run:\n            return\n",
+             "        self._archived_day = today\n",
+             ["tests/test_e2e.py::test_dry_run_changes_nothing_from_a_busy_state"]),
+    Breakage("dry-run-comments-and-swaps-labels", C,
+             "        tac:done / tac:blocked / tac:failed, then clear the owed mark.\"\"\"\n"
+             "        if self.dry_run:\n            return\n",
+             "        tac:done / tac:blocked / tac:failed, then clear the owed mark.\"\"\"\n",
+             ["tests/test_e2e.py::test_dry_run_changes_nothing_from_a_busy_state"]),
+    Breakage("archive-only-at-start-up", C,
+             "        if local_time(now)[:10] != self._archived_day:\n            self.archive(now)\n",
+             "",
+             ["tests/test_promises.py::test_completed_entries_are_archived_when_the_day_changes"]),
+    Breakage("sighup-ignores-max-concurrent", C,
+             "                    self.c.max_concurrent = worker_cap(new.max_concurrent)\n",
+             "",
+             ["tests/test_promises.py::test_sighup_applies_max_concurrent_and_other_keys_to_a_running_daemon"]),
+    Breakage("sighup-applies-no-key", C,
+             "                    self.c.cfg = new\n",
+             "",
+             ["tests/test_promises.py::test_sighup_applies_max_concurrent_and_other_keys_to_a_running_daemon"]),
+    Breakage("priority-labels-ignored", C,
+             "        if m:\n            return int(m.group(1))\n    return 2",
+             "        if m:\n            return 2\n    return 2",
+             ["tests/test_promises.py::test_priority_labels_order_the_queue"]),
+    Breakage("github-actions-not-held", C,
+             'HELD_PREFIXES = (".github/workflows/", ".github/actions/")',
+             'HELD_PREFIXES = (".github/workflows/",)',
+             ["tests/test_security.py::test_branch_that_changes_ci_workflows_is_held_for_review_not_pushed"]),
+    Breakage("etag-never-sent", G,
+             '            argv += ["-H", f"If-None-Match: {etag}"]\n',
+             "            pass\n",
+             ["tests/test_bench.py::test_quick_benchmark_runs_and_prints_its_table"]),
+    Breakage("rate-limit-slowdown-removed", C,
+             "            interval *= 4  # slow down before GitHub starts answering 403\n",
+             "",
+             ["tests/test_bench.py::test_quick_benchmark_runs_and_prints_its_table"]),
+    Breakage("detail-key-case-on-slow-path", T,
+             "    known = _BY_KEY.get(key.lower())",
+             "    known = _BY_KEY.get(key)",
+             ["tests/test_tasks.py::test_hand_written_detail_keys_are_read_on_the_slow_path"]),
+
+    # -- more README promises ------------------------------------------------------------------
+    Breakage("detail-key-tabs-not-collapsed", T,
+             '    if "  " in key or "\\t" in key:',
+             '    if "  " in key:',
+             ["tests/test_tasks.py::test_hand_written_detail_keys_are_read_on_the_slow_path"]),
+    Breakage("max-budget-usd-not-passed", C,
+             '        argv += ["--max-budget-usd", f"{cfg.per_run_usd:g}"]\n',
+             "        pass\n",
+             ["tests/test_lifecycle.py::test_per_run_budget_stops_the_run_and_is_passed_to_the_cli"]),
+    Breakage("max-turns-not-passed", C,
+             '        argv += ["--max-turns", str(cfg.max_turns)]\n',
+             "        pass\n",
+             ["tests/test_lifecycle.py::test_per_run_budget_reaches_the_worker_argv",
+              "tests/test_real_cli_e2e.py::test_real_cli_max_turns_exhaustion_fails_with_subtype"]),
+    Breakage("allowed-tools-not-passed", C,
+             '        argv += ["--allowedTools", ",".join(cfg.allowed_tools)]\n',
+             "        pass\n",
+             ["tests/test_lifecycle.py::test_tool_lists_reach_the_worker_argv"]),
+    Breakage("disallowed-tools-not-passed", C,
+             '        argv += ["--disallowedTools", ",".join(cfg.disallowed_tools)]\n',
+             "        pass\n",
+             ["tests/test_lifecycle.py::test_tool_lists_reach_the_worker_argv"]),
+    Breakage("per-run-budget-not-enforced", C,
+             "    if cfg.per_run_usd > 0 and summary.cost > cfg.per_run_usd:",
+             "    if False:",
+             ["tests/test_lifecycle.py::test_per_run_budget_stops_the_run_and_is_passed_to_the_cli"]),
+    Breakage("pause-file-ignored", C,
+             "        if self.cfg.pause_path.exists():\n",
+             "        if False:\n",
+             ["tests/test_processes.py::test_pause_file_beside_tasks_md_holds_spawning"]),
+    Breakage("sigusr1-ignored", C,
+             "                self.c.paused_by_signal = not self.c.paused_by_signal\n",
+             "                pass\n",
+             ["tests/test_processes.py::test_sigusr1_toggles_pause_and_running_workers_go_on"]),
+    Breakage("second-coordinator-not-locked-out", C,
+             "        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+             "        pass\n",
+             ["tests/test_processes.py::test_second_coordinator_exits_at_once_naming_the_holder"]),
+    Breakage("edited-issue-text-runs", C,
+             "        if t.body_sha == sha:\n            return True\n",
+             "        return True\n",
+             ["tests/test_security.py::test_body_edited_after_labelling_runs_only_after_a_trusted_relabel"]),
+    Breakage("bot-authored-issue-runs", C,
+             "            if is_bot(issue.get(\"user\")):",
+             "            if False:",
+             ["tests/test_security.py::test_only_labels_from_writers_or_trusted_users_queue_an_issue"]),
+    # (Removing only the redact() in notify() is no breakage: the reason it
+    # quotes was redacted when it was read. Both layers must go for a leak.)
+    Breakage("blocked-reason-not-redacted", C,
+             'blocked_reason = redact(first[0].lstrip("# ").strip()[:300]) if first else ""',
+             'blocked_reason = first[0].lstrip("# ").strip()[:300] if first else ""',
+             ["tests/test_security.py::test_tokens_printed_by_a_worker_never_reach_log_comment_metrics_or_viewer"]),
+    Breakage("hidden-text-reaches-prompt", C,
+             "    text = _INVISIBLE.sub(\"\", text)\n",
+             "",
+             ["tests/test_security.py::test_clean_issue_text_drops_what_github_would_not_show",
+              "tests/test_security.py::test_hostile_title_and_body_reach_the_worker_only_as_inert_quoted_data"]),
+    Breakage("unsuccessful-run-not-a-draft", C,
+             "                       draft=not ended_well)",
+             "                       draft=False)",
+             ["tests/test_e2e.py::test_commits_without_success_open_a_draft_pr"]),
+    Breakage("max-attempts-ignored", C,
+             "    if task.attempts >= cfg.max_attempts:",
+             "    if task.attempts >= cfg.max_attempts + 1:",
+             ["tests/test_e2e.py::test_failed_worker_is_retried_then_fails_with_reason"]),
+    Breakage("cancel-by-moving-to-failed-ignored", C,
+             "                reason = CANCELLED\n",
+             "                reason = \"\"\n",
+             ["tests/test_chaos.py::test_hand_edits_to_tasks_md_survive_and_are_obeyed"]),
+    Breakage("timeout-not-enforced", C,
+             "    if now - w.started_at > cfg.timeout:",
+             "    if False:",
+             ["tests/test_processes.py::test_timeout_stops_a_worker_that_ignores_sigterm_and_its_escaped_children"]),
+    Breakage("worktree-kept-after-success", C,
+             "        if ended.state == COMPLETED:\n            remove_worktree(cfg, w.tree)\n",
+             "",
+             ["tests/test_e2e.py::test_labelled_issue_becomes_pr_comment_and_completed_entry"]),
+]
+
+# Must be caught: proves the copy's code is what the tests run.
+CANARY = Breakage("canary-render-loses-entries", T,
+                  "    for section in (\"\",) + SECTIONS:\n",
+                  "    doc = TaskFile(status=doc.status, title=doc.title)\n    for section in (\"\",) + SECTIONS:\n",
+                  ["tests/test_tasks.py::test_canonical_rendering"])
+
+
+# -- running -------------------------------------------------------------------------------------
+
+def repo_files() -> List[str]:
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, check=True).stdout.decode()
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def make_copy(files: Sequence[str]) -> Path:
+    dest = Path(tempfile.mkdtemp(prefix="tac-mutant-"))
+    for f in files:
+        target = dest / f
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, target)
+    cache = ROOT / ".cache"
+    if cache.exists():  # the pinned Claude CLI for the real-CLI tier: shared, read-only
+        (dest / ".cache").symlink_to(cache)
+    return dest
+
+
+def apply(copy: Path, b: Breakage) -> Optional[str]:
+    """Apply the edit; return why it cannot be applied, or None."""
+    path = copy / b.file
+    text = path.read_text(encoding="utf-8")
+    count = text.count(b.old) if b.old else 0
+    if count != 1:
+        return f"snippet found {count} times in {b.file}"
+    path.write_text(text.replace(b.old, b.new), encoding="utf-8")
+    return None
+
+
+def env_for(copy: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(copy) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run_tests(copy: Path, tests: Sequence[str], timeout: float) -> Tuple[str, float, str]:
+    """("passed" | "failed" | "timeout" | "error", seconds, tail of output)."""
+    t0 = time.time()
+    cmd = [str(PYTHON), "-m", "pytest", "-q", "-x", "--tb=line", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+    try:
+        p = subprocess.run(cmd, cwd=copy, env=env_for(copy), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return "timeout", time.time() - t0, out[-1500:]
+    took = time.time() - t0
+    tail = (p.stdout + p.stderr)[-1500:]
+    # pytest: 0 all passed, 1 some failed; anything else (2 interrupted,
+    # 4 usage, 5 nothing collected: a claim naming a test that is gone) is
+    # an error in the check itself, never a catch.
+    return {0: "passed", 1: "failed"}.get(p.returncode, "error"), took, tail
+
+
+def check_imports(copy: Path) -> None:
+    code = ("import adws.coordinator, adws.tasks, adws.github, harness; "
+            "print(adws.coordinator.__file__); print(adws.tasks.__file__); print(harness.COORDINATOR)")
+    env = env_for(copy)
+    env["PYTHONPATH"] = os.pathsep.join([str(copy), str(copy / "tests"), env["PYTHONPATH"]])
+    out = subprocess.run([str(PYTHON), "-c", code], cwd=copy, env=env, capture_output=True, text=True)
+    paths = out.stdout.split()
+    if out.returncode != 0 or len(paths) != 3 or not all(Path(p).resolve().is_relative_to(copy.resolve()) for p in paths):
+        sys.exit(f"mutations: the copy's modules are not the ones imported:\n{out.stdout}{out.stderr}")
+
+
+def judge(b: Breakage, files: Sequence[str], timeout: float, keep: bool) -> Tuple[str, str]:
+    """(verdict, detail): caught | survived | stale | unclaimed | error."""
+    if not b.tests:
+        return "unclaimed", b.note or "no test claims it"
+    copy = make_copy(files)
+    try:
+        why = apply(copy, b)
+        if why:
+            return "stale", why
+        outcome, took, tail = run_tests(copy, b.tests, timeout)
+        tail = tail.replace(str(copy) + os.sep, "")
+        if outcome == "failed":
+            # --tb=line: one "path:line: Error" line per failure says which assertion noticed.
+            where = [ln for ln in tail.splitlines() if ln.startswith(("/", "tests/")) and ": " in ln]
+            return "caught", f"{took:.0f} s: {where[0][:200] if where else 'failed'}"
+        if outcome == "timeout":
+            return "caught", f"timed out after {took:.0f} s (a hang is noticed, slowly)"
+        if outcome == "passed":
+            return "survived", f"{took:.0f} s"
+        return "error", tail
+    finally:
+        if keep:
+            print(f"   kept {copy}", file=sys.stderr)
+        else:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="tests/mutations.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="only these breakages")
+    parser.add_argument("--list", action="store_true", help="list the breakages and exit")
+    parser.add_argument("-j", "--jobs", type=int, default=3, help="breakages checked at once (default 3)")
+    parser.add_argument("--timeout", type=float, default=240, help="seconds per breakage's tests (default 240)")
+    parser.add_argument("--keep", action="store_true", help="keep the mutated copies")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run every claiming test unmutated first (a claim must pass unbroken)")
+    args = parser.parse_args(argv)
+
+    names = {b.name for b in BREAKAGES}
+    if len(names) != len(BREAKAGES):
+        sys.exit("mutations: two breakages share a name")
+    unknown = set(args.names) - names
+    if unknown:
+        sys.exit(f"mutations: no breakage named {', '.join(sorted(unknown))} (see --list)")
+    chosen = [b for b in BREAKAGES if not args.names or b.name in args.names]
+    if args.list:
+        for b in chosen:
+            print(f"{b.name}  [{b.file}]")
+            for t in b.tests:
+                print(f"    {t}")
+            if b.note:
+                print(f"    ({b.note})")
+        return 0
+
+    files = repo_files()
+    probe = make_copy(files)
+    try:
+        check_imports(probe)
+        if args.baseline:
+            claims = sorted({t for b in chosen for t in b.tests})
+            outcome, took, tail = run_tests(probe, claims, args.timeout * 4)
+            if outcome != "passed":
+                sys.exit(f"mutations: the claiming tests do not pass unbroken ({outcome}):\n{tail}")
+            print(f"baseline: {len(claims)} claiming tests pass unbroken ({took:.0f} s)")
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    verdict, detail = judge(CANARY, files, args.timeout, False)
+    if verdict != "caught":
+        sys.exit(f"mutations: the canary breakage was {verdict} ({detail}): the tests are not running the copy")
+
+    t0 = time.time()
+    results = {}
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {b.name: pool.submit(judge, b, files, args.timeout, args.keep) for b in chosen}
+        for b in chosen:
+            verdict, detail = futures[b.name].result()
+            results[b.name] = verdict
+            mark = {"caught": "✓", "survived": "✗", "stale": "?", "unclaimed": "·", "error": "!"}[verdict]
+            print(f"{mark} {verdict:9} {b.name}  ({detail.strip().splitlines()[-1] if detail.strip() else ''})",
+                  flush=True)
+            if verdict == "error":
+                print("    " + detail.replace("\n", "\n    "))
+    caught = sum(1 for v in results.values() if v == "caught")
+    print(f"\n{caught}/{len(chosen)} breakages caught ({time.time() - t0:.0f} s)")
+    for kind in ("survived", "stale", "unclaimed", "error"):
+        which = [n for n, v in results.items() if v == kind]
+        if which:
+            print(f"{kind}: {', '.join(which)}")
+    return 0 if caught == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
