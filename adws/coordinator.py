@@ -259,6 +259,7 @@ class Coordinator:
         self.last_poll_at: Optional[float] = None
         self.poll_failures = 0
         self.github_down_since: Optional[float] = None
+        self.github_auth_failed = False  # the outage is our login (401), which waiting will not fix
         self.github_error = ""
         self.slow_poll = ""                   # why polling is slowed (rate limit nearly spent), for the status line
         # spawning
@@ -648,8 +649,9 @@ class Coordinator:
             return
         if self.github_down_since is None:
             self.github_down_since = now
-            log.warning("github: unreachable since %s: %s", clock_time(now), e)
-        self.github_error = str(e)
+            log.warning("github: %s since %s: %s", "refused our login" if e.auth else "unreachable",
+                        clock_time(now), e)
+        self.github_error, self.github_auth_failed = str(e), e.auth
 
     def poll(self, now: float) -> bool:
         """Fetch the labelled issues and reconcile tasks.md with them. A
@@ -671,6 +673,7 @@ class Coordinator:
         if self.github_down_since is not None:
             log.info("github: reachable again after %s", human_duration(now - self.github_down_since))
         self.github_down_since, self.github_error, self.poll_failures = None, "", 0
+        self.github_auth_failed = False
         self.issues = {i["number"]: i for i in listing}
         self.listing_ok = True
         self.github.forget_issues_except(self.issues)
@@ -756,11 +759,9 @@ class Coordinator:
     def notify(self, t: Task) -> None:
         """Tell the issue how the task ended and swap the trigger label for
         tac:done / tac:blocked / tac:failed, then clear the owed mark."""
-        if self.dry_run:
-            return
         try:
             if not self.post_or_edit(t.issue, t.comment_id, self.notice_text(t), strict=True):
-                return
+                return  # --dry-run posts nothing, so it swaps no label either
             self.github.remove_label(t.issue, self.cfg.label)
             self.github.add_labels(t.issue, [DONE_LABELS[t.state]])
         except GitHubError as e:
@@ -995,7 +996,9 @@ class Coordinator:
             parts.append(block)
         else:
             parts.append("running")
-        if self.github_down_since is not None:
+        if self.github_down_since is not None and self.github_auth_failed:
+            parts.append(f"github: not authenticated since {clock_time(self.github_down_since)}: run gh auth login")
+        elif self.github_down_since is not None:
             parts.append(f"github: unreachable since {clock_time(self.github_down_since)}")
         elif self.slow_poll:
             parts.append(self.slow_poll)
@@ -1017,12 +1020,24 @@ class Coordinator:
         sd_notify(f"WATCHDOG=1\nSTATUS={counts[ACTIVE]} active, {counts[PENDING]} pending, "
                   f"{usd(spend.today_usd)} today{' · ' + parts[0] if parts[0] != 'running' else ''}")
 
+    def publish_stopped(self, now: float) -> None:
+        """The last status line: a reader of tasks.md must not take a
+        stopped daemon's last "running" for the truth."""
+        left = len(self.live_workers())
+        line = f"stopped at {clock_time(now)}" + (f" · {left} worker(s) left running" if left else "")
+
+        def set_status(d: tasks.TaskFile) -> None:
+            d.status = line
+        if not self.dry_run:
+            self.guarded("status", self.update, set_status)
+
     def write_metrics(self, now: float, counts: Dict[str, int], block: str) -> None:
         if self.dry_run:
             return
         self._metrics_at = now
         spend = self.spend.totals(now)
-        gh_state = "ok" if self.github_down_since is None else "unreachable"
+        gh_state = "ok" if self.github_down_since is None else \
+            "not_authenticated" if self.github_auth_failed else "unreachable"
         if self.github.rate_remaining == 0:
             gh_state = "rate_limited"
         data = {
@@ -1229,6 +1244,14 @@ def _run_facts(s: Any, elapsed: float) -> str:
 # 8. Doctor: --check
 # ===========================================================================
 
+def remote_slug(url: str) -> Optional[str]:
+    """OWNER/NAME from a remote URL (https://host/o/n.git, git@host:o/n.git,
+    ssh://git@host/o/n); None for a local path, which names no repository."""
+    m = re.match(r"^(?:[a-z][a-z+]*://(?:[^@/]+@)?[^/:]+(?::\d+)?/|(?:[^@/]+@)?[^/:]{2,}:)"
+                 r"([^/]+)/([^/]+?)(?:\.git)?/?$", url)
+    return f"{m.group(1)}/{m.group(2)}" if m and not url.startswith("file:") else None
+
+
 def doctor(cfg: Config, github: GitHub, out: Callable[[str], None] = print) -> bool:
     """One line per check, ✓ or ✗, and for each ✗ the exact fix."""
     ok = True
@@ -1261,11 +1284,16 @@ def doctor(cfg: Config, github: GitHub, out: Callable[[str], None] = print) -> b
     try:
         inside = git(["rev-parse", "--is-inside-work-tree"], cfg.repo_path).strip() == "true"
         remote = git(["remote", "get-url", cfg.remote], cfg.repo_path).strip()
-        check(inside, f"git clone at {cfg.repo_path} ({cfg.remote} = {remote})")
+        slug = remote_slug(remote)
+        if slug and slug.lower() != cfg.repo.lower():  # e.g. path = "." names this project's own checkout
+            check(False, f"git clone at {cfg.repo_path}: {cfg.remote} is {slug}, not [github] repo {cfg.repo}",
+                  f"point [repo] path at a clone of {cfg.repo}")
+        else:
+            check(inside, f"git clone at {cfg.repo_path} ({cfg.remote} = {remote})")
     except GitError as e:
         check(False, f"git clone at {cfg.repo_path}: {e}", f"git clone <your repo> {cfg.repo_path}")
     exe = shutil.which(cfg.command[0])
-    check(exe is not None, f"worker command found: {exe or cfg.command[0]}",
+    check(exe is not None, f"worker command found: {exe}" if exe else f"worker command not found: {cfg.command[0]}",
           "npm install -g @anthropic-ai/claude-code" if cfg.command[0] == "claude" else
           "fix [workers] command in the config")
     try:
@@ -1279,8 +1307,9 @@ def doctor(cfg: Config, github: GitHub, out: Callable[[str], None] = print) -> b
     if free is not None:
         check(free >= cfg.min_free_memory_mb, f"memory available: {free} MB (min_free_memory_mb {cfg.min_free_memory_mb})",
               "stop other programs, or lower [workers] min_free_memory_mb")
-    cfg.trees.mkdir(parents=True, exist_ok=True) if cfg.trees.parent.exists() else None
-    probe = cfg.trees if cfg.trees.exists() else cfg.trees.parent
+    probe = cfg.trees  # the nearest directory that exists: --check creates nothing
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
         disk = shutil.disk_usage(str(probe)).free // (1024 * 1024)
         check(disk >= 1024, f"disk free for worktrees: {disk} MB", "free disk space where [paths] trees points")
@@ -1401,6 +1430,7 @@ class Daemon:
             poll_now = self.handle_signals() or poll_now
             if self.stop:
                 sd_notify("STOPPING=1")  # `systemctl status` says deactivating at once
+                self.c.publish_stopped(self.c.clock())
                 return EX_OK
             now = self.c.clock()
             self.c.tick(now, force_poll=poll_now)

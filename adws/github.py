@@ -215,14 +215,16 @@ class GitHub:
                 self.sleep(delay)
         raise AssertionError("unreachable")  # the last round returns or raises
 
-    def get_conditional(self, path: str) -> List[Any]:
+    def get_conditional(self, path: str, pages: int = 0) -> List[Any]:
         """GET a list with the ETag of the last answer: an unchanged list
         costs a 304, which does not count against the rate limit. Each page
         of a long list (rare: more than 100 labelled issues) is asked with
         its own ETag: the first page stays the same when an older issue gets
-        the label, which lands on a later page."""
+        the label, which lands on a later page. pages > 0 reads no further."""
         data: List[Any] = []
-        while path:
+        read = 0
+        while path and not (pages and read == pages):
+            read += 1
             etag, cached = self._etags.get(path, ("", None))
             resp = self.api("GET", path, etag=etag)
             if resp.status == 304 and cached is not None:
@@ -350,9 +352,11 @@ class GitHub:
 
     def recent_pulls(self) -> List[dict]:
         """The 100 most recently updated pull requests in any state: one
-        conditional call covers every active branch."""
+        conditional call covers every active branch. Only the first page: a
+        busy repository's thousands of PRs would cost a request per hundred
+        each time a branch finishes; an older one is found after the 422."""
         path = f"repos/{self.repo}/pulls?state=all&sort=updated&direction=desc&per_page=100"
-        return _items("GET", path, self.get_conditional(path), PULL_KEYS)
+        return _items("GET", path, self.get_conditional(path, pages=1), PULL_KEYS)
 
     def own_head(self, pr: dict) -> bool:
         """The pull request's head branch lives in this repository, not in a

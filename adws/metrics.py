@@ -11,7 +11,7 @@ of every tick; ``tools/status.py`` only reads it. Version 1 of the shape::
      "counters": {"launched": 0, "completed": 0, "failed": 0, "blocked": 0,
                   "startup_errors": 0, "prs_opened": 0, "github_errors": 0,
                   "worktree_repairs": 0},
-     "github": {"state": "ok"|"unreachable"|"rate_limited", "since": epoch|null,
+     "github": {"state": "ok"|"unreachable"|"not_authenticated"|"rate_limited", "since": epoch|null,
                 "error": "", "rate_remaining": 4999|null, "rate_reset": epoch|null},
      "active": [{"issue": 7, "title": "...", "pid": 123, "started_at": epoch,
                  "attempt": 1, "cost_usd": 0.12, "last_tool": "Bash: pytest -q",
@@ -145,7 +145,8 @@ def health(data: dict, now: float,
         ``pid_alive`` (status passes one; the daemon need not) says the pid
         is gone.
     degraded
-        GitHub has been unreachable for more than 10 minutes, or
+        GitHub has been unreachable for more than 10 minutes, or refuses
+        our login (401: "not authenticated: run gh auth login"), or
         ``spawn_block`` is set (no new work will start).
     warning
         no poll for ``max(5 * poll_interval, 300)`` seconds while the daemon
@@ -183,6 +184,8 @@ def health(data: dict, now: float,
         if error:
             text += ": " + error
         (degraded if down > GITHUB_DEGRADED_AFTER else warning).append(text)
+    elif state == "not_authenticated":  # waiting will not fix it: degraded at once
+        degraded.append("GitHub: " + (error or "not authenticated: run gh auth login"))
     elif state == "rate_limited":
         text = "GitHub rate limit reached"
         reset = _num(gh.get("rate_reset"))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from adws import tasks
+from harness import COORDINATOR, ROOT
 
 
 def branch_in_origin(origin: Path, branch: str) -> bool:
@@ -107,6 +109,23 @@ def test_existing_pr_for_the_branch_completes_the_task(project, github):
     assert project.task(n).pr.endswith(f"/pull/{pr}")
 
 
+def test_a_pr_older_than_the_recent_hundred_is_found_after_the_422(project, github):
+    """The branch's PR exists but is not among the 100 most recently updated
+    that one poll reads: creating it again gets GitHub's 422 "already
+    exists", and the task completes with the existing PR, no second one."""
+    n = project.issue("PR fell out of the recent window")
+    pr = github.create_pull(f"auto/gh-{n}", title="opened long ago")
+    for i in range(100):
+        github.create_pull(f"other/{i}", title=f"busy repo {i}")
+    before = len(github.pulls())
+    project.script({"default": {"commit": "fix.txt"}})
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.COMPLETED, message="completed")
+    assert project.task(n).pr.endswith(f"/pull/{pr}")
+    assert len(github.pulls()) == before
+    assert 422 in [r.status for r in github.requests]
+
+
 def test_dry_run_spawns_nothing_and_writes_nothing(project, github):
     n = project.issue("Something")
     r = project.run("--dry-run")
@@ -173,8 +192,6 @@ def test_github_outage_is_unknown_not_empty(project, github):
 def test_bad_config_exits_78_with_one_line(tmp_path, content, expect):
     cfg = tmp_path / "config.toml"
     cfg.write_text(content)
-    from harness import COORDINATOR
-    import sys
     r = subprocess.run([sys.executable, str(COORDINATOR), "--config", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 78
     assert expect in r.stderr and str(cfg) in r.stderr
@@ -191,3 +208,55 @@ def test_check_reports_each_item(project, github):
     r = project.run("--check")
     assert r.returncode == 1
     assert "✗ label missing-label" in r.stdout and "gh label create missing-label" in r.stdout
+
+
+def _tree(*roots):
+    return sorted(str(p) for root in roots for p in root.rglob("*") if ".git" not in p.parts)
+
+
+def test_a_refused_login_is_said_as_such_not_as_an_outage(project, github):
+    """gh's token is refused (401): tasks.md, the log and status.py say
+    "not authenticated: run gh auth login", never "unreachable"."""
+    github.set_tokens("a-token-the-daemon-does-not-have")
+    project.start()
+    project.wait_for(lambda: "not authenticated" in tasks.load(project.dir / "tasks.md")[0].status
+                     if (project.dir / "tasks.md").exists() else False, message="the status line")
+    status = tasks.load(project.dir / "tasks.md")[0].status
+    assert status.startswith("running · github: not authenticated since ") and "run gh auth login" in status
+    assert "github: refused our login since" in project.log_text()
+    project.wait_for(lambda: (project.dir / "metrics.json").exists(), message="metrics.json")
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--config", str(project.config)],
+                       capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
+    assert r.returncode != 0, r.stdout
+    assert "GitHub: not authenticated: run gh auth login" in r.stdout and "unreachable" not in r.stdout
+
+
+def test_check_creates_nothing(project, github):
+    before = _tree(project.dir, project.clone)
+    r = project.run("--check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _tree(project.dir, project.clone) == before  # no tasks.md, logs/ or trees/
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("git@github.com:someone/tac-coordinator.git", False),      # [repo] path = "." in this project's checkout
+    ("https://github.com/someone/tac-coordinator", False),
+    ("https://github.com/Acme/Widgets.git", True),
+    ("ssh://git@github.com/acme/widgets", True),
+])
+def test_check_says_when_the_clone_is_of_another_repository(project, github, url, ok):
+    subprocess.run(["git", "-C", str(project.clone), "remote", "set-url", "origin", url], check=True)
+    r = project.run("--check")
+    line = next(l for l in r.stdout.splitlines() if "git clone at" in l)
+    if ok:
+        assert line.startswith("✓") and r.returncode == 0, r.stdout
+    else:
+        assert line == f"✗ git clone at {project.clone}: origin is someone/tac-coordinator, not [github] repo acme/widgets"
+        assert r.returncode == 1 and "fix: point [repo] path at a clone of acme/widgets" in r.stdout
+
+
+def test_check_names_a_missing_worker_command(project, github):
+    project.write_config(command=["no-such-claude", "-p"])
+    r = project.run("--check")
+    assert r.returncode == 1
+    assert "✗ worker command not found: no-such-claude" in r.stdout

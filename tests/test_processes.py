@@ -433,6 +433,8 @@ def test_sigterm_leaves_workers_running_and_a_restart_readopts_them(project, git
     print(f"SIGTERM to exit: {time.time() - t0:.2f} s")
     assert co.process_alive(pid, start)  # the worker carries on
     assert "SIGTERM received: exiting, 1 worker(s) left running" in project.log_text()
+    stopped = tasks.load(project.dir / "tasks.md")[0].status
+    assert re.fullmatch(r"stopped at \d\d:\d\d · 1 worker\(s\) left running", stopped), stopped
     project.start()
     project.wait_for(lambda: f"gh-{n} re-adopted pid={pid}" in project.log_text(), message="re-adopted")
     project.wait_for(lambda: project.state(n) == tasks.COMPLETED, message="completed")

@@ -1,6 +1,6 @@
 """adws/transcript.py: events, summaries and cost of real CLI transcripts; the follower.
 
-The samples in shared/samples/claude are real Claude Code output from many CLI
+The samples in tests/data/claude are real Claude Code output from many CLI
 versions (see SOURCES.txt there). Each test compares the module's answer with
 a value computed here independently, with a plain loop over the JSON lines.
 """

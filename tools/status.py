@@ -357,7 +357,7 @@ def build(facts: Dict[str, Any], width: int = 80):
     if gh:
         state = gh.get("state") or "?"
         line = Text("GitHub: ")
-        line.append(state, style="green" if state == "ok" else "yellow")
+        line.append(state.replace("_", " "), style="green" if state == "ok" else "yellow")
         since = _num(gh.get("since"))
         if state != "ok" and since:
             line.append(" for " + metrics.human_duration(now - since))
