@@ -29,8 +29,8 @@ def test_first_command_works_as_root_without_sudo_and_with_it(tmp_path, with_sud
     """The package step of the first command, run by the real sh with a
     recording apt-get: through sudo where there is one, directly where there
     is none (root in a container or CI)."""
-    step = readme_commands()[0].split(" && ")[0]
-    assert "apt-get install" in step
+    step = " && ".join(readme_commands()[0].split(" && ")[:2])  # a fresh machine has no package lists yet
+    assert "apt-get update" in step and "apt-get install" in step
     bindir = tmp_path / "bin"
     bindir.mkdir()
     calls = tmp_path / "calls"
@@ -42,8 +42,9 @@ def test_first_command_works_as_root_without_sudo_and_with_it(tmp_path, with_sud
         tool.chmod(0o755)
     r = subprocess.run(["/bin/sh", "-c", step], env={"PATH": str(bindir)}, capture_output=True, text=True)
     assert (r.returncode, r.stderr) == (0, "")
-    apt = "apt-get install -y gh git python3-venv"
-    assert calls.read_text().splitlines() == (["sudo " + apt, apt] if with_sudo else [apt])
+    update, apt = "apt-get update -qq", "apt-get install -y gh git python3-venv"
+    assert calls.read_text().splitlines() == (["sudo " + update, update, "sudo " + apt, apt] if with_sudo
+                                              else [update, apt])
 
 
 def test_readme_runs_the_tools_with_the_venvs_python():
