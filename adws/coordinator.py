@@ -630,6 +630,8 @@ class Coordinator:
     def record_run(self, w: Worker, s: Any, exit_reason: str, now: float) -> None:
         """One ledger line per run, and the separator the viewer shows."""
         record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, now)
+        if s.overlong_lines:  # their text is gone (issue #11): say so once, where the run ends
+            log.warning("%s skipped %d over-long transcript line(s)", w.name, s.overlong_lines)
         try:
             ledger.append(self.cfg.ledger_path, record)
             self.spend.add(record, now)

@@ -287,6 +287,7 @@ class RunSummary:
     last_tool: str = ""
     model_usage: Dict[str, dict] = field(default_factory=dict)
     bad_lines: int = 0
+    overlong_lines: int = 0               # lines over MAX_LINE_BYTES, skipped unread by the follower
 
     @property
     def cost(self) -> float:
@@ -534,6 +535,14 @@ def summarize(events: Iterable[dict]) -> RunSummary:
 # Following a growing file
 # ---------------------------------------------------------------------------
 
+# The longest line the follower will hold while waiting for its newline. A
+# worker once printed 1 GB without a newline, and buffering it whole took the
+# daemon to 2 GB and blocked its loop for 68 s (issue #11). Real events are far
+# smaller (the biggest seen, an image, is a few hundred KB), so a line past
+# this is dropped unread, up to its newline, and counted.
+MAX_LINE_BYTES = 1 << 20
+
+
 class TranscriptFollower:
     """Follows one log file from a byte offset, reading only appended bytes.
 
@@ -547,6 +556,9 @@ class TranscriptFollower:
     One ``poll`` reads at most ``max_bytes`` (so catching up on a 200 MB log
     never holds it all in memory); ``behind`` is then True and the next poll
     continues. ``catch_up()`` reads to the end, keeping only the summary.
+    A line longer than ``MAX_LINE_BYTES`` is never held: once it passes the
+    cap its bytes are dropped up to its newline, it yields nothing, and
+    ``summary.overlong_lines`` counts it.
 
     ``offset`` is the byte offset just past the last complete line consumed:
     save it and pass it back to resume. ``last_line_at`` is the time
@@ -565,6 +577,7 @@ class TranscriptFollower:
         self.restarts = 0  # times the file shrank or was replaced and was read again from 0
         self._clock = clock
         self._partial = b""
+        self._skipped = 0  # bytes dropped of an over-long line whose newline has not come yet
         self._inode: Optional[Tuple[int, int]] = None
 
     @property
@@ -575,6 +588,7 @@ class TranscriptFollower:
         self.restarts += 1
         self.offset = 0
         self._partial = b""
+        self._skipped = 0
         self.summary_builder.reset()
 
     def poll_lines(self, max_bytes: Optional[int] = None) -> List[Tuple[bytes, Optional[dict]]]:
@@ -612,20 +626,33 @@ class TranscriptFollower:
         self.behind = position + len(data) < st.st_size
         if not data:
             return []
+        if self._skipped:  # inside an over-long line: drop bytes up to its newline
+            end = data.find(b"\n")
+            if end < 0:
+                self._skipped += len(data)
+                return []
+            self.offset += self._skipped + end + 1
+            self._skipped = 0
+            self.last_line_at = self._clock()  # the line did end: the worker is not stalled
+            data = data[end + 1:]
+        out: List[Tuple[bytes, Optional[dict]]] = []
         chunk = self._partial + data
         cut = chunk.rfind(b"\n")
         if cut < 0:
             self._partial = chunk
-            return []
-        complete, self._partial = chunk[:cut + 1], chunk[cut + 1:]
-        self.offset += len(complete)
-        self.last_line_at = self._clock()
-        out: List[Tuple[bytes, Optional[dict]]] = []
-        for raw in complete.split(b"\n")[:-1]:
-            event = parse_line(raw)
-            if event is not None:
-                self.summary_builder.feed(event)
-            out.append((raw, event))
+        else:
+            complete, self._partial = chunk[:cut + 1], chunk[cut + 1:]
+            self.offset += len(complete)
+            self.last_line_at = self._clock()
+            for raw in complete.split(b"\n")[:-1]:
+                event = parse_line(raw)
+                if event is not None:
+                    self.summary_builder.feed(event)
+                out.append((raw, event))
+        if len(self._partial) > MAX_LINE_BYTES:
+            # Over the cap: stop holding it; the next polls drop the rest.
+            self.summary.overlong_lines += 1
+            self._skipped, self._partial = len(self._partial), b""
         return out
 
     def poll(self, max_bytes: Optional[int] = None) -> List[dict]:

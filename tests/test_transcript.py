@@ -610,3 +610,39 @@ def test_follower_on_real_sample_in_pieces(tmp_path):
     assert n == len(load(sample("02_")))
     want = summarize(iter_events(sample("02_")))
     assert f.summary == want
+
+
+def poll_all(f: TranscriptFollower, max_bytes: int) -> list:
+    """Poll to the end in chunks, checking after each that the partial line stays under the cap."""
+    got = f.poll(max_bytes=max_bytes)
+    assert len(f._partial) <= transcript.MAX_LINE_BYTES
+    while f.behind:
+        got += f.poll(max_bytes=max_bytes)
+        assert len(f._partial) <= transcript.MAX_LINE_BYTES
+    return got
+
+
+def test_follower_skips_an_overlong_line_and_never_holds_more_than_the_cap(tmp_path):
+    # Issue #11: a worker printed 1 GB without a newline and the follower held it all.
+    path = tmp_path / "gh-12.jsonl"
+    path.write_bytes(line(asst("before")) + b"x" * (5 << 20))  # 5 MiB, no newline yet
+    f = TranscriptFollower(path)
+    got = poll_all(f, 256 << 10)
+    assert [e["message"]["id"] for e in got] == ["before"]
+    assert f.summary.overlong_lines == 1
+    append(path, b"x" * 1000 + b"\n" + line(asst("after")))  # the long line ends; a normal one follows
+    got += poll_all(f, 256 << 10)
+    assert [e["message"]["id"] for e in got] == ["before", "after"]
+    assert f.summary.overlong_lines == 1 and f.summary.bad_lines == 0
+    assert f.summary.assistant_turns == 2 and f.offset == path.stat().st_size
+
+
+def test_follower_parses_a_line_cut_exactly_at_a_chunk_boundary(tmp_path):
+    path = tmp_path / "log.jsonl"
+    first, second = line(asst("m1")), line(asst("m2"))
+    path.write_bytes(first + second)
+    f = TranscriptFollower(path)
+    assert [e["message"]["id"] for e in f.poll(max_bytes=len(first))] == ["m1"]  # ends on the newline
+    assert f.poll(max_bytes=len(second) - 1) == [] and f.behind                 # stops one byte short
+    assert [e["message"]["id"] for e in f.poll(max_bytes=1)] == ["m2"]
+    assert f.summary.overlong_lines == 0 and f.offset == path.stat().st_size
