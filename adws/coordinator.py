@@ -150,6 +150,17 @@ def priority_of(labels: Iterable[dict]) -> int:
     return 2
 
 
+class PullRefused(Exception):
+    """GitHub refused to open the pull request for a reason that asking
+    again will not change (a 422 such as "No commits between main and
+    auto/gh-1"): the run ends Blocked with GitHub's words."""
+
+    def __init__(self, error: GitHubError):
+        detail = next((str(x["message"]) for x in error.errors if x.get("message")), error.message)
+        super().__init__("GitHub refused the pull request: " + " ".join(detail.split())[:300])
+        self.error = error
+
+
 @dataclass
 class Outcome:
     kind: str        # completed | blocked | open_pr | stopped | failed | startup_error
@@ -516,7 +527,14 @@ class Coordinator:
             except GitError as e:
                 log.warning("%s could not push %s: %s", w.name, w.branch, e)
         if outcome.kind == "open_pr":
-            pr_url = self.open_pull(w, task, outcome, s, elapsed)
+            try:
+                pr_url = self.open_pull(w, task, outcome, s, elapsed)
+            except PullRefused as e:
+                # Ends now, through the usual outcome path (Blocked notice,
+                # worktree kept): retrying it would ask GitHub the same
+                # question every backoff step for nothing.
+                self.github_failed(now, e.error)
+                outcome = Outcome("blocked", str(e))
         if outcome.kind == "startup_error":
             outcome.reason = last_line(w.stderr_path, w.stderr_offset) or outcome.reason
         else:
@@ -571,7 +589,8 @@ class Coordinator:
 
     def open_pull(self, w: Worker, task: Task, outcome: Outcome, s: Any, elapsed: float) -> str:
         """Push the branch and open its pull request; returns the PR's URL.
-        Idempotent: an earlier, interrupted finish may have done either."""
+        Idempotent: an earlier, interrupted finish may have done either.
+        Raises PullRefused for a 422 that is not "already exists"."""
         push_branch(self.cfg, w.branch)
         issue = self.issues.get(w.issue) or {}
         title = (issue.get("title") or task.title)[:200]
@@ -586,6 +605,8 @@ class Coordinator:
         except GitHubError as e:
             if e.status != 422:
                 raise
+            if not (e.already_exists or e.drafts_unsupported):
+                raise PullRefused(e) from e
             prs = self.github.pulls_for_head(w.branch)  # opened by an earlier, interrupted finish
             if not prs:
                 raise

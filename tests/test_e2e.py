@@ -260,3 +260,26 @@ def test_check_names_a_missing_worker_command(project, github):
     r = project.run("--check")
     assert r.returncode == 1
     assert "✗ worker command not found: no-such-claude" in r.stdout
+
+
+NO_COMMITS = {"message": "Validation Failed", "errors": [
+    {"resource": "PullRequest", "code": "custom", "message": "No commits between main and auto/gh-1"}]}
+
+
+def test_a_pr_github_refuses_ends_blocked_at_once_and_is_not_retried(project, github):
+    """A 422 other than "already exists" (here "No commits between") will
+    not change on its own: the task ends Blocked with GitHub's reason after
+    one POST, not one every backoff step, and the daemon goes on."""
+    github.answer_raw(r"/repos/acme/widgets/pulls", NO_COMMITS, 422, method="POST")
+    n = project.issue("GitHub will refuse its PR")
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.BLOCKED, message="blocked")
+    assert project.task(n).reason == "GitHub refused the pull request: No commits between main and auto/gh-1"
+    assert (project.dir / "trees" / f"gh-{n}").exists()  # kept for a person to look at
+    project.wait_for(lambda: "tac:blocked" in github.issue_labels(n), message="tac:blocked label")
+    assert "No commits between" in github.comments(n)[0]["body"]
+    github.answer_raw(r"/repos/acme/widgets/pulls", None, method="POST")
+    m = project.issue("Next one")
+    project.wait_for(lambda: project.state(m) == tasks.COMPLETED, message="second issue completed")
+    refused = [r for r in github.requests if r.method == "POST" and r.path.endswith("/pulls") and r.status == 422]
+    assert len(refused) == 1
