@@ -605,7 +605,8 @@ class TranscriptFollower:
             self.behind = False
             return []
         inode = (st.st_dev, st.st_ino)
-        position = self.offset + len(self._partial)
+        # Bytes of an over-long line already dropped are behind us too.
+        position = self.offset + len(self._partial) + self._skipped
         if self._inode is not None and inode != self._inode:
             self._restart()  # replaced by a new file
             position = 0
