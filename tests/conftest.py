@@ -5,6 +5,7 @@ Keep this small and generic; fixtures for one test file live in that file.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,25 @@ from adws.fakegithub import FakeGitHub  # noqa: E402
 # Settings a developer's own environment must not leak into the tests.
 _GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN",
              "GITHUB_ENTERPRISE_TOKEN")
+
+
+# A test that hangs must fail, naming itself, not hold CI until its own
+# time limit (an endless read loop once did). Generous: the slowest test
+# here takes well under a minute on a shared 2-core machine.
+TEST_TIME_LIMIT = 300
+
+
+@pytest.fixture(autouse=True)
+def _time_limit(request):
+    def expired(signum, frame):
+        pytest.fail(f"{request.node.nodeid} took longer than {TEST_TIME_LIMIT} s", pytrace=True)
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, TEST_TIME_LIMIT)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def git(*args: str, cwd: Optional[Path] = None) -> str:
