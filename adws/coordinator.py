@@ -68,7 +68,7 @@ from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa
 # The seams, each a module of its own: git and worktrees, worker processes,
 # the prompt. Their names are used here (and by the tests) as this module's.
 from adws.gitops import (GitError, PushRejected, branch_for, commits_ahead, git, head_sha,  # noqa: E402,F401
-                         held_paths, prepare_worktree, push_branch, remove_worktree)
+                         held_paths, prepare_worktree, push_branch, remove_worktree, unused_branch)
 from adws.prompt import ISSUE_TEXT_LIMIT, build_prompt, clean_issue_text, render_template  # noqa: E402,F401
 from adws.workers import (API_DOWN, CANCELLED, EXITED, RUNNING, STARTING, STOP_BY_USER, STOPPING,  # noqa: E402,F401
                           StartError, Worker, _ARCS, describe_exit, last_line, mem_available_mb, new_worker_id,
@@ -415,10 +415,17 @@ class Coordinator:
                 self.advance_stop(w, now)
                 continue
             task = doc.governing(w.issue)
-            if task is None or task.state != ACTIVE:
+            if task is None:
+                # Not a person's decision: moving the entry is. The file was
+                # deleted, cut or overwritten; the worker runs on.
+                self.restore_entry(w, now)
+                continue
+            if task.state != ACTIVE:
                 # A person moved the entry out of Active (e.g. to Failed): that cancels it.
                 reason = CANCELLED
             else:
+                if task.worker == w.worker_id:
+                    w.entry = task
                 reason = stop_reason_for(w, self.cfg, now, s, (w.tree / "STOP").exists())
             if reason:
                 self.begin_stop(w, reason, now)
@@ -428,6 +435,27 @@ class Coordinator:
                 self.post_or_edit(w.issue, w.comment_id,
                                   f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
                                   f"{human_duration(now - w.started_at)} so far, {usd(s.cost)}{last}.")
+
+    def restore_entry(self, w: Worker, now: float) -> None:
+        """Write back the entry of a live worker that vanished from tasks.md,
+        keeping the file as it was found beside it."""
+        if w.entry is None:
+            self.say_once(("vanished", w.issue), "%s entry missing from tasks.md; the worker runs on", w.name)
+            return
+        try:
+            found = self.cfg.tasks_path.read_bytes()
+        except FileNotFoundError:
+            found = b""
+        kept = ""
+        if tasks.parse(found.decode("utf-8", "surrogateescape"))[1]:  # lines it could not read: keep them
+            damaged = self.cfg.tasks_path.with_name(
+                f"{self.cfg.tasks_path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}")
+            write_atomic(damaged, found)
+            kept = f"; the file as found is kept in {damaged.name}"
+        fields = {f.name: getattr(w.entry, f.name) for f in dataclasses.fields(w.entry)
+                  if f.name not in ("issue", "state", "extra", "notes")}
+        if self.change_state(w.issue, ACTIVE, expect=tasks.NEW, **fields) is not None:
+            log.warning("%s entry vanished from tasks.md while its worker runs: written back%s", w.name, kept)
 
     def begin_stop(self, w: Worker, reason: str, now: float) -> None:
         log.info("%s stopping pid=%d: %s", w.name, w.pid, reason)
@@ -725,8 +753,8 @@ class Coordinator:
         for issue in sorted(listing, key=lambda i: i["number"]):
             n = issue["number"]
             task = doc.governing(n)
-            if task is not None and task.state in (PENDING, ACTIVE):
-                continue
+            if (task is not None and task.state in (PENDING, ACTIVE)) or n in self.workers:
+                continue  # queued or running (a live worker's lost entry is written back, not queued)
             if is_bot(issue.get("user")):
                 self.say_once(("bot", n), "gh-%d skipped: opened by bot %s", n, issue["user"].get("login"))
                 continue
@@ -934,7 +962,7 @@ class Coordinator:
         either a Pending entry or an Active one that recover() resolves."""
         n, cfg = t.issue, self.cfg
         w = Worker(issue=n, worker_id=new_worker_id(), attempt=t.attempts + 1,
-                   branch=branch_for(cfg, n, run_number(t)), tree=cfg.worktree_path(n),
+                   branch=unused_branch(cfg, n, run_number(t)), tree=cfg.worktree_path(n),
                    log_path=cfg.transcript_path(n), stderr_path=cfg.stderr_path(n),
                    stderr_offset=0, pid=0, pid_start=None, started_at=now, follower=None, last_output_at=now)
         cfg.logs.mkdir(parents=True, exist_ok=True)
@@ -956,7 +984,7 @@ class Coordinator:
         self.workers[n] = w
         self.counters["launched"] += 1
         # 5. Now the PID is known; record it for crash recovery.
-        self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start)
+        w.entry = self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start)
         log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, w.pid, w.branch, w.attempt, w.worker_id)
         w.comment_id = self.post_or_edit(n, t.comment_id, f"🤖 Started work on branch `{w.branch}` "
                                                           f"(attempt {w.attempt}, {local_time(now)}).")
@@ -1128,7 +1156,8 @@ class Coordinator:
                        tree=Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue),
                        log_path=log_path, stderr_path=self.cfg.stderr_path(t.issue), stderr_offset=0,
                        pid=pid or 0, pid_start=start, started_at=tasks.parse_time(t.started) or now,
-                       follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now)
+                       follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now,
+                       entry=t)
             if pid and process_alive(pid, start):
                 w.change_state(RUNNING, now)
                 log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)

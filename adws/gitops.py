@@ -116,6 +116,16 @@ def commits_ahead(cfg: Config, branch: str) -> int:
         raise GitError(f"git rev-list --count: unexpected answer {out.strip()[:40]!r}")
 
 
+def unused_branch(cfg: Config, issue: int, run: int) -> str:
+    """The branch for run `run` of `issue`, or of a later run when that
+    branch already carries commits: starting a run resets its branch to the
+    base (`worktree add -B`), and work already done is never thrown away,
+    even when tasks.md lost count of the runs (a deleted or damaged file)."""
+    while commits_ahead(cfg, branch_for(cfg, issue, run)) > 0:
+        run += 1
+    return branch_for(cfg, issue, run)
+
+
 HELD_PREFIXES = (".github/workflows/", ".github/actions/")
 
 

@@ -182,6 +182,7 @@ NEW = None  # "not in tasks.md"
 ARCS: Dict[Tuple[Optional[str], Optional[str]], str] = {
     (NEW, PENDING): "queued",
     (PENDING, ACTIVE): "started",
+    (NEW, ACTIVE): "restored",  # a live worker's entry vanished from the file: written back
     (PENDING, NEW): "dropped",
     (ACTIVE, PENDING): "back to the queue",
     (ACTIVE, COMPLETED): "completed",
@@ -222,6 +223,10 @@ def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: O
     if to is NEW:
         doc.remove(cur)
         return cur
+    if state is NEW and to == ACTIVE:
+        fresh = Task(issue=issue, state=ACTIVE, **fields)
+        doc.add(fresh)
+        return _copy(fresh)
     if to == PENDING and state in (NEW,) + TERMINAL:
         fields.setdefault("title", cur.title if cur is not None else "")
         fresh = Task(issue=issue, **fields)

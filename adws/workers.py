@@ -154,6 +154,9 @@ class Worker:
     finish_failures: int = 0              # finishing failed (push refused, git error): retried, then Blocked
     finish_failed_at: Optional[float] = None
     finish_next_at: float = 0.0
+    # Its tasks.md entry as last read: if the entry vanishes (the file deleted,
+    # cut or overwritten) while the worker runs, it is written back from this.
+    entry: Any = None
 
     @property
     def name(self) -> str:

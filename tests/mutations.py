@@ -312,6 +312,20 @@ BREAKAGES: List[Breakage] = [
              "                self.c.publish_stopped(self.c.clock())\n",
              "",
              ["tests/test_processes.py::test_sigterm_leaves_workers_running_and_a_restart_readopts_them"]),
+
+    # -- issue #11: a month unattended ---------------------------------------------------------
+    Breakage("vanished-entry-cancels-its-worker", C,
+             "                self.restore_entry(w, now)\n                continue\n",
+             "                reason = CANCELLED\n                self.begin_stop(w, reason, now)\n                continue\n",
+             ["tests/test_chaos.py::test_a_running_workers_entry_that_vanishes_is_written_back_not_cancelled"]),
+    Breakage("live-worker-requeued-by-the-poll", C,
+             " or n in self.workers:\n",
+             ":\n",
+             ["tests/test_supervision.py::test_the_poll_never_queues_an_issue_whose_worker_runs"]),
+    Breakage("branch-with-commits-reset", GO,
+             "    while commits_ahead(cfg, branch_for(cfg, issue, run)) > 0:\n        run += 1\n",
+             "",
+             ["tests/test_lifecycle.py::test_a_run_after_tasks_md_was_lost_never_resets_a_branch_with_commits"]),
 ]
 
 # Must be caught: proves the copy's code is what the tests run.

@@ -407,3 +407,55 @@ def test_hand_edits_to_tasks_md_survive_and_are_obeyed(project, github):
         watcher.stop()
     assert watcher.problems == []
     assert lasting_zombies(p.pid) == []
+
+
+# ===========================================================================
+# tasks.md damaged under a running worker (issue #11)
+# ===========================================================================
+
+def _cut_inside_header(n: int) -> Callable[[str], str]:
+    """The file ends in the middle of gh-N's entry line, as after a crash of
+    an editor or a full disk."""
+    def change(text: str) -> str:
+        i = text.index(f"gh-{n}:")
+        return text[:i + 3]
+    return change
+
+
+DAMAGES = {
+    "deleted": None,
+    "cut inside the entry line": _cut_inside_header,
+    "overwritten with garbage": lambda n: (lambda text: "\x00garbage\n" * 50),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_running_workers_entry_that_vanishes_is_written_back_not_cancelled(project, github, damage):
+    n = project.issue("Runs while tasks.md is damaged")
+    project.script({"default": {"commit": "fix.txt", "sleep": 4}})
+    project.write_config(github={"poll_interval": 0.5})
+    project.start()
+    path = project.dir / "tasks.md"
+    project.wait_for(lambda: (project.task(n) or tasks.Task(0, "")).pid, message="the worker running")
+    wid = project.task(n).worker
+    if DAMAGES[damage] is None:
+        path.unlink()
+    else:
+        hand_edit(path, DAMAGES[damage](n))
+    project.wait_for(lambda: (project.task(n) or tasks.Task(0, "")).worker == wid, timeout=10,
+                     message="the entry written back")
+    t = project.task(n)
+    assert t.state == tasks.ACTIVE and t.branch == f"auto/gh-{n}"
+    assert co.processes_tagged(wid), "the worker runs on"
+    log = project.log_text()
+    assert f"gh-{n} entry vanished from tasks.md while its worker runs: written back" in log
+    kept = sorted(project.dir.glob("tasks.md.damaged-*"))
+    if damage == "deleted":
+        assert kept == []  # nothing was there to keep
+    else:
+        assert len(kept) == 1 and kept[0].name in log  # the damaged text, kept for a person
+        assert (b"garbage" if damage.startswith("overwritten") else f"gh-{n}".encode()[:3]) in kept[0].read_bytes()
+    project.wait_for(lambda: project.state(n) == tasks.COMPLETED, timeout=30, message="completed")
+    assert len(trace_runs(project.dir / "trace.txt")[n]) == 1, "one run: never stopped and started again"
+    assert co.CANCELLED not in project.log_text()
+    assert [p["head"]["ref"] for p in github.pulls()] == [f"auto/gh-{n}"]

@@ -29,6 +29,7 @@ T0 = 1_780_000_000.0
 # Written out again, not read from tasks.ARCS: the test is the second opinion.
 LEGAL = {
     (NEW, PENDING),                                    # queued
+    (NEW, ACTIVE),                                     # restored: a live worker's entry vanished (issue 11)
     (PENDING, ACTIVE), (PENDING, NEW),                 # started, dropped
     (ACTIVE, PENDING),                                 # back to the queue (retry, never started)
     (ACTIVE, COMPLETED), (ACTIVE, BLOCKED), (ACTIVE, FAILED),

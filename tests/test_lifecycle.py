@@ -30,6 +30,27 @@ def test_relabelling_a_completed_issue_runs_it_again_on_a_new_branch(project, gi
     assert project.state(n) == tasks.COMPLETED
 
 
+def test_a_run_after_tasks_md_was_lost_never_resets_a_branch_with_commits(project, github, git_origin):
+    """tasks.md counts an issue's runs; when the file is lost the count
+    starts again at 1, and the first run's branch (with its open PR) must
+    not be reset to the base and force-pushed."""
+    n = project.issue("Do it")
+    project.start()
+    project.wait_for(lambda: "tac:done" in github.issue_labels(n), message="first run done")
+    first = subprocess.run(["git", "--git-dir", str(git_origin), "rev-parse", f"auto/gh-{n}"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    project.stop_all()
+    (project.dir / "tasks.md").unlink()
+    time.sleep(1.1)  # GitHub timestamps are whole seconds: the new label must be later
+    github.label_issue(n, "rpi-auto", "alice")
+    project.start()
+    project.wait_for(lambda: len(github.pulls()) == 2, timeout=40, message="a second PR")
+    assert sorted(p["head"]["ref"] for p in github.pulls()) == [f"auto/gh-{n}", f"auto/gh-{n}-2"]
+    kept = subprocess.run(["git", "--git-dir", str(git_origin), "rev-parse", f"auto/gh-{n}"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert kept == first, "the first PR's branch keeps its commit"
+
+
 def test_label_left_on_an_ended_task_is_removed_not_rerun(project, github):
     """A person moved an entry to Failed by hand: the coordinator swaps the
     label instead of starting the issue again."""

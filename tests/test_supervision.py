@@ -501,3 +501,19 @@ def test_finishing_waits_for_the_poll_backoff_while_github_is_down(cfg, tmp_path
     c.finish_exited(T0 + 60)         # tried again when the poll is due
     assert len(calls) == 2
     assert w.issue in c.workers      # never dropped
+
+
+def test_the_poll_never_queues_an_issue_whose_worker_runs(cfg, tmp_path, said):
+    """Its entry may be gone for a moment (tasks.md deleted or damaged):
+    the worker's entry is written back, never queued as a new task."""
+    class LabelledByAlice(FakeGitHub):
+        def labeller(self, n, label, updated_at=""):
+            return ("alice", "User", "2026-01-01T00:00:00Z")
+
+        def permission(self, login):
+            return "write"
+    c = co.Coordinator(make_coordinator(cfg, tmp_path).cfg, LabelledByAlice(), clock=lambda: T0, environ={})
+    c.workers[7] = make_worker(tmp_path, issue=7)
+    issue = {"number": 7, "title": "Running", "body": "", "user": {"login": "alice"}, "labels": []}
+    assert c.intake([issue, dict(issue, number=8, title="New")], T0) != []  # gh-8 is queued...
+    assert not any("gh-7 queued" in line for line in said) and any("gh-8 queued" in line for line in said)
