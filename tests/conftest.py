@@ -22,6 +22,15 @@ _GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN",
              "GITHUB_ENTERPRISE_TOKEN")
 
 
+def pytest_configure(config):
+    """A background job of a non-interactive shell starts with SIGINT
+    ignored, and children inherit that: the tests that stop a tool with
+    Ctrl-C would then wait for it in vain. Python's own handler is reset to
+    the default in every child at exec, so installing it here is enough."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 # A test that hangs must fail, naming itself, not hold CI until its own
 # time limit (an endless read loop once did). Generous: the slowest test
 # here takes well under a minute on a shared 2-core machine.
