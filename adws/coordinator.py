@@ -72,8 +72,8 @@ from adws.gitops import (GitError, PushRejected, branch_for, commits_ahead, git,
 from adws.prompt import ISSUE_TEXT_LIMIT, build_prompt, clean_issue_text, render_template  # noqa: E402,F401
 from adws.workers import (API_DOWN, CANCELLED, EXITED, RUNNING, STARTING, STOP_BY_USER, STOPPING,  # noqa: E402,F401
                           StartError, Worker, _ARCS, describe_exit, last_line, mem_available_mb, new_worker_id,
-                          pi_model, proc_start_time, process_alive, processes_tagged, signal_worker,
-                          sweep_tagged, worker_argv, worker_cap, worker_env)
+                          pi_model, proc_start_time, process_age, process_alive, processes_tagged, signal_worker,
+                          since_boot, sweep_tagged, worker_argv, worker_cap, worker_env)
 
 
 log = logging.getLogger("tac")
@@ -252,14 +252,21 @@ class Coordinator:
     """Owns the workers and is the only writer of tasks.md."""
 
     def __init__(self, cfg: Config, github: Optional[GitHub] = None,
-                 clock: Callable[[], float] = time.time, dry_run: bool = False,
-                 environ: Optional[Dict[str, str]] = None):
+                 clock: Optional[Callable[[], float]] = None, dry_run: bool = False,
+                 environ: Optional[Dict[str, str]] = None, wall: Optional[Callable[[], float]] = None):
         self.cfg = cfg
         self.github = github or GitHub(cfg.repo)
-        self.clock = clock
+        # Two clocks. `clock` measures durations and schedules (timeouts,
+        # backoffs, the poll): it never jumps, so NTP stepping the Pi's clock
+        # at boot neither kills a young worker nor stops the polling. `wall`
+        # dates what leaves the process (tasks.md, metrics.json, the ledger,
+        # comments). A test passes one fake clock for both.
+        self.clock = clock or since_boot
+        self._wall = wall or (clock if clock is not None else time.time)
+        self._offset = self._wall() - self.clock()
         self.dry_run = dry_run
         self.environ = dict(os.environ if environ is None else environ)
-        now = clock()
+        now = self.clock()
         self.started_at = now
         self.workers: Dict[int, Worker] = {}
         self.max_concurrent = worker_cap(cfg.max_concurrent)
@@ -280,7 +287,7 @@ class Coordinator:
         self.spawn_block_until = 0.0
         self.spawn_block_reason = ""
         self.next_due_at = 0.0                # earliest Pending "Next attempt" still ahead
-        self.spend = ledger.SpendTracker(cfg.ledger_path, now)
+        self.spend = ledger.SpendTracker(cfg.ledger_path, self.wall(now))
         self.counters = {k: 0 for k in ("launched", "completed", "failed", "blocked", "startup_errors",
                                         "prs_opened", "github_errors", "worktree_repairs")}
         self._said: set = set()               # one-time log lines (skipped issues, tasks.md problems)
@@ -292,6 +299,11 @@ class Coordinator:
         self._loaded: Tuple[Optional[bytes], tasks.TaskFile] = (None, tasks.TaskFile())  # load()'s cache
 
     # -- helpers -----------------------------------------------------------------
+    def wall(self, t: float) -> float:
+        """The wall-clock time of `t` on the steady clock, by the wall clock
+        as it reads now (so a stepped clock dates everything the new way)."""
+        return t + self._offset
+
     def say_once(self, key: Any, message: str, *args: Any) -> None:
         if key not in self._said:
             if len(self._said) > 2000:  # bounded: at worst a line is said twice in a month
@@ -346,8 +358,9 @@ class Coordinator:
                      now: Optional[float] = None, **fields: Any) -> Optional[Task]:
         """tasks.transition, written atomically and re-applied on top of a
         person's concurrent edit. None: the entry was no longer as expected."""
+        stamp = None if now is None else self.wall(now)
         return self.update(lambda doc: tasks.transition(doc, issue, to, expect=expect, owner=owner,
-                                                        now=now, **fields))
+                                                        now=stamp, **fields))
 
     def amend(self, issue: int, *, expect: Any, owner: Optional[str] = None, **fields: Any) -> Optional[Task]:
         return self.update(lambda doc: tasks.amend(doc, issue, expect=expect, owner=owner, **fields))
@@ -365,7 +378,8 @@ class Coordinator:
         5. deliver owed comments and label swaps (once per poll)
         6. dispatch pending tasks into free slots
         7. publish: tasks.md status line, metrics.json, systemd"""
-        if local_time(now)[:10] != self._archived_day:
+        self._offset = self._wall() - self.clock()
+        if local_time(self.wall(now))[:10] != self._archived_day:
             self.guarded("archive", self.archive, now)
         self.guarded("reap", self.reap, now)
         self.guarded("supervise", lambda: self.supervise(now, self.load()))
@@ -464,7 +478,7 @@ class Coordinator:
             # the same way, so nobody starts until the backoff has passed.
             self.spawn_block_until = max(self.spawn_block_until, now + self.cfg.startup_backoff[0])
             self.spawn_block_reason = f"spawning paused: {reason}"
-            log.warning("%s until %s", self.spawn_block_reason, clock_time(self.spawn_block_until))
+            log.warning("%s until %s", self.spawn_block_reason, clock_time(self.wall(self.spawn_block_until)))
         w.stop_reason = reason
         w.change_state(STOPPING, now)
         w.stop_stage = 0
@@ -527,7 +541,7 @@ class Coordinator:
         if w.finish_failures < FINISH_TRIES and now - w.finish_failed_at < FINISH_GIVE_UP_AFTER:
             w.finish_next_at = now + min(self.cfg.poll_interval * 2 ** w.finish_failures, 600)
             log.warning("%s finishing failed (try %d of %d), again at %s: %s", w.name, w.finish_failures,
-                        FINISH_TRIES, clock_time(w.finish_next_at), reason)
+                        FINISH_TRIES, clock_time(self.wall(w.finish_next_at)), reason)
             return
         del self.workers[w.issue]
         ended = self.change_state(w.issue, BLOCKED, expect=ACTIVE, owner=w.worker_id, now=now,
@@ -653,15 +667,16 @@ class Coordinator:
             fields: Dict[str, Any] = {} if outcome.kind == "startup_error" else {"attempts": max(cur.attempts, w.attempt)}
             if outcome.kind in ("completed", "open_pr"):
                 to = COMPLETED
-                fields.update(pr=pr_url, commit=sha, completed=local_time(now), reason=outcome.reason)
+                fields.update(pr=pr_url, commit=sha, completed=local_time(self.wall(now)), reason=outcome.reason)
             elif outcome.kind in ("blocked", "stopped"):  # stopped: FATAL at once, never retried
                 to = BLOCKED if outcome.kind == "blocked" else FAILED
                 fields.update(reason=outcome.reason)
             else:
                 policy = after_startup_error if outcome.kind == "startup_error" else after_failed_run
-                to, more = policy(dataclasses.replace(cur, **fields), self.cfg, now, outcome.reason)
+                to, more = policy(dataclasses.replace(cur, **fields), self.cfg, self.wall(now), outcome.reason)
                 fields.update(more)
-            return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=now, **fields)
+            return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=self.wall(now),
+                                    **fields)
         return self.update(apply)
 
     def log_outcome(self, w: Worker, outcome: Outcome, ended: Task, now: float) -> None:
@@ -678,12 +693,12 @@ class Coordinator:
 
     def record_run(self, w: Worker, s: Any, exit_reason: str, now: float) -> None:
         """One ledger line per run, and the separator the viewer shows."""
-        record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, now)
+        record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now))
         if s.overlong_lines:  # their text is gone (issue #11): say so once, where the run ends
             log.warning("%s skipped %d over-long transcript line(s)", w.name, s.overlong_lines)
         try:
             ledger.append(self.cfg.ledger_path, record)
-            self.spend.add(record, now)
+            self.spend.add(record, self.wall(now))
             with open(w.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"type": "tac", "subtype": "end", "issue": w.issue, "attempt": w.attempt,
                                     "exit": describe_exit(w.returncode), "reason": exit_reason}) + "\n")
@@ -701,7 +716,7 @@ class Coordinator:
         if self.github_down_since is None:
             self.github_down_since = now
             log.warning("github: %s since %s: %s", "refused our login" if e.auth else "unreachable",
-                        clock_time(now), e)
+                        clock_time(self.wall(now)), e)
         self.github_error, self.github_auth_failed = str(e), e.auth
 
     def poll(self, now: float) -> bool:
@@ -718,7 +733,7 @@ class Coordinator:
             self.github_failed(now, e)
             delay = min(self.cfg.poll_interval * 2 ** self.poll_failures, 900)
             if e.status == 403 and self.github.rate_reset:
-                delay = max(delay, self.github.rate_reset - now + 5)
+                delay = max(delay, self.github.rate_reset - self.wall(now) + 5)
             self.next_poll_at = now + delay * random.uniform(0.8, 1.2)
             return False
         if self.github_down_since is not None:
@@ -764,7 +779,7 @@ class Coordinator:
                 labelled_at = _iso_epoch(who[2]) if who else None
                 if finished is None or labelled_at is None or labelled_at <= finished:
                     if not task.outbox:
-                        changes.append(_owe_notice(n, now))
+                        changes.append(_owe_notice(n, self.wall(now)))
                     continue
             if not self.trusted(n, who):
                 continue
@@ -865,8 +880,8 @@ class Coordinator:
         if self.paused:
             return self.paused
         if now < self.spawn_block_until:
-            return f"{self.spawn_block_reason} until {clock_time(self.spawn_block_until)}"
-        budget = ledger.budget_block(self.spend.totals(now), self.cfg.daily_usd or None,
+            return f"{self.spawn_block_reason} until {clock_time(self.wall(self.spawn_block_until))}"
+        budget = ledger.budget_block(self.spend.totals(self.wall(now)), self.cfg.daily_usd or None,
                                      self.cfg.monthly_usd or None)
         if budget:
             return budget
@@ -883,14 +898,15 @@ class Coordinator:
         if self.breaker_count >= self.cfg.breaker_threshold:
             self.spawn_block_until = now + self.cfg.startup_backoff[0]
             self.spawn_block_reason = f"spawning paused: {self.breaker_count} startup errors in a row ({why})"
-            log.warning("%s until %s", self.spawn_block_reason, clock_time(self.spawn_block_until))
+            log.warning("%s until %s", self.spawn_block_reason, clock_time(self.wall(self.spawn_block_until)))
 
     def dispatch(self, now: float) -> None:
         block = self.spawn_block(now)
         slots = self.max_concurrent - len(self.live_workers())
         if slots <= 0:
             return
-        waiting = [(t, tasks.parse_time(t.next_attempt) or 0.0) for t in self.load().in_state(PENDING)
+        # Next attempt is a wall-clock time in tasks.md: on the steady clock here.
+        waiting = [(t, (tasks.parse_time(t.next_attempt) or 0.0) - self._offset) for t in self.load().in_state(PENDING)
                    if t.issue not in self.workers and t.issue in self.issues]
         due = [t for t, at in waiting if at <= now]
         self.next_due_at = min((at for _, at in waiting if at > now), default=0.0)  # for next_wake
@@ -972,7 +988,7 @@ class Coordinator:
         #    leaves an Active entry without PID; recovery looks for a process
         #    tagged with this worker id, else finishes from the evidence.
         if self.change_state(n, ACTIVE, expect=PENDING, worker=w.worker_id, branch=w.branch, worktree=str(w.tree),
-                             log=str(w.log_path), log_offset=log_offset, started=local_time(now),
+                             log=str(w.log_path), log_offset=log_offset, started=local_time(self.wall(now)),
                              pid=None, pid_start=None, next_attempt="") is None:
             return
         # 2-4. The worktree, the prompt, the process.
@@ -987,7 +1003,7 @@ class Coordinator:
         w.entry = self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start)
         log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, w.pid, w.branch, w.attempt, w.worker_id)
         w.comment_id = self.post_or_edit(n, t.comment_id, f"🤖 Started work on branch `{w.branch}` "
-                                                          f"(attempt {w.attempt}, {local_time(now)}).")
+                                                          f"(attempt {w.attempt}, {clock_time(self.wall(now))}).")
         w.comment_at = now
 
     def start_failed(self, w: Worker, why: str, now: float) -> None:
@@ -995,8 +1011,9 @@ class Coordinator:
 
         def back(doc: tasks.TaskFile) -> Optional[Task]:
             cur = doc.governing(w.issue)
-            to, fields = after_startup_error(cur, self.cfg, now, why) if cur else (PENDING, {})
-            return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=now, **fields)
+            to, fields = after_startup_error(cur, self.cfg, self.wall(now), why) if cur else (PENDING, {})
+            return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=self.wall(now),
+                                    **fields)
         self.update(back)
         self.count_startup_error(now, why)
 
@@ -1023,7 +1040,8 @@ class Coordinator:
             "TAC_WORKTREE": str(w.tree), "TAC_WORKER_ID": w.worker_id, "TAC_ATTEMPT": str(w.attempt)})
         with open(w.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"type": "tac", "subtype": "attempt", "issue": w.issue, "attempt": w.attempt,
-                                "worker": w.worker_id, "branch": w.branch, "started": local_time(now)}) + "\n")
+                                "worker": w.worker_id, "branch": w.branch,
+                                "started": local_time(self.wall(now))}) + "\n")
         w.follower = transcript.TranscriptFollower(w.log_path, w.log_path.stat().st_size)
         try:
             # In its own session, so it can be stopped as a whole.
@@ -1048,9 +1066,10 @@ class Coordinator:
         else:
             parts.append("running")
         if self.github_down_since is not None and self.github_auth_failed:
-            parts.append(f"github: not authenticated since {clock_time(self.github_down_since)}: run gh auth login")
+            parts.append(f"github: not authenticated since {clock_time(self.wall(self.github_down_since))}: "
+                         f"run gh auth login")
         elif self.github_down_since is not None:
-            parts.append(f"github: unreachable since {clock_time(self.github_down_since)}")
+            parts.append(f"github: unreachable since {clock_time(self.wall(self.github_down_since))}")
         elif self.slow_poll:
             parts.append(self.slow_poll)
         parts.append(f"{counts[ACTIVE]} active · {counts[PENDING]} pending")
@@ -1067,7 +1086,7 @@ class Coordinator:
         if polled and self.listing_ok and not self.ready:
             self.ready = True
             sd_notify("READY=1")
-        spend = self.spend.totals(now)
+        spend = self.spend.totals(self.wall(now))
         sd_notify(f"WATCHDOG=1\nSTATUS={counts[ACTIVE]} active, {counts[PENDING]} pending, "
                   f"{usd(spend.today_usd)} today{' · ' + parts[0] if parts[0] != 'running' else ''}")
 
@@ -1075,7 +1094,7 @@ class Coordinator:
         """The last status line: a reader of tasks.md must not take a
         stopped daemon's last "running" for the truth."""
         left = len(self.live_workers())
-        line = f"stopped at {clock_time(now)}" + (f" · {left} worker(s) left running" if left else "")
+        line = f"stopped at {clock_time(self.wall(now))}" + (f" · {left} worker(s) left running" if left else "")
 
         def set_status(d: tasks.TaskFile) -> None:
             d.status = line
@@ -1086,27 +1105,28 @@ class Coordinator:
         if self.dry_run:
             return
         self._metrics_at = now
-        spend = self.spend.totals(now)
+        wall = self.wall  # metrics.json holds wall-clock times: status.py compares them with its own
+        spend = self.spend.totals(wall(now))
         gh_state = "ok" if self.github_down_since is None else \
             "not_authenticated" if self.github_auth_failed else "unreachable"
         if self.github.rate_remaining == 0:
             gh_state = "rate_limited"
         data = {
-            "version": 1, "pid": os.getpid(), "started_at": self.started_at, "updated_at": now,
-            "last_poll_at": self.last_poll_at, "last_poll_ok": self.listing_ok and self.github_down_since is None,
+            "version": 1, "pid": os.getpid(), "started_at": wall(self.started_at), "updated_at": wall(now),
+            "last_poll_at": _maybe(wall, self.last_poll_at), "last_poll_ok": self.listing_ok and self.github_down_since is None,
             "poll_interval": self.cfg.poll_interval, "paused": bool(self.paused), "pause_reason": self.paused,
             "spawn_block": block, "counters": dict(self.counters),
-            "github": {"state": gh_state, "since": self.github_down_since, "error": redact(self.github_error),
+            "github": {"state": gh_state, "since": _maybe(wall, self.github_down_since), "error": redact(self.github_error),
                        "rate_remaining": self.github.rate_remaining, "rate_reset": self.github.rate_reset},
             "active": [{"issue": w.issue, "title": (self.issues.get(w.issue) or {}).get("title", ""), "pid": w.pid,
-                        "started_at": w.started_at, "attempt": w.attempt, "cost_usd": w.follower.summary.cost,
+                        "started_at": wall(w.started_at), "attempt": w.attempt, "cost_usd": w.follower.summary.cost,
                         "last_tool": redact(w.follower.summary.last_tool), "log": str(w.log_path), "state": w.state}
                        for w in self.workers.values()],
             "spend": {"today_usd": spend.today_usd, "month_usd": spend.month_usd,
                       "daily_usd": self.cfg.daily_usd or None, "monthly_usd": self.cfg.monthly_usd or None},
             "max_concurrent": self.max_concurrent, "queue": {k: v for k, v in counts.items()},
         }
-        level, reason = metrics.health(data, now)
+        level, reason = metrics.health(data, wall(now))
         data["health"] = {"level": level, "reason": reason}
         try:
             metrics.write(self.cfg.metrics_path, data)
@@ -1151,14 +1171,22 @@ class Coordinator:
                 continue
             follower = transcript.TranscriptFollower(log_path, t.log_offset or 0)
             follower.catch_up()
+            alive = bool(pid) and process_alive(pid, start)
+            # Its age: from the process's own start time while it runs (a
+            # time in tasks.md may be from before a clock step), else from
+            # the Started time recorded there.
+            age = process_age(pid) if alive else None
+            if age is None:
+                started = tasks.parse_time(t.started)
+                age = self.wall(now) - started if started is not None else 0.0
             w = Worker(issue=t.issue, worker_id=t.worker, attempt=t.attempts + 1,
                        branch=t.branch or branch_for(self.cfg, t.issue, run_number(t)),
                        tree=Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue),
                        log_path=log_path, stderr_path=self.cfg.stderr_path(t.issue), stderr_offset=0,
-                       pid=pid or 0, pid_start=start, started_at=tasks.parse_time(t.started) or now,
+                       pid=pid or 0, pid_start=start, started_at=now - max(0.0, age),
                        follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now,
                        entry=t)
-            if pid and process_alive(pid, start):
+            if alive:
                 w.change_state(RUNNING, now)
                 log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)
             else:
@@ -1170,7 +1198,7 @@ class Coordinator:
     def archive(self, now: float) -> None:
         """Completed entries older than today move to tasks-archive.md, once
         GitHub has been told (the label swap is what stops a re-run)."""
-        today = local_time(now)[:10]
+        today = local_time(self.wall(now))[:10]
         self._archived_day = today
         if self.dry_run:
             return
@@ -1207,7 +1235,7 @@ class Coordinator:
             self.github = GitHub(new.repo, gh=getattr(gh, "gh", "gh"), env=getattr(gh, "env", None))
             self.issues, self.listing_ok, self.next_poll_at = {}, False, 0.0  # that listing was another repository's
         if new.ledger_path != old.ledger_path:
-            self.spend = ledger.SpendTracker(new.ledger_path, now)
+            self.spend = ledger.SpendTracker(new.ledger_path, self.wall(now))
         self.max_concurrent = worker_cap(new.max_concurrent)
         self._metrics_at = 0.0  # metrics.json shows the new settings at once
         log.info("config reloaded from %s: repo=%s label=%s max_concurrent=%d", new.file, new.repo, new.label,
@@ -1248,6 +1276,10 @@ def _owe_notice(n: int, now: float) -> Callable[[tasks.TaskFile], Optional[Task]
                 fields["reason"] = f"moved to {t.state} in tasks.md"  # else the issue is told "Failed: " and nothing
         return tasks.amend(doc, n, expect=tasks.TERMINAL, **fields)
     return change
+
+
+def _maybe(f: Callable[[float], float], t: Optional[float]) -> Optional[float]:
+    return None if t is None else f(t)
 
 
 def _launched(log_path: Path, offset: int, worker_id: str) -> bool:
@@ -1537,7 +1569,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EX_OK if doctor(cfg, github) else EX_FAIL
     coordinator = Coordinator(cfg, github, dry_run=args.dry_run)
     if args.dry_run:
-        coordinator.tick(time.time(), force_poll=True)
+        coordinator.tick(coordinator.clock(), force_poll=True)
         if not coordinator.listing_ok:
             print(f"github: {coordinator.github_error or 'unknown'} (the queue state is unknown)", file=sys.stderr)
             return EX_FAIL
@@ -1549,9 +1581,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EX_FAIL
     log.info("coordinator started pid=%d repo=%s label=%s max_concurrent=%d tasks=%s",
              os.getpid(), cfg.repo, cfg.label, coordinator.max_concurrent, cfg.tasks_path)
-    coordinator.recover(time.time())
+    coordinator.recover(coordinator.clock())
     if args.once:
-        coordinator.tick(time.time(), force_poll=True)
+        coordinator.tick(coordinator.clock(), force_poll=True)
         return EX_OK if coordinator.listing_ok else EX_FAIL
     return Daemon(coordinator, Path(args.config)).run()
 

@@ -242,7 +242,7 @@ class _Sink(logging.Handler):
 
 def _step(c, done: Callable[[], bool], started: float) -> bool:
     """One tick as the daemon's loop runs it; True once the demo is over."""
-    c.tick(time.time())
+    c.tick(c.clock())
     if done() or time.time() - started > TIMEOUT:
         return True
     time.sleep(min(c.next_wake(time.time()), 0.25))

@@ -28,6 +28,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 from adws.files import fsync_dir, write_atomic
@@ -40,7 +41,7 @@ PENDING, ACTIVE, COMPLETED, FAILED, BLOCKED = (
     "Pending", "Active", "Completed Today", "Failed", "Blocked")
 SECTIONS = (PENDING, ACTIVE, COMPLETED, FAILED, BLOCKED)  # also the render order
 TERMINAL = (COMPLETED, FAILED, BLOCKED)
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"   # local time, as users read it
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"   # local time, as users read it (format_time adds the offset)
 DEFAULT_TITLE = "TAC coordinator — tasks"
 
 _EMOJI = {ACTIVE: "🟡", COMPLETED: "✅", FAILED: "❌", BLOCKED: "⏰"}
@@ -544,13 +545,19 @@ def _render_entry(t: Task) -> List[str]:
 # -- Time ---------------------------------------------------------------------
 
 def format_time(epoch: float) -> str:
-    return time.strftime(TIME_FORMAT, time.localtime(epoch))
+    """Local time, as people read it, with its UTC offset: without one, a
+    time written before a daylight-saving change reads back an hour off."""
+    return time.strftime(TIME_FORMAT + " %z", time.localtime(epoch))
 
 
 def parse_time(s: str) -> Optional[float]:
-    """Epoch seconds for a TIME_FORMAT string, or None when unparseable."""
+    """Epoch seconds for a format_time string, or None when unparseable. A
+    time without an offset (older files, a person's hand) is local time."""
     try:
-        return time.mktime(time.strptime(s.strip(), TIME_FORMAT))
+        text = s.strip()
+        if len(text) > 19:
+            return datetime.strptime(text, TIME_FORMAT + " %z").timestamp()
+        return time.mktime(time.strptime(text, TIME_FORMAT))
     except (ValueError, OverflowError, AttributeError):
         return None
 

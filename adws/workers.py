@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -35,6 +36,21 @@ def proc_start_time(pid: int) -> Optional[int]:
         return int(rest[19])
     except (IndexError, ValueError):
         return None
+
+
+def since_boot() -> float:
+    """Seconds since boot, a clock that never jumps (NTP, a person, DST),
+    and the one /proc/PID/stat's start times are counted on."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def process_age(pid: int) -> Optional[float]:
+    """How long the process has been running, from its start time in /proc:
+    right across a restart of ours and a step of the wall clock."""
+    start = proc_start_time(pid)
+    if start is None:
+        return None
+    return max(0.0, since_boot() - start / os.sysconf("SC_CLK_TCK"))
 
 
 def process_alive(pid: Optional[int], start: Optional[int]) -> bool:

@@ -326,6 +326,23 @@ BREAKAGES: List[Breakage] = [
              "    while commits_ahead(cfg, branch_for(cfg, issue, run)) > 0:\n        run += 1\n",
              "",
              ["tests/test_lifecycle.py::test_a_run_after_tasks_md_was_lost_never_resets_a_branch_with_commits"]),
+    Breakage("durations-on-the-wall-clock", C,
+             "        self.clock = clock or since_boot\n        self._wall = wall or (clock if clock is not None else time.time)\n",
+             "        self.clock = wall or clock or time.time\n        self._wall = wall or (clock if clock is not None else time.time)\n",
+             ["tests/test_supervision.py::test_a_wall_clock_stepped_forward_does_not_time_out_a_young_worker",
+              "tests/test_supervision.py::test_a_wall_clock_stepped_back_does_not_stop_the_polling"]),
+    Breakage("persisted-times-on-the-steady-clock", C,
+             "        stamp = None if now is None else self.wall(now)\n",
+             "        stamp = now\n",
+             ["tests/test_supervision.py::test_times_written_to_tasks_md_follow_the_wall_clock_as_it_reads_now"]),
+    Breakage("readopted-age-from-tasks-md", C,
+             "            age = process_age(pid) if alive else None\n",
+             "            age = None\n",
+             ["tests/test_supervision.py::test_a_readopted_workers_age_comes_from_its_process_not_from_tasks_md"]),
+    Breakage("times-without-their-offset", T,
+             '    return time.strftime(TIME_FORMAT + " %z", time.localtime(epoch))',
+             '    return time.strftime(TIME_FORMAT, time.localtime(epoch))',
+             ["tests/test_tasks.py::test_times_read_back_exactly_across_the_daylight_saving_change"]),
 ]
 
 # Must be caught: proves the copy's code is what the tests run.

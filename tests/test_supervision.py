@@ -164,7 +164,7 @@ def test_a_healthy_worker_has_no_stop_reason(cfg, tmp_path):
     assert co.stop_reason_for(w, cfg, T0 + 899, summary(assistant_turns=3), False) == ""
 
 
-def test_timeout_is_wall_clock_from_the_start(cfg, tmp_path):
+def test_timeout_counts_from_the_start(cfg, tmp_path):
     w = make_worker(tmp_path)
     w.last_output_at = T0 + 3599  # busy output does not extend the timeout
     assert co.stop_reason_for(w, cfg, T0 + 3600, summary(), False) == ""
@@ -517,3 +517,91 @@ def test_the_poll_never_queues_an_issue_whose_worker_runs(cfg, tmp_path, said):
     issue = {"number": 7, "title": "Running", "body": "", "user": {"login": "alice"}, "labels": []}
     assert c.intake([issue, dict(issue, number=8, title="New")], T0) != []  # gh-8 is queued...
     assert not any("gh-7 queued" in line for line in said) and any("gh-8 queued" in line for line in said)
+
+
+# -- a wall clock that jumps (issue #11) -------------------------------------------------
+# NTP steps a Pi's clock at boot (it has no battery clock), a person sets it,
+# daylight saving moves local time. Durations and schedules run on the steady
+# clock; only what leaves the process is dated by the wall clock.
+
+class Clocks:
+    def __init__(self) -> None:
+        self.steady, self.wall = 5_000.0, T0
+
+    def tick(self, seconds: float, wall_step: float = 0.0) -> float:
+        self.steady += seconds
+        self.wall += seconds + wall_step
+        return self.steady
+
+
+class CountingGitHub(FakeGitHub):
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def labelled_issues(self, label):
+        self.polls += 1
+        return []
+
+    def forget_issues_except(self, issues) -> None:
+        pass
+
+
+def test_a_wall_clock_stepped_forward_does_not_time_out_a_young_worker(cfg, tmp_path):
+    clocks = Clocks()
+    c = co.Coordinator(make_coordinator(cfg, tmp_path).cfg, FakeGitHub(), clock=lambda: clocks.steady,
+                       wall=lambda: clocks.wall, environ={})
+    w = make_worker(tmp_path, started_at=c.clock())
+    c.workers[7] = w
+    doc = tasks.TaskFile([Task(7, "x", ACTIVE, worker=w.worker_id)])
+    clocks.tick(2, wall_step=2 * 3600)
+    c.supervise(c.clock(), doc)  # as the run loop does: now = c.clock()
+    assert w.state == co.STARTING and w.stop_reason == ""  # 2 s old, not "timed out after 3600 s"
+    clocks.tick(3600)
+    c.supervise(c.clock(), doc)
+    assert w.stop_reason == "timed out after 3600 s"  # its real hour
+
+
+def test_a_wall_clock_stepped_back_does_not_stop_the_polling(cfg, tmp_path):
+    clocks = Clocks()
+    gh = CountingGitHub()
+    c = co.Coordinator(make_coordinator(cfg, tmp_path).cfg, gh, clock=lambda: clocks.steady,
+                       wall=lambda: clocks.wall, environ={})
+    c.tick(c.clock())
+    assert gh.polls == 1
+    clocks.tick(cfg.poll_interval + 1, wall_step=-86400)
+    c.tick(c.clock())
+    assert gh.polls == 2  # due by the steady clock, however far the wall clock went back
+    assert c.next_wake(c.clock()) <= cfg.poll_interval
+
+
+def test_times_written_to_tasks_md_follow_the_wall_clock_as_it_reads_now(cfg, tmp_path):
+    clocks = Clocks()
+    c = co.Coordinator(make_coordinator(cfg, tmp_path).cfg, FakeGitHub(), clock=lambda: clocks.steady,
+                       wall=lambda: clocks.wall, environ={})
+    tasks.update(c.cfg.tasks_path, lambda d: d.add(Task(7, "x", ACTIVE, worker="w-abc123")))
+    clocks.tick(10, wall_step=3600)
+    c.tick(clocks.steady)
+    ended = c.change_state(7, FAILED, expect=ACTIVE, now=clocks.steady, reason="r")
+    assert ended.finished == tasks.format_time(clocks.wall)
+
+
+def test_a_readopted_workers_age_comes_from_its_process_not_from_tasks_md(cfg, tmp_path):
+    """A Started time written before a DST change or a clock step reads back
+    hours off; the process's own start time in /proc does not."""
+    import subprocess
+    import time as _time
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        c = co.Coordinator(make_coordinator(cfg, tmp_path).cfg, FakeGitHub(), environ={})
+        two_hours_ago = tasks.format_time(_time.time() - 7200)
+        tasks.update(c.cfg.tasks_path, lambda d: d.add(Task(
+            7, "x", ACTIVE, worker="w-abc123", pid=proc.pid, pid_start=co.proc_start_time(proc.pid),
+            started=two_hours_ago, log=str(tmp_path / "gh-7.jsonl"))))
+        now = c.clock()
+        c.recover(now)
+        w = c.workers[7]
+        assert w.state == co.RUNNING and now - w.started_at < 60
+        assert co.stop_reason_for(w, c.cfg, now, summary(), False) == ""
+    finally:
+        proc.kill()
+        proc.wait()

@@ -310,6 +310,23 @@ def test_time_helpers():
     assert tasks.parse_time("") is None
 
 
+def test_times_read_back_exactly_across_the_daylight_saving_change(monkeypatch):
+    """01:30 happens twice on the night summer time ends: only the offset
+    tells them apart (issue #11: a re-adopted worker read an hour early)."""
+    import time as _time
+    monkeypatch.setenv("TZ", "America/New_York")
+    _time.tzset()
+    try:
+        first = 1762061400   # 2025-11-02 01:30 EDT (-0400)
+        second = first + 3600  # 2025-11-02 01:30 EST (-0500)
+        assert tasks.format_time(first)[:16] == tasks.format_time(second)[:16] == "2025-11-02 01:30"
+        assert [tasks.parse_time(tasks.format_time(t)) for t in (first, second)] == [first, second]
+        assert tasks.format_time(first).endswith(" -0400")
+    finally:
+        monkeypatch.undo()
+        _time.tzset()
+
+
 def test_ten_thousand_entries():
     doc = TaskFile([Task(i, f"Task number {i}", SECTIONS[i % 5], worker="w-%06x" % i if i % 5 else "",
                          pid=i, branch=f"auto/gh-{i}") for i in range(10000)])
