@@ -1557,8 +1557,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     if args.demo:
-        from adws import demo
-        return demo.main()
+        # The demo runs this file as a process of its own, as a user does:
+        # hand over to it rather than import it.
+        demo = _ROOT / "adws" / "sandbox" / "demo.py"
+        os.execv(sys.executable, [sys.executable, str(demo)])
     try:
         cfg = load_config(Path(args.config))
     except ConfigError as e:

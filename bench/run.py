@@ -7,7 +7,7 @@
 
 It starts the real daemon (`python adws/coordinator.py`) against a fake
 GitHub served from this process and reached through the real `gh`, with a
-real bare origin and clone in a temp dir and adws/scripted_worker.py as the
+real bare origin and clone in a temp dir and adws/sandbox/scripted_worker.py as the
 agent, and prints a Markdown table to paste into README.md. Where a naive
 way of doing the same job exists it is measured in the same run against the
 same fake, and the table gives naive ÷ ours:
@@ -49,10 +49,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from adws import coordinator, github, tasks  # noqa: E402
-from adws.fakegithub import FakeGitHub, RequestRecord  # noqa: E402
+from adws.sandbox.fakegithub import FakeGitHub, RequestRecord  # noqa: E402
 
 COORDINATOR = ROOT / "adws" / "coordinator.py"
-WORKER = ROOT / "adws" / "scripted_worker.py"
+WORKER = ROOT / "adws" / "sandbox" / "scripted_worker.py"
 STATUS = ROOT / "tools" / "status.py"
 VIEWER = ROOT / "tools" / "view_worker.py"
 REPO, LABEL = "acme/widgets", "rpi-auto"

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adws.fakegithub import FakeGitHub  # noqa: E402
+from adws.sandbox.fakegithub import FakeGitHub  # noqa: E402
 
 # Settings a developer's own environment must not leak into the tests.
 _GH_LEAKS = ("GH_REPO", "GH_DEBUG", "GH_ENTERPRISE_TOKEN", "GITHUB_TOKEN",

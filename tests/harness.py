@@ -2,7 +2,7 @@
 
 The end-to-end, chaos and security tests build on it. Everything is real
 except GitHub (a fake REST server reached through the real `gh`) and the
-agent (adws/scripted_worker.py, which prints stream-json like the CLI).
+agent (adws/sandbox/scripted_worker.py, which prints stream-json like the CLI).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from adws import tasks  # noqa: E402
 
 COORDINATOR = ROOT / "adws" / "coordinator.py"
-WORKER = ROOT / "adws" / "scripted_worker.py"
+WORKER = ROOT / "adws" / "sandbox" / "scripted_worker.py"
 
 
 class Project:

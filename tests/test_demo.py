@@ -43,9 +43,10 @@ def demo_env(tmp_dir: Path) -> Dict[str, str]:
 
 
 def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_dir):
-    r = subprocess.run([sys.executable, str(COORDINATOR), "--demo"], env=demo_env(tmp_dir),
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    out = r.stdout
+    demo = subprocess.Popen([sys.executable, str(COORDINATOR), "--demo"], env=demo_env(tmp_dir),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = demo.communicate(timeout=120)
+    r = subprocess.CompletedProcess(demo.args, demo.returncode, out, err)
     assert r.returncode == 0, out + r.stderr
     assert "Traceback" not in out + r.stderr
     sandboxes = list(tmp_dir.glob("tac-demo-*"))
@@ -73,6 +74,10 @@ def test_demo_ends_one_issue_as_a_pr_and_one_blocked(tmp_dir):
     long = [line for line in out.splitlines() if len(line) > 80 and not is_command(line)]
     assert long == []
 
+    # The daemon ran as a process of its own, as a user starts it.
+    started = re.findall(r"coordinator started pid=(\d+)", (sandbox / "coordinator.log").read_text())
+    assert len(started) == 1 and int(started[0]) != demo.pid
+
     # No worker outlives the demo.
     assert tagged_processes(f"TAC_SCRIPT={sandbox / 'script.json'}") == []
 
@@ -90,3 +95,16 @@ def test_demo_without_gh_says_how_to_get_it(tmp_path, tmp_dir):
     assert r.returncode == 1
     assert r.stdout == "the demo needs the GitHub CLI: sudo apt-get install gh\n"
     assert list(tmp_dir.glob("tac-demo-*")) == []  # nothing made before the check
+
+
+def test_the_daemon_never_imports_the_sandbox():
+    """The demo, the fake GitHub and the scripted worker ship for --demo and
+    the tests; a daemon on a Pi must not load them."""
+    code = ("import runpy, sys\n"
+            "sys.argv = [%r, '--help']\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('adws')))" % str(COORDINATOR))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    loaded = r.stdout.strip().splitlines()[-1]
+    assert "adws.config" in loaded and "sandbox" not in loaded, loaded

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from adws.fakegithub import FakeGitHub
+from adws.sandbox.fakegithub import FakeGitHub
 
 REPO = "repos/acme/widgets"
 
@@ -458,7 +458,7 @@ def test_twenty_concurrent_gh_calls(github: FakeGitHub, gh_env: Dict[str, str]) 
 
 def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adws.fakegithub", "--port", "0", "--issue", "Hello"],
+        [sys.executable, "-m", "adws.sandbox.fakegithub", "--port", "0", "--issue", "Hello"],
         cwd=str(Path(__file__).resolve().parent.parent), stdout=subprocess.PIPE, text=True)
     try:
         env = {}

@@ -13,7 +13,7 @@ from typing import Dict, List
 import pytest
 
 from adws import github as gh_client
-from adws.fakegithub import FakeGitHub
+from adws.sandbox.fakegithub import FakeGitHub
 from adws.github import DRAFT_UNAVAILABLE, NOT_AUTHENTICATED, GitHub, GitHubError
 
 REPO = "acme/widgets"

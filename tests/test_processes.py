@@ -3,7 +3,7 @@
 Two kinds of test: the daemon's own signal wiring installed in this process
 (Daemon.install, as main() does) with real children, and the real daemon as
 a subprocess (tests/harness.py: fake GitHub through the real gh, real git,
-adws/scripted_worker.py as the worker) being signalled, stopped, restarted
+adws/sandbox/scripted_worker.py as the worker) being signalled, stopped, restarted
 and starved. Time bounds are generous ("within 5 s") and only for what the
 spec promises.
 """

@@ -2,11 +2,12 @@
 no GitHub account and no API key.
 
 What is real: git (a bare "origin" repository and a clone, in a new temp
-folder), the `gh` binary, and the coordinator itself (its Coordinator.tick,
-driven here in this process, writing tasks.md, metrics.json and logs/ as the
-daemon does). What is not: GitHub is adws/fakegithub.py on 127.0.0.1,
+folder), the `gh` binary, and the coordinator itself: `adws/coordinator.py
+--config <sandbox>/config.toml`, started as a process exactly as a user starts
+it, writing tasks.md, metrics.json and logs/ in the sandbox. What is not:
+GitHub is adws/sandbox/fakegithub.py on 127.0.0.1,
 reached by `gh` through HTTP_PROXY exactly as the tests reach it; the agent
-is adws/scripted_worker.py, which prints stream-json like `claude -p` and
+is adws/sandbox/scripted_worker.py, which prints stream-json like `claude -p` and
 commits or writes BLOCKED.md as its script says (its costs are made up).
 
 Two issues are labelled by a trusted user: one ends as a pull request, the
@@ -19,7 +20,6 @@ import collections
 import functools
 import importlib.util
 import json
-import logging
 import os
 import shutil
 import signal
@@ -32,8 +32,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Deque, Dict, List, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "adws" / "scripted_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a file (`--demo` hands over so): `adws` from this checkout
+    sys.path.insert(0, str(ROOT))
+COORDINATOR = ROOT / "adws" / "coordinator.py"
+WORKER = Path(__file__).resolve().parent / "scripted_worker.py"
 TIMEOUT = 60.0        # seconds for both issues to end; they take about 10
 REPO = "demo/calculator"
 LABEL = "rpi-auto"
@@ -53,7 +56,7 @@ _PROJECT = {
 }
 
 # (title, body, what the scripted worker does). The sleeps give the live
-# view something to show; see adws/scripted_worker.py for the options.
+# view something to show; see adws/sandbox/scripted_worker.py for the options.
 _ISSUES = [
     ("Add a subtract function",
      "calc.py has add() but no subtract(). Please add subtract(a, b) and a test.",
@@ -79,8 +82,7 @@ def main() -> int:
     except ImportError:
         print("the demo needs rich: pip install rich")
         return 1
-    from adws import coordinator
-    from adws.fakegithub import FakeGitHub
+    from adws.sandbox.fakegithub import FakeGitHub
 
     console = Console(highlight=False, markup=False, emoji=False)
     say = functools.partial(_say, console)
@@ -96,9 +98,9 @@ def main() -> int:
 
     gh_config = sandbox / "gh-config"
     gh_config.mkdir()
-    gh_env = {k: v for k, v in os.environ.items() if k not in _GH_LEAKS}
-    gh_env.update(fake.env(str(gh_config)), GH_TOKEN="demo")
-    worker_environ = dict(os.environ, TAC_SCRIPT=str(sandbox / "script.json"))
+    env = {k: v for k, v in os.environ.items() if k not in _GH_LEAKS}
+    env.update(fake.env(str(gh_config)), GH_TOKEN="demo", PYTHONUNBUFFERED="1",
+               TAC_SCRIPT=str(sandbox / "script.json"))  # the scripted workers read their script from here
 
     say("TAC coordinator demo", style="bold")
     say(f"Everything runs on this machine, in {sandbox}:")
@@ -112,46 +114,41 @@ def main() -> int:
     say(f"Running the coordinator until both have ended (at most {TIMEOUT:.0f} s)...")
     say()
 
-    cfg = coordinator.load_config(config)
-    c = coordinator.Coordinator(cfg, coordinator.GitHub(cfg.repo, env=gh_env), environ=worker_environ)
     status = _load_tool("status")
     status_cfg = status.load_config(str(config))
-    logger = logging.getLogger("tac")
-    saved = logger.handlers[:]
+    log_path = sandbox / "coordinator.log"
     tail: Deque[str] = collections.deque(maxlen=LOG_LINES)
     live_view = console.is_terminal
 
-    def log_line(line: str) -> None:
-        if live_view:
-            tail.append(line)  # drawn under the status view
-        else:
-            say("  " + line)
-    file_handler = logging.FileHandler(sandbox / "coordinator.log", encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    logger.handlers[:] = [_Sink(log_line), file_handler]
-
     def done() -> bool:
-        return all(coordinator.DONE_LABELS[coordinator.COMPLETED] in fake.issue_labels(n)
-                   or coordinator.DONE_LABELS[coordinator.BLOCKED] in fake.issue_labels(n) for n in numbers)
+        return all("tac:done" in fake.issue_labels(n) or "tac:blocked" in fake.issue_labels(n) for n in numbers)
 
     started = time.time()
     interrupted = False
+    final_view = None
+    with open(log_path, "ab") as log_file:
+        daemon = subprocess.Popen([sys.executable, str(COORDINATOR), "--config", str(config)], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+    follow = _LogFollower(log_path, tail if live_view else None, say)
     try:
         if live_view:
-            _run_live(c, done, started, console, lambda: _screen(status, status_cfg, tail, console.width))
+            _run_live(daemon, done, started, follow, console,
+                      lambda: _screen(status, status_cfg, tail, console.width))
         else:
-            _run(c, done, started)
+            _run(daemon, done, started, follow)
+            # Drawn while the daemon still runs, so it shows it at work.
+            final_view = status.build(status.collect(status_cfg, time.time()), console.width)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        left = _stop_workers(c, coordinator)
-        logger.handlers[:] = saved
-        file_handler.close()
+        _stop_daemon(daemon)
+        follow()
+        left = _stop_workers(env["TAC_SCRIPT"])
     elapsed = time.time() - started
     ended = done()
-    if not live_view:
+    if final_view is not None:
         say()
-        console.print(status.build(status.collect(status_cfg, time.time()), console.width))
+        console.print(final_view)
     say()
     if interrupted:
         say(f"Interrupted after {elapsed:.0f} s.", style="bold")
@@ -161,7 +158,9 @@ def main() -> int:
     else:
         say(f"Both issues ended in {elapsed:.0f} s.", style="bold")
     if left:
-        say(f"Stopped {left} worker(s) still running: the demo leaves none behind.")
+        say(f"Stopped {left} worker process(es) still running: the demo leaves none behind.")
+    if daemon.returncode not in (0, -signal.SIGTERM):
+        say(f"The coordinator ended with status {daemon.returncode}: see {log_path}", style="bold red")
     try:
         report(console, sandbox, config, fake, numbers, clone)
     finally:
@@ -228,37 +227,48 @@ template = {q(str(ROOT / "worker_template.md"))}
 
 # -- running it ---------------------------------------------------------------------
 
-class _Sink(logging.Handler):
-    """The daemon's log lines, one string each, to a function."""
+class _LogFollower:
+    """The daemon's new log lines: into the live view's tail, or printed."""
 
-    def __init__(self, sink: Callable[[str], None]):
-        super().__init__()
-        self.sink = sink
-        self.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    def __init__(self, path: Path, tail: Optional[Deque[str]], say: Callable[..., None]):
+        self.path, self.tail, self.say, self.offset = path, tail, say, 0
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.sink(self.format(record))
-
-
-def _step(c, done: Callable[[], bool], started: float) -> bool:
-    """One tick as the daemon's loop runs it; True once the demo is over."""
-    c.tick(c.clock())
-    if done() or time.time() - started > TIMEOUT:
-        return True
-    time.sleep(min(c.next_wake(time.time()), 0.25))
-    return False
-
-
-def _run(c, done: Callable[[], bool], started: float) -> None:
-    while not _step(c, done, started):
-        pass
+    def __call__(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            line = line[11:] if line[:4].isdigit() else line  # the date: the demo runs within one day
+            if self.tail is not None:
+                self.tail.append(line)
+            else:
+                self.say("  " + line)
 
 
-def _run_live(c, done: Callable[[], bool], started: float, console, screen: Callable[[], object]) -> None:
+def _over(daemon: subprocess.Popen, done: Callable[[], bool], started: float) -> bool:
+    return daemon.poll() is not None or done() or time.time() - started > TIMEOUT
+
+
+def _run(daemon: subprocess.Popen, done: Callable[[], bool], started: float, follow: Callable[[], None]) -> None:
+    while not _over(daemon, done, started):
+        follow()
+        time.sleep(0.25)
+
+
+def _run_live(daemon: subprocess.Popen, done: Callable[[], bool], started: float, follow: Callable[[], None],
+              console, screen: Callable[[], object]) -> None:
     from rich.live import Live
     with Live(screen(), console=console, auto_refresh=False, vertical_overflow="crop") as live:
-        while not _step(c, done, started):
+        while not _over(daemon, done, started):
+            follow()
             live.update(screen(), refresh=True)
+            time.sleep(0.25)
+        follow()
         live.update(screen(), refresh=True)
 
 
@@ -273,17 +283,34 @@ def _screen(status: ModuleType, status_cfg: Dict, tail: Deque[str], width: int):
     return Group(*parts)
 
 
-def _stop_workers(c, coordinator: ModuleType) -> int:
-    """The demo owns its workers: none may outlive it (a timeout, Ctrl-C)."""
+def _stop_daemon(daemon: subprocess.Popen) -> None:
+    """SIGTERM, as systemd stops it; it leaves its workers running on purpose
+    (a restart re-adopts them), so the demo stops those itself."""
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+
+def _stop_workers(script: str) -> int:
+    """The demo owns its workers: none may outlive it (a timeout, Ctrl-C).
+    They are the processes whose environment names this sandbox's script."""
+    needle = f"TAC_SCRIPT={script}".encode()
     left = 0
-    for w in list(c.workers.values()):
-        if w.popen is not None and w.popen.poll() is None:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            os.kill(int(entry), signal.SIGKILL)
             left += 1
-            coordinator.signal_worker(w, signal.SIGKILL)  # the group and every tagged process
-            try:
-                w.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+        except OSError:
+            continue
     return left
 
 
@@ -350,7 +377,7 @@ def report(console, sandbox: Path, config: Path, fake, numbers: List[int], clone
     cmd(f"  {_python()} {_tool_path('view_worker.py')} {numbers[0]} --config {config}")
     say("      the worker's transcript, as people read it")
     cmd(f"  {_python()} {_tool_path('status.py')} --config {config}")
-    say("      the status view (it says critical now: the demo's coordinator has ended)")
+    say("      the status view (critical now: the demo's coordinator has stopped)")
     cmd(f"  {_python()} {_tool_path('usage_report.py')} --config {config} --detail")
     say("      cost and tokens per day and per issue")
     for t in blocked:
@@ -388,3 +415,7 @@ def _tool_path(name: str) -> str:
     except ValueError:
         return str(path)
     return rel if not rel.startswith("..") else str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -915,7 +915,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Serve a fake GitHub until Ctrl-C and print the environment gh needs."""
-    ap = argparse.ArgumentParser(prog="python -m adws.fakegithub", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m adws.sandbox.fakegithub", description=main.__doc__)
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--repo", default="acme/widgets")
     ap.add_argument("--origin", help="bare git repo that POST /pulls checks branches against")
