@@ -52,6 +52,7 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "startup_grace": (10, _NUM),
         "startup_backoff": ([300, 600, 1200], _INTLIST),
         "breaker_threshold": (3, _INT),
+        "failure_threshold": (3, _INT),
         "max_attempts": (2, _INT),
         "retry_backoff": ([600, 1800], _INTLIST),
         "stall_timeout": (900, _NUM),
@@ -59,6 +60,8 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "api_retry_limit": (6, _INT),
         "stop_grace": (5, _NUM),
         "min_free_memory_mb": (1500, _INT),
+        "min_free_disk_mb": (2048, _INT),
+        "max_log_mb": (200, _NUM),
         "max_turns": (0, _INT),
         "pass_env": ([], _STRLIST),
         "allowed_tools": ([], _STRLIST),
@@ -74,6 +77,8 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "template": ("worker_template.md", _STR),
         "trees": ("trees", _STR),
         "logs": ("logs", _STR),
+        "keep_trees_days": (14, _NUM),
+        "keep_logs_days": (90, _NUM),
     },
 }
 
@@ -102,6 +107,7 @@ class Config:
     startup_grace: float
     startup_backoff: List[int]
     breaker_threshold: int
+    failure_threshold: int
     max_attempts: int
     retry_backoff: List[int]
     stall_timeout: float
@@ -109,6 +115,8 @@ class Config:
     api_retry_limit: int
     stop_grace: float
     min_free_memory_mb: int
+    min_free_disk_mb: int
+    max_log_mb: float
     max_turns: int
     pass_env: List[str]
     allowed_tools: List[str]
@@ -120,6 +128,8 @@ class Config:
     template_path: Path
     trees: Path
     logs: Path
+    keep_trees_days: float
+    keep_logs_days: float
 
     @property
     def owner(self) -> str:
@@ -236,6 +246,10 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     for key in ("startup_backoff", "retry_backoff"):
         if not get("workers", key) or any(v < 0 for v in get("workers", key)):
             raise ConfigError(f"{name}: [workers] {key} must be a non-empty list of seconds >= 0")
+    for section, key in (("workers", "failure_threshold"), ("workers", "min_free_disk_mb"),
+                         ("workers", "max_log_mb"), ("paths", "keep_trees_days"), ("paths", "keep_logs_days")):
+        if get(section, key) < 0:
+            raise ConfigError(f"{name}: [{section}] {key} must be 0 (off) or more")
     if get("workers", "max_attempts") < 1:
         raise ConfigError(f"{name}: [workers] max_attempts must be at least 1")
     prefix = get("repo", "branch_prefix")
@@ -251,7 +265,7 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     for section, keys in CONFIG_SCHEMA.items():
         for key, (_, kind) in keys.items():
             v = get(section, key)
-            if section == "paths" or (section, key) == ("repo", "path"):
+            if (section == "paths" and kind == _STR) or (section, key) == ("repo", "path"):
                 v = rel(v)
             elif kind == _NUM:
                 v = float(v)

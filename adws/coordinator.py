@@ -55,11 +55,12 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from adws import ledger, metrics, tasks, transcript  # noqa: E402
+from adws import ledger, metrics, retention, tasks, transcript  # noqa: E402
 from adws.files import write_atomic  # noqa: E402
 from adws.ledger import usd  # noqa: E402
 from adws.metrics import human_duration  # noqa: E402
 from adws.config import EX_CONFIG, Config, ConfigError, load_config  # noqa: E402
+from adws.gates import HALF_OPEN, OPEN, Gates, diagnose  # noqa: E402,F401
 from adws.github import GitHub, GitHubError, is_bot, _quote  # noqa: E402
 # Tokens must never reach a log line, an issue comment or a terminal; the
 # patterns are shared with tools/view_worker.py.
@@ -67,8 +68,8 @@ from adws.redact import redact  # noqa: E402
 from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa: E402
 # The seams, each a module of its own: git and worktrees, worker processes,
 # the prompt. Their names are used here (and by the tests) as this module's.
-from adws.gitops import (GitError, PushRejected, branch_for, commits_ahead, git, head_sha,  # noqa: E402,F401
-                         held_paths, prepare_worktree, push_branch, remove_worktree, unused_branch)
+from adws.gitops import (Git, GitError, PushRejected, branch_for, commits_ahead, git, head_sha,  # noqa: E402,F401
+                         held_paths, prepare_worktree, push_branch, remove_worktree)
 from adws.prompt import ISSUE_TEXT_LIMIT, build_prompt, clean_issue_text, render_template  # noqa: E402,F401
 from adws.workers import (API_DOWN, CANCELLED, EXITED, RUNNING, STARTING, STOP_BY_USER, STOPPING,  # noqa: E402,F401
                           StartError, Worker, _ARCS, describe_exit, last_line, mem_available_mb, new_worker_id,
@@ -161,11 +162,17 @@ class PullRefused(Exception):
         self.error = error
 
 
+# How each kind of ending is written in the ledger (ledger.RUN_OUTCOMES are the runs counted).
+_LEDGER_OUTCOME = {"completed": "completed", "open_pr": "completed", "blocked": "blocked", "stopped": "stopped",
+                   "failed": "failed", "startup_error": "startup_error"}
+
+
 @dataclass
 class Outcome:
     kind: str        # completed | blocked | open_pr | stopped | failed | startup_error
     reason: str = ""
     draft: bool = False
+    systemic: bool = False  # a startup error while the breaker is open: the system's, not the task's
 
 
 def decide_outcome(*, pr_url: str, blocked_reason: Optional[str], commits: int, stop_reason: str,
@@ -233,6 +240,8 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
         return f"stalled: no output for {cfg.stall_timeout:.0f} s"
     if w.result_seen_at is not None and now - w.result_seen_at > cfg.result_exit_grace:
         return f"did not exit {cfg.result_exit_grace:.0f} s after its result"
+    if cfg.max_log_mb > 0 and w.follower.offset - w.log_start > cfg.max_log_mb * 1024 * 1024:
+        return f"transcript over max_log_mb {cfg.max_log_mb:g} MB"
     if cfg.per_run_usd > 0 and summary.cost > cfg.per_run_usd:
         return f"run cost {usd(summary.cost)} over per_run_usd {usd(cfg.per_run_usd)}"
     if summary.assistant_turns == 0 and summary.api_retries >= cfg.api_retry_limit:
@@ -244,8 +253,10 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
 # 7. The coordinator: tick(now) = reap, supervise, finish, poll, notify, dispatch, publish
 # ===========================================================================
 EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must re-apply the label"
+SPAWNING_PAUSED_START = "startup error while spawning is paused, not counted"
 ANY_STATE = tasks.SECTIONS
 FINISH_TRIES, FINISH_GIVE_UP_AFTER = 3, 3600.0  # a finish that keeps failing ends Blocked
+HOUSEKEEPING_EVERY = 3600.0
 
 
 class Coordinator:
@@ -256,6 +267,7 @@ class Coordinator:
                  environ: Optional[Dict[str, str]] = None, wall: Optional[Callable[[], float]] = None):
         self.cfg = cfg
         self.github = github or GitHub(cfg.repo)
+        self.git = Git(cfg)
         # Two clocks. `clock` measures durations and schedules (timeouts,
         # backoffs, the poll): it never jumps, so NTP stepping the Pi's clock
         # at boot neither kills a young worker nor stops the polling. `wall`
@@ -281,12 +293,9 @@ class Coordinator:
         self.github_error = ""
         self.slow_poll = ""                   # why polling is slowed (rate limit nearly spent), for the status line
         # spawning
-        self.paused_by_signal = False
-        self.breaker_count = 0
-        self.breaker_error = ""
-        self.spawn_block_until = 0.0
-        self.spawn_block_reason = ""
+        self.gates = Gates(cfg)
         self.next_due_at = 0.0                # earliest Pending "Next attempt" still ahead
+        self.disk: Dict[str, Any] = {}        # MB used by trees and logs, and free (housekeeping)
         self.spend = ledger.SpendTracker(cfg.ledger_path, self.wall(now))
         self.counters = {k: 0 for k in ("launched", "completed", "failed", "blocked", "startup_errors",
                                         "prs_opened", "github_errors", "worktree_repairs")}
@@ -296,6 +305,7 @@ class Coordinator:
         self.ready = False                    # first successful cycle done (systemd READY=1)
         self._dry_doc: Optional[tasks.TaskFile] = None
         self._archived_day = ""
+        self._housekept_at = 0.0
         self._loaded: Tuple[Optional[bytes], tasks.TaskFile] = (None, tasks.TaskFile())  # load()'s cache
 
     # -- helpers -----------------------------------------------------------------
@@ -347,11 +357,7 @@ class Coordinator:
 
     @property
     def paused(self) -> str:
-        if self.paused_by_signal:
-            return "paused by SIGUSR1"
-        if self.cfg.pause_path.exists():
-            return f"paused by {self.cfg.pause_path.name} file"
-        return ""
+        return self.gates.paused
 
     # -- the one writer of task state ----------------------------------------------
     def change_state(self, issue: int, to: Optional[str], *, expect: Any, owner: Optional[str] = None,
@@ -370,7 +376,8 @@ class Coordinator:
         """One cycle, in this order (each step may rely on the ones before).
         Each step is guarded: its failure is logged once and waits for the
         next tick; it never ends the daemon or skips the steps after it.
-        0. archive yesterday's completed entries when the day changes
+        0. housekeeping: archive yesterday's completed entries when the day
+           changes; hourly, prune old worktrees and logs and measure the disk
         1. reap workers whose process ended (by PID)
         2. supervise live workers: read new log lines, STOP file, timeouts, budget
         3. finish ended workers from their evidence (PR, BLOCKED.md, commits)
@@ -381,6 +388,8 @@ class Coordinator:
         self._offset = self._wall() - self.clock()
         if local_time(self.wall(now))[:10] != self._archived_day:
             self.guarded("archive", self.archive, now)
+        if now >= self._housekept_at:
+            self.guarded("housekeeping", self.housekeep, now)
         self.guarded("reap", self.reap, now)
         self.guarded("supervise", lambda: self.supervise(now, self.load()))
         self.guarded("finish", self.finish_exited, now)
@@ -425,6 +434,9 @@ class Coordinator:
                 w.result_seen_at = now
             if w.state == STARTING and (s.assistant_turns > 0 or now - w.started_at >= self.cfg.startup_grace):
                 w.change_state(RUNNING, now)
+            if s.assistant_turns > 0 and not w.got_going:
+                w.got_going = True
+                self.gates.startup.got_going(w.issue, now)
             if w.state == STOPPING:
                 self.advance_stop(w, now)
                 continue
@@ -475,10 +487,8 @@ class Coordinator:
         log.info("%s stopping pid=%d: %s", w.name, w.pid, reason)
         if reason.startswith(API_DOWN):
             # The API is down or refusing us: every other start would fail
-            # the same way, so nobody starts until the backoff has passed.
-            self.spawn_block_until = max(self.spawn_block_until, now + self.cfg.startup_backoff[0])
-            self.spawn_block_reason = f"spawning paused: {reason}"
-            log.warning("%s until %s", self.spawn_block_reason, clock_time(self.wall(self.spawn_block_until)))
+            # the same way, so the breaker opens at once.
+            self.gates.startup.open_now(reason, now)
         w.stop_reason = reason
         w.change_state(STOPPING, now)
         w.stop_stage = 0
@@ -515,11 +525,13 @@ class Coordinator:
         for w in exited:
             sweep_tagged(w)  # nothing a worker started outlives it
             try:
-                self.finish(w, now, prs.get(w.branch, ""))
-            except (GitHubError, GitError, OSError) as e:
-                self.finish_failed(w, now, e)
+                ended = self.finish(w, now, prs.get(w.branch, ""))
+            except Exception as e:  # deliberate: one task's finish must never hold up the others'
+                self.guarded(f"{w.name} finish", self.finish_failed, w, now, e)
                 continue
             del self.workers[w.issue]
+            if ended is not None:  # recorded: what follows is telling people, which may wait
+                self.guarded(f"{w.name} notice", self.announce, w, ended)
             # A finish takes git and gh calls (a second or more on a Pi);
             # note exits meanwhile, so none waits a whole tick to be seen.
             self.reap(self.clock())
@@ -543,29 +555,32 @@ class Coordinator:
             log.warning("%s finishing failed (try %d of %d), again at %s: %s", w.name, w.finish_failures,
                         FINISH_TRIES, clock_time(self.wall(w.finish_next_at)), reason)
             return
-        del self.workers[w.issue]
+        # Recorded first: if even that fails (a full disk), the worker stays
+        # here and the next tick tries again.
         ended = self.change_state(w.issue, BLOCKED, expect=ACTIVE, owner=w.worker_id, now=now,
                                   reason=reason, attempts=w.attempt)
-        self.record_run(w, w.follower.summary, reason, now)
+        del self.workers[w.issue]
+        self.record_run(w, w.follower.summary, reason, now, "blocked")
         if ended is not None:
             self.counters["blocked"] += 1
             log.warning("%s blocked: %s", w.name, reason)
-            self.notify(ended)
+            self.guarded(f"{w.name} notice", self.notify, ended)
 
-    def finish(self, w: Worker, now: float, pr_url: str = "") -> None:
+    def finish(self, w: Worker, now: float, pr_url: str = "") -> Optional[Task]:
         """Decide how the run ended from its evidence, deliver its work (push,
-        pull request), record the outcome, tell the issue."""
+        pull request) and record the outcome: the entry as written, or None
+        when a person changed it meanwhile."""
         s = w.follower.catch_up()
         task = self.load().governing(w.issue)
         if task is None or task.state != ACTIVE or task.worker != w.worker_id:
             log.info("%s ended after a person changed its entry; leaving the entry as they set it", w.name)
-            self.record_run(w, s, CANCELLED, now)
-            return
+            self.record_run(w, s, CANCELLED, now, "stopped")
+            return None
         elapsed = (w.exited_at or now) - w.started_at
         outcome, commits = self.judge(w, pr_url, s, elapsed)
         if outcome.kind == "blocked" and commits > 0:
             try:
-                push_branch(self.cfg, w.branch)  # best effort: Blocked says "pushed if it has commits"
+                self.git.push_branch(w.branch)  # best effort: Blocked says "pushed if it has commits"
             except GitError as e:
                 log.warning("%s could not push %s: %s", w.name, w.branch, e)
         if outcome.kind == "open_pr":
@@ -579,20 +594,33 @@ class Coordinator:
                 outcome = Outcome("blocked", str(e))
         if outcome.kind == "startup_error":
             outcome.reason = last_line(w.stderr_path, w.stderr_offset) or outcome.reason
+            outcome.systemic = self.count_startup_error(w.issue, outcome.reason, now)
+        elif outcome.kind == "stopped":
+            self.gates.startup.probe_ended(w.issue, now)
         else:
-            self.breaker_count = 0
+            self.gates.startup.got_going(w.issue, now)
         ended = self.record_outcome(w, outcome, pr_url, now)
-        self.record_run(w, s, outcome.reason or outcome.kind, now)
+        self.record_run(w, s, outcome.reason or outcome.kind, now, _LEDGER_OUTCOME[outcome.kind])
         if ended is None:
             log.info("%s entry changed by a person while finishing; left as they set it", w.name)
-            return
+            return None
         self.log_outcome(w, outcome, ended, now)
+        if outcome.kind == "failed":
+            self.gates.failed_run(w.issue, outcome.reason)
+        elif ended.state in (COMPLETED, BLOCKED):
+            self.gates.failures.good_run()
+        return ended
+
+    def announce(self, w: Worker, ended: Task) -> None:
+        """After the outcome is recorded: tell the issue, tidy up. A failure
+        here never finishes the run again: an owed notice is delivered with
+        the next poll (the outbox)."""
         # The issue is told first: removing the worktree takes a git call
         # (~0.1 s, more on a Pi) that nobody is waiting for.
         if ended.state in tasks.TERMINAL:
             self.notify(ended)
         if ended.state == COMPLETED:
-            remove_worktree(self.cfg, w.tree)
+            self.git.remove_worktree(w.tree)
         if ended.state not in tasks.TERMINAL and ended.comment_id:
             self.post_or_edit(ended.issue, ended.comment_id, f"⏳ Attempt did not finish: {ended.reason}. "
                                                              f"Next attempt at {ended.next_attempt}.")
@@ -608,7 +636,7 @@ class Coordinator:
             except OSError:
                 first = []
             blocked_reason = redact(first[0].lstrip("# ").strip()[:300]) if first else ""
-        commits = commits_ahead(self.cfg, w.branch)
+        commits = self.git.commits_ahead(w.branch)
         outcome = decide_outcome(pr_url=pr_url, blocked_reason=blocked_reason, commits=commits,
                                  stop_reason=w.stop_reason, returncode=w.returncode, summary=s,
                                  elapsed=elapsed, startup_grace=self.cfg.startup_grace)
@@ -618,7 +646,7 @@ class Coordinator:
         # with the repository's secrets: a person reviews it first. When git
         # cannot tell, the branch is held too.
         try:
-            held = held_paths(self.cfg, w.branch)
+            held = self.git.held_paths(w.branch)
         except GitError as e:
             log.warning("%s not pushed: could not check for workflow changes: %s", w.name, e)
             return Outcome("blocked", f"could not check the branch for workflow changes ({e}); "
@@ -633,7 +661,7 @@ class Coordinator:
         """Push the branch and open its pull request; returns the PR's URL.
         Idempotent: an earlier, interrupted finish may have done either.
         Raises PullRefused for a 422 that is not "already exists"."""
-        push_branch(self.cfg, w.branch)
+        self.git.push_branch(w.branch)
         issue = self.issues.get(w.issue) or {}
         title = (issue.get("title") or task.title)[:200]
         body = f"Closes #{w.issue}\n\nOpened by the TAC coordinator from `{w.branch}`."
@@ -658,7 +686,7 @@ class Coordinator:
 
     def record_outcome(self, w: Worker, outcome: Outcome, pr_url: str, now: float) -> Optional[Task]:
         """The one write that ends the run in tasks.md."""
-        sha = head_sha(self.cfg, w.branch) if outcome.kind in ("completed", "open_pr") else ""
+        sha = self.git.head_sha(w.branch) if outcome.kind in ("completed", "open_pr") else ""
 
         def apply(doc: tasks.TaskFile) -> Optional[Task]:
             cur = doc.governing(w.issue)
@@ -671,6 +699,9 @@ class Coordinator:
             elif outcome.kind in ("blocked", "stopped"):  # stopped: FATAL at once, never retried
                 to = BLOCKED if outcome.kind == "blocked" else FAILED
                 fields.update(reason=outcome.reason)
+            elif outcome.systemic:  # the task waits for the breaker; nothing counts against it
+                to = PENDING
+                fields.update(reason=f"{SPAWNING_PAUSED_START}: {outcome.reason}", next_attempt="")
             else:
                 policy = after_startup_error if outcome.kind == "startup_error" else after_failed_run
                 to, more = policy(dataclasses.replace(cur, **fields), self.cfg, self.wall(now), outcome.reason)
@@ -682,8 +713,8 @@ class Coordinator:
     def log_outcome(self, w: Worker, outcome: Outcome, ended: Task, now: float) -> None:
         if outcome.kind == "startup_error":
             log.info("%s startup error: %s; %s", w.name, outcome.reason,
+                     "waits for the breaker (not counted against it)" if outcome.systemic else
                      f"next attempt {ended.next_attempt}" if ended.state == PENDING else "giving up")
-            self.count_startup_error(now, outcome.reason)
         elif ended.state == PENDING:
             log.info("%s failed: %s; retry at %s", w.name, outcome.reason, ended.next_attempt)
         else:
@@ -691,9 +722,9 @@ class Coordinator:
             self.counters[key] += 1
             log.info("%s %s%s", w.name, key, f": {ended.pr or ended.reason}" if (ended.pr or ended.reason) else "")
 
-    def record_run(self, w: Worker, s: Any, exit_reason: str, now: float) -> None:
+    def record_run(self, w: Worker, s: Any, exit_reason: str, now: float, outcome: str) -> None:
         """One ledger line per run, and the separator the viewer shows."""
-        record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now))
+        record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now), outcome)
         if s.overlong_lines:  # their text is gone (issue #11): say so once, where the run ends
             log.warning("%s skipped %d over-long transcript line(s)", w.name, s.overlong_lines)
         try:
@@ -755,15 +786,18 @@ class Coordinator:
                           remaining, interval)
         self.next_poll_at = now + interval
         if decisions:
-            self.update(lambda doc: [d(doc) for d in decisions])
+            self.update(lambda doc: [change(doc) for change, _ in decisions])
+            for _, said in decisions:  # said once written: a failed write (a full disk) is retried, not re-said
+                if said:
+                    log.info("%s", said)
         return True
 
-    def intake(self, listing: List[dict], now: float) -> List[Callable[[tasks.TaskFile], Any]]:
+    def intake(self, listing: List[dict], now: float) -> List[Tuple[Callable[[tasks.TaskFile], Any], str]]:
         """Work out how tasks.md must change for this listing. Returns the
         changes as functions, so they can be re-applied if a person edits
-        tasks.md in between."""
+        tasks.md in between, each with its log line."""
         doc = self.load()
-        changes: List[Callable[[tasks.TaskFile], Any]] = []
+        changes: List[Tuple[Callable[[tasks.TaskFile], Any], str]] = []
         listed = {i["number"] for i in listing}
         for issue in sorted(listing, key=lambda i: i["number"]):
             n = issue["number"]
@@ -779,20 +813,22 @@ class Coordinator:
                 labelled_at = _iso_epoch(who[2]) if who else None
                 if finished is None or labelled_at is None or labelled_at <= finished:
                     if not task.outbox:
-                        changes.append(_owe_notice(n, self.wall(now)))
+                        changes.append((_owe_notice(n, self.wall(now)), ""))
                     continue
             if not self.trusted(n, who):
                 continue
+            if task is not None:  # a person asked again: that also lifts the failure breaker's pause
+                self.gates.resume(f"gh-{n} labelled again by {who[0]}")
             fresh = dict(title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
                          body_sha=_body_sha(issue), earlier_runs=run_number(task) - 1 if task is not None else 0)
-            log.info("gh-%d queued {p%d} labelled by %s%s", n, fresh["priority"], who[0] if who else "?",
-                     " (again)" if task is not None else "")
-            changes.append(functools.partial(tasks.transition, issue=n, to=PENDING,
-                                             expect=(tasks.NEW,) + tasks.TERMINAL, **fresh))
+            changes.append((functools.partial(tasks.transition, issue=n, to=PENDING,
+                                              expect=(tasks.NEW,) + tasks.TERMINAL, **fresh),
+                            f"gh-{n} queued {{p{fresh['priority']}}} labelled by {who[0] if who else '?'}"
+                            + (" (again)" if task is not None else "")))
         for t in doc.in_state(PENDING):
             if t.issue not in listed:
-                log.info("gh-%d dropped from the queue: the label is gone or the issue is closed", t.issue)
-                changes.append(functools.partial(tasks.transition, issue=t.issue, to=tasks.NEW, expect=PENDING))
+                changes.append((functools.partial(tasks.transition, issue=t.issue, to=tasks.NEW, expect=PENDING),
+                                f"gh-{t.issue} dropped from the queue: the label is gone or the issue is closed"))
         return changes
 
     def trusted(self, n: int, who: Optional[Tuple[str, str, str]]) -> bool:
@@ -877,28 +913,17 @@ class Coordinator:
     # 6 ------------------------------------------------------------------------
     def spawn_block(self, now: float) -> str:
         """Why no worker may start now, or ''."""
-        if self.paused:
-            return self.paused
-        if now < self.spawn_block_until:
-            return f"{self.spawn_block_reason} until {clock_time(self.wall(self.spawn_block_until))}"
-        budget = ledger.budget_block(self.spend.totals(self.wall(now)), self.cfg.daily_usd or None,
-                                     self.cfg.monthly_usd or None)
-        if budget:
-            return budget
-        return ""
+        return self.gates.block(now, self.spend.totals(self.wall(now)), lambda t: clock_time(self.wall(t)))
 
-    def count_startup_error(self, now: float, why: str) -> None:
-        """The circuit breaker: breaker_threshold startup errors in a row, on
-        any tasks, stop all spawning for startup_backoff[0]. A run that got
-        going resets the count (finish). Once tripped, each further startup
-        error in a row trips it again: the cause is evidently still there."""
+    def count_startup_error(self, issue: int, why: str, now: float) -> bool:
+        """Tell the breaker; True when the error is the system's (the
+        breaker was open): the task is then not charged for it."""
         self.counters["startup_errors"] += 1
-        self.breaker_count += 1
-        self.breaker_error = why
-        if self.breaker_count >= self.cfg.breaker_threshold:
-            self.spawn_block_until = now + self.cfg.startup_backoff[0]
-            self.spawn_block_reason = f"spawning paused: {self.breaker_count} startup errors in a row ({why})"
-            log.warning("%s until %s", self.spawn_block_reason, clock_time(self.wall(self.spawn_block_until)))
+        was = self.gates.startup.state
+        systemic = self.gates.startup.startup_error(issue, why, now)
+        if self.gates.startup.state != was or systemic:
+            log.warning("%s", self.spawn_block(now) or f"spawning paused: {why}")
+        return systemic
 
     def dispatch(self, now: float) -> None:
         block = self.spawn_block(now)
@@ -916,18 +941,26 @@ class Coordinator:
             self.say_once(("block", block), "not spawning: %s", block)
             return
         due.sort(key=lambda t: (t.priority, t.issue))
+        by_issue = {t.issue: t for t in due}
+        # While the breaker is open the first start is its probe; a task
+        # already probed in this outage goes last, so one bad task cannot
+        # keep the queue waiting.
+        due = [by_issue[n] for n in self.gates.startup.pick_probe([t.issue for t in due])]
         # A held task must not take the slot of the next one in line.
         due = [t for t in due if self.text_as_labelled(t, now)]
         for t in due[:slots]:
-            free = mem_available_mb()
-            if free is not None and free < self.cfg.min_free_memory_mb:
-                self.say_once(("mem", int(now // 600)), "not spawning: %d MB available, below min_free_memory_mb %d",
-                              free, self.cfg.min_free_memory_mb)
+            short = self.gates.memory_block()
+            if short:
+                self.say_once(("mem", int(now // 600)), "not spawning: %s", short)
                 return
             if self.dry_run:
                 print(f"would start gh-{t.issue} {{p{t.priority}}} {t.title}")
                 continue
+            if not self.gates.startup.may_start(t.issue, now):
+                return  # the probe is out: nothing else until it has an answer
             self.guarded(f"gh-{t.issue} start", self.spawn, t, self.issues[t.issue], now)
+            if t.issue not in self.workers:
+                self.gates.startup.probe_ended(t.issue, now)  # it never started: probe again
             self.reap(self.clock())  # as in finish_exited: a spawn is slow too
 
     def text_as_labelled(self, t: Task, now: float) -> bool:
@@ -978,7 +1011,7 @@ class Coordinator:
         either a Pending entry or an Active one that recover() resolves."""
         n, cfg = t.issue, self.cfg
         w = Worker(issue=n, worker_id=new_worker_id(), attempt=t.attempts + 1,
-                   branch=unused_branch(cfg, n, run_number(t)), tree=cfg.worktree_path(n),
+                   branch=self.git.unused_branch(n, run_number(t)), tree=cfg.worktree_path(n),
                    log_path=cfg.transcript_path(n), stderr_path=cfg.stderr_path(n),
                    stderr_offset=0, pid=0, pid_start=None, started_at=now, follower=None, last_output_at=now)
         cfg.logs.mkdir(parents=True, exist_ok=True)
@@ -1009,20 +1042,24 @@ class Coordinator:
     def start_failed(self, w: Worker, why: str, now: float) -> None:
         log.warning("gh-%d could not start: %s", w.issue, why)
 
+        systemic = self.count_startup_error(w.issue, why, now)
+
         def back(doc: tasks.TaskFile) -> Optional[Task]:
             cur = doc.governing(w.issue)
-            to, fields = after_startup_error(cur, self.cfg, self.wall(now), why) if cur else (PENDING, {})
+            if systemic or cur is None:
+                to, fields = PENDING, {"reason": f"{SPAWNING_PAUSED_START}: {why}", "next_attempt": ""}
+            else:
+                to, fields = after_startup_error(cur, self.cfg, self.wall(now), why)
             return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=self.wall(now),
                                     **fields)
         self.update(back)
-        self.count_startup_error(now, why)
 
     def start_process(self, w: Worker, issue: dict, now: float) -> None:
         """Worktree, prompt file and `claude -p` process for `w`; fills in its
         PID. Raises StartError saying what failed."""
         cfg = self.cfg
         try:
-            w.tree, repaired = prepare_worktree(cfg, w.issue, w.branch)
+            w.tree, repaired = self.git.prepare_worktree(w.issue, w.branch)
         except (GitError, OSError) as e:
             raise StartError(f"worktree: {e}")
         if repaired:
@@ -1042,7 +1079,8 @@ class Coordinator:
             f.write(json.dumps({"type": "tac", "subtype": "attempt", "issue": w.issue, "attempt": w.attempt,
                                 "worker": w.worker_id, "branch": w.branch,
                                 "started": local_time(self.wall(now))}) + "\n")
-        w.follower = transcript.TranscriptFollower(w.log_path, w.log_path.stat().st_size)
+        w.log_start = w.log_path.stat().st_size
+        w.follower = transcript.TranscriptFollower(w.log_path, w.log_start)
         try:
             # In its own session, so it can be stopped as a whole.
             with open(prompt_path, "rb") as stdin, open(w.log_path, "ab") as out, open(w.stderr_path, "ab") as err:
@@ -1125,6 +1163,12 @@ class Coordinator:
             "spend": {"today_usd": spend.today_usd, "month_usd": spend.month_usd,
                       "daily_usd": self.cfg.daily_usd or None, "monthly_usd": self.cfg.monthly_usd or None},
             "max_concurrent": self.max_concurrent, "queue": {k: v for k, v in counts.items()},
+            "breaker": {"state": self.gates.startup.state, "errors_in_a_row": self.gates.startup.errors,
+                        "last_error": redact(self.gates.startup.last_error),
+                        "next_probe_at": wall(self.gates.startup.next_probe_at)
+                        if self.gates.startup.state == OPEN else None,
+                        "failed_runs_in_a_row": len(self.gates.failures.recent)},
+            "runs": self.spend.success(), "disk": self.disk,
         }
         level, reason = metrics.health(data, wall(now))
         data["health"] = {"level": level, "reason": reason}
@@ -1138,7 +1182,7 @@ class Coordinator:
         """Re-adopt workers that outlived a restart; finish the others from
         their evidence. Never a second worker for the same issue."""
         try:
-            git(["worktree", "prune"], self.cfg.repo_path)
+            self.git.prune()
         except GitError as e:
             log.warning("git worktree prune: %s", e)
         self.archive(now)
@@ -1185,7 +1229,7 @@ class Coordinator:
                        log_path=log_path, stderr_path=self.cfg.stderr_path(t.issue), stderr_offset=0,
                        pid=pid or 0, pid_start=start, started_at=now - max(0.0, age),
                        follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now,
-                       entry=t)
+                       entry=t, log_start=t.log_offset or 0)
             if alive:
                 w.change_state(RUNNING, now)
                 log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)
@@ -1218,25 +1262,42 @@ class Coordinator:
         if moved:
             log.info("archived %d completed task(s) to %s", len(moved), self.cfg.archive_path.name)
 
+    def housekeep(self, now: float) -> None:
+        """Hourly: what has outlived [paths] keep_*_days goes; the disk is measured."""
+        self._housekept_at = now + HOUSEKEEPING_EVERY
+        if self.dry_run:
+            return
+        cfg = self.cfg
+        retention.prune(cfg, self.load(), set(self.workers), self.wall(now),
+                        remove_tree=self.git.remove_worktree, pushed=self.git.pushed)
+        self.disk = retention.usage(cfg, self.gates.disk)
+
     # -- SIGHUP ----------------------------------------------------------------------
     def reload(self, new: Config, now: float) -> bool:
         """Apply a re-read config in full, or not at all. Everything that is
         read from cfg each time (budgets, timeouts, templates, the command)
-        follows by itself; what was built from it is built again."""
-        if new.tasks_path != self.cfg.tasks_path:
-            # The lock, the ledger's neighbours and metrics.json live beside
-            # tasks.md; moving them under a running daemon would let a second one start.
-            log.error("config not reloaded: [paths] tasks changed from %s to %s; restart the coordinator "
-                      "to move it (keeping the old config)", self.cfg.tasks_path, new.tasks_path)
-            return False
-        old, self.cfg = self.cfg, new
-        if new.repo != old.repo:
-            gh = self.github
-            self.github = GitHub(new.repo, gh=getattr(gh, "gh", "gh"), env=getattr(gh, "env", None))
+        follows by itself; what was built from it is built first, then all
+        of it is swapped in, so a failure leaves the old config whole."""
+        old = self.cfg
+        for key, before, after in _FIXED_WHILE_RUNNING(old, new):
+            if before != after:
+                # The locks, the queue and the workers' files live there:
+                # moving them under a running daemon would let a second one in.
+                log.error("config not reloaded: %s changed from %s to %s; restart the coordinator to move it "
+                          "(keeping the old config)", key, before, after)
+                return False
+        gh = self.github
+        github = gh if new.repo == old.repo else GitHub(new.repo, gh=getattr(gh, "gh", "gh"),
+                                                        env=getattr(gh, "env", None))
+        spend = self.spend if new.ledger_path == old.ledger_path else ledger.SpendTracker(new.ledger_path,
+                                                                                          self.wall(now))
+        cap = worker_cap(new.max_concurrent)
+        # Built: now applied, all of it.
+        if github is not gh:
             self.issues, self.listing_ok, self.next_poll_at = {}, False, 0.0  # that listing was another repository's
-        if new.ledger_path != old.ledger_path:
-            self.spend = ledger.SpendTracker(new.ledger_path, self.wall(now))
-        self.max_concurrent = worker_cap(new.max_concurrent)
+        self.cfg, self.github, self.spend, self.max_concurrent = new, github, spend, cap
+        self.git.cfg = new
+        self.gates.reconfigure(new)
         self._metrics_at = 0.0  # metrics.json shows the new settings at once
         log.info("config reloaded from %s: repo=%s label=%s max_concurrent=%d", new.file, new.repo, new.label,
                  self.max_concurrent)
@@ -1255,7 +1316,8 @@ class Coordinator:
         wake = self.next_poll_at
         # A backoff or a tripped breaker that ends before the next poll must
         # not wait for it: with poll_interval 30 a 1 s backoff took 30 s.
-        for at in (self.next_due_at, self.spawn_block_until):
+        probe_at = self.gates.startup.next_probe_at if self.gates.startup.state == OPEN else 0.0
+        for at in (self.next_due_at, probe_at):
             if at > now:
                 wake = min(wake, at)
         return max(0.05, min(wake - now, longest))
@@ -1276,6 +1338,13 @@ def _owe_notice(n: int, now: float) -> Callable[[tasks.TaskFile], Optional[Task]
                 fields["reason"] = f"moved to {t.state} in tasks.md"  # else the issue is told "Failed: " and nothing
         return tasks.amend(doc, n, expect=tasks.TERMINAL, **fields)
     return change
+
+
+def _FIXED_WHILE_RUNNING(old: Config, new: Config) -> List[Tuple[str, Any, Any]]:
+    """The keys a running daemon cannot take on: where its state, locks and
+    workers' files live."""
+    return [("[paths] tasks", old.tasks_path, new.tasks_path), ("[repo] path", old.repo_path, new.repo_path),
+            ("[paths] trees", old.trees, new.trees), ("[paths] logs", old.logs, new.logs)]
 
 
 def _maybe(f: Callable[[float], float], t: Optional[float]) -> Optional[float]:
@@ -1445,23 +1514,36 @@ class LockHeld(Exception):
     pass
 
 
-def take_lock(cfg: Config):
-    """One coordinator per tasks.md: flock on a file beside it, holding our PID."""
+def take_lock(cfg: Config) -> List[Any]:
+    """One coordinator per queue, per clone and per trees folder: a flock on
+    a file in each, holding our PID. Two coordinators with their own
+    tasks.md but one clone would otherwise "repair" each other's worktrees
+    and run every issue twice."""
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    path = cfg.state_dir / f".{cfg.tasks_path.name}.lock"
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    cfg.trees.mkdir(parents=True, exist_ok=True)
+    git_dir = cfg.repo_path / ".git"
+    places = [(cfg.state_dir / f".{cfg.tasks_path.name}.lock", f"the queue {cfg.tasks_path}"),
+              (cfg.trees / ".tac-coordinator.lock", f"the worktrees folder {cfg.trees}")]
+    if git_dir.is_dir():
+        places.append((git_dir / "tac-coordinator.lock", f"the clone {cfg.repo_path}"))
+    held: List[Any] = []
+    for path, what in places:
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            for g in held:
+                g.close()
+            raise LockHeld(f"another coordinator (pid {holder}) is already running on {what}")
         f.seek(0)
-        holder = f.read().strip() or "unknown"
-        f.close()
-        raise LockHeld(f"another coordinator (pid {holder}) is already running on {cfg.tasks_path}")
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        held.append(f)
+    return held
 
 
 class Daemon:
@@ -1495,8 +1577,7 @@ class Daemon:
                          signal.Signals(sig).name, len(self.c.live_workers()))
                 self.stop = True
             elif sig == signal.SIGUSR1:
-                self.c.paused_by_signal = not self.c.paused_by_signal
-                log.info("spawning %s by SIGUSR1", "paused" if self.c.paused_by_signal else "resumed")
+                self.c.gates.sigusr1()
             elif sig == signal.SIGHUP:
                 try:
                     new = load_config(self.config_path)
@@ -1577,7 +1658,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return EX_FAIL
         return EX_OK
     try:
-        coordinator.lock_file = take_lock(cfg)  # held (open) until the process exits
+        coordinator.locks = take_lock(cfg)  # held (open) until the process exits
     except LockHeld as e:
         print(f"coordinator: {e}", file=sys.stderr)
         return EX_FAIL

@@ -144,6 +144,18 @@ def head_sha(cfg: Config, branch: str) -> str:
         return ""
 
 
+def pushed(cfg: Config, branch: str) -> bool:
+    """Does the remote hold the branch as it is here (by the remote-tracking
+    ref a push updates)? False when git cannot tell."""
+    try:
+        here = git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cfg.repo_path, timeout=60)
+        there = git(["rev-parse", "--verify", "--quiet", f"refs/remotes/{cfg.remote}/{branch}"], cfg.repo_path,
+                    timeout=60)
+    except GitError:
+        return False
+    return here.strip() == there.strip() != ""
+
+
 def push_branch(cfg: Config, branch: str) -> None:
     # The branch namespace is ours; a retry of a crashed completion may push
     # the same branch again, so force is the idempotent choice.
@@ -154,3 +166,39 @@ def push_branch(cfg: Config, branch: str) -> None:
         if "rejected" in why or why.startswith("remote:"):
             raise PushRejected(why)
         raise  # the remote could not be reached, or git failed here
+
+
+class Git:
+    """The clone as the daemon uses it: the Coordinator holds one as `git`,
+    and a test may hand it another (honcho's way with its process
+    constructor), say one whose push the origin refuses."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def prune(self) -> None:
+        git(["worktree", "prune"], self.cfg.repo_path)
+
+    def prepare_worktree(self, issue: int, branch: str) -> Tuple[Path, bool]:
+        return prepare_worktree(self.cfg, issue, branch)
+
+    def remove_worktree(self, tree: Path) -> bool:
+        return remove_worktree(self.cfg, tree)
+
+    def unused_branch(self, issue: int, run: int) -> str:
+        return unused_branch(self.cfg, issue, run)
+
+    def commits_ahead(self, branch: str) -> int:
+        return commits_ahead(self.cfg, branch)
+
+    def held_paths(self, branch: str) -> List[str]:
+        return held_paths(self.cfg, branch)
+
+    def head_sha(self, branch: str) -> str:
+        return head_sha(self.cfg, branch)
+
+    def push_branch(self, branch: str) -> None:
+        push_branch(self.cfg, branch)
+
+    def pushed(self, branch: str) -> bool:
+        return pushed(self.cfg, branch)

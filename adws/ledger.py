@@ -13,7 +13,11 @@ lines, and readers must cope)::
      "cache_read_tokens": 120000, "total_tokens": 125910, "cost_usd": 0.4312,
      "cost_source": "result", "num_turns": 12, "duration_ms": 312000,
      "subtype": "success", "is_error": false, "exit_reason": "exit status 0",
-     "api_retries": 0, "model_usage": {...}}
+     "outcome": "completed", "api_retries": 0, "model_usage": {...}}
+
+``outcome`` is how the run ended for its task: completed, blocked, failed
+(a run that got going and failed; it may be retried), startup_error or
+stopped. The first three are the runs a success rate counts.
 
 Why the data is shaped this way:
 
@@ -38,7 +42,8 @@ import os
 import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Dict, Iterator, Optional
+from collections import deque
+from typing import Deque, Dict, Iterator, Optional
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
@@ -200,20 +205,28 @@ def spend(path, now: float) -> Spend:
     return tracker.totals(now)
 
 
+RUN_OUTCOMES = ("completed", "blocked", "failed")   # what a success rate counts
+RECENT_RUNS = 20
+OUTCOME_DAYS = 14
+
+
 class SpendTracker:
-    """The daemon's in-memory running totals.
+    """The daemon's in-memory running totals: spend and run outcomes.
 
     Built from one read of the ledger; afterwards ``add`` each record the
     daemon appends. Sums are kept per local day for the current month only
     (at most 31 numbers), so ``totals`` rolls over by itself: after midnight
     the new day's key has no entries yet (today = 0) and after the first of
-    the month the previous month's days are dropped. ``corrupt`` is the
-    number of lines the initial read skipped.
+    the month the previous month's days are dropped. Outcomes are kept for
+    the last RECENT_RUNS runs and per day for OUTCOME_DAYS days (``success``).
+    ``corrupt`` is the number of lines the initial read skipped.
     """
 
     def __init__(self, path, now: float):
         self.corrupt = 0
         self._by_day: Dict[str, Decimal] = {}
+        self._recent: Deque[str] = deque(maxlen=RECENT_RUNS)
+        self._outcomes: Dict[str, Dict[str, int]] = {}
         month = local_day(now)[:7]
         scan = read(path)
         for rec in scan:
@@ -222,11 +235,37 @@ class SpendTracker:
             # lose runs recorded "in the future".
             if day is not None and day[:7] >= month:
                 self._by_day[day] = self._by_day.get(day, ZERO) + cost(rec)
+            self._count(rec, day)
         self.corrupt = scan.corrupt
+        self._trim(now)
 
     def add(self, record: dict, now: float) -> None:
         day = record_day(record) or local_day(now)
         self._by_day[day] = self._by_day.get(day, ZERO) + cost(record)
+        self._count(record, day)
+        self._trim(now)
+
+    def _count(self, record: dict, day: Optional[str]) -> None:
+        outcome = record.get("outcome")
+        if outcome not in RUN_OUTCOMES:
+            return
+        self._recent.append(outcome)
+        if day is not None:
+            counts = self._outcomes.setdefault(day, {k: 0 for k in RUN_OUTCOMES})
+            counts[outcome] += 1
+
+    def _trim(self, now: float) -> None:
+        oldest = local_day(now - OUTCOME_DAYS * 86400)
+        for old in [d for d in self._outcomes if d <= oldest]:
+            del self._outcomes[old]
+
+    def success(self) -> dict:
+        """For metrics.json: the last runs' outcomes and each day's."""
+        recent = list(self._recent)
+        done = recent.count("completed")
+        return {"last_runs": len(recent), "last_completed": done,
+                "last_rate": round(done / len(recent), 3) if recent else None,
+                "by_day": {d: dict(c) for d, c in sorted(self._outcomes.items())}}
 
     def totals(self, now: float) -> Spend:
         day = local_day(now)

@@ -496,11 +496,10 @@ def _detail(task: Task, raw_key: str, raw_value: str, seen: set) -> Optional[str
     if kind != "str" and value and not _INT_RE.fullmatch(value):
         task.extra.append((key, value))
         return f"'{key}' is not a number"
+    if not value:
+        return None  # empty says nothing: not "seen", so a later line with a value is no repeat
     seen.add(attr)
-    if kind == "str":
-        setattr(task, attr, value)
-    elif value:
-        setattr(task, attr, int(value))
+    setattr(task, attr, value if kind == "str" else int(value))
     return None
 
 

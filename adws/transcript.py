@@ -672,7 +672,8 @@ class TranscriptFollower:
 # The usage ledger
 # ---------------------------------------------------------------------------
 
-def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: str, now: float) -> dict:
+def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: str, now: float,
+                  outcome: str = "") -> dict:
     """One line of ``<logs>/usage.jsonl`` for a finished attempt (see adws/ledger.py).
 
     ``date`` is the local day (budgets are per day as the user sees it), ``ts``
@@ -698,6 +699,7 @@ def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: st
         "subtype": summary.result_subtype,
         "is_error": summary.is_error,
         "exit_reason": exit_reason,
+        "outcome": outcome,
         "api_retries": summary.api_retries,
         "model_usage": summary.model_usage,
     }

@@ -170,6 +170,8 @@ class Worker:
     finish_failures: int = 0              # finishing failed (push refused, git error): retried, then Blocked
     finish_failed_at: Optional[float] = None
     finish_next_at: float = 0.0
+    got_going: bool = False               # reached a model turn (the startup breaker was told)
+    log_start: int = 0                    # where this run's lines begin in its transcript (max_log_mb)
     # Its tasks.md entry as last read: if the entry vanishes (the file deleted,
     # cut or overwritten) while the worker runs, it is written back from this.
     entry: Any = None

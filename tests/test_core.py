@@ -218,3 +218,62 @@ def test_sighup_applies_the_new_repository_and_refuses_a_new_tasks_path(project,
                      message="refusal logged")
     assert not (project.dir / "elsewhere").exists()
     assert p.poll() is None
+    assert project.log_text().count("config not reloaded") == 1  # one line, naming the key
+    # The old config is kept whole: the new repository and worker cap stay; nothing of the refused file applies.
+    github.reset_requests()
+    text = project.config.read_text().replace('max_concurrent = 1', 'max_concurrent = 3')
+    project.config.write_text(text)  # still refused (tasks moved): max_concurrent 3 must not apply either
+    p.send_signal(signal.SIGHUP)
+    project.wait_for(lambda: project.log_text().count("config not reloaded") == 2, timeout=10,
+                     message="refused again")
+    time.sleep(1.5)
+    assert json.loads((project.dir / "metrics.json").read_text())["max_concurrent"] == 1
+    assert all("repos/acme/widgets/" not in r.path for r in github.requests)
+
+
+class RecordingGit:
+    """The clone, as the Coordinator asks it (gitops.Git's methods): no commits."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append((name, args))
+            return {"commits_ahead": 0, "held_paths": [], "head_sha": "", "pushed": False}.get(name)
+        return call
+
+
+class NoticeRefusingGitHub:
+    """Answers the finish's questions; telling the issue fails with a disk error."""
+    rate_remaining = rate_reset = None
+
+    def pull_heads(self):
+        return {}
+
+    def comment(self, issue, text):
+        raise OSError(28, "No space left on device")
+
+    edit_comment = comment
+
+
+def test_a_notice_that_fails_after_the_outcome_is_recorded_never_finishes_the_run_again(tmp_path):
+    cfg = dataclasses.replace(co.load_config(write_min_config(tmp_path)), tasks_path=tmp_path / "tasks.md",
+                              logs=tmp_path / "logs", trees=tmp_path / "trees")
+    c = co.Coordinator(cfg, NoticeRefusingGitHub(), clock=lambda: T0, environ={})
+    c.git = RecordingGit()
+    tree = tmp_path / "trees" / "gh-1"
+    tree.mkdir(parents=True)
+    (tree / "BLOCKED.md").write_text("Which colour?\n")
+    tasks.update(cfg.tasks_path, lambda d: d.add(Task(1, "x", ACTIVE, worker="w-1", attempts=0)))
+    from adws.transcript import TranscriptFollower
+    w = co.Worker(issue=1, worker_id="w-1", attempt=1, branch="auto/gh-1", tree=tree, log_path=tmp_path / "l",
+                  stderr_path=tmp_path / "e", stderr_offset=0, pid=0, pid_start=None, started_at=T0 - 100,
+                  follower=TranscriptFollower(tmp_path / "l"), returncode=0, state=co.EXITED)
+    c.workers[1] = w
+    for _ in range(3):
+        c.finish_exited(T0)
+    assert c.workers == {}
+    t = tasks.load(cfg.tasks_path)[0].governing(1)
+    assert (t.state, t.reason, t.outbox) == (BLOCKED, "Which colour?", "pending")  # the notice is still owed
+    assert len((cfg.logs / "usage.jsonl").read_text().splitlines()) == 1  # one run, recorded once

@@ -225,12 +225,12 @@ def test_signal_handlers_only_record_and_the_loop_acts(wiring):
     daemon.signals.clear()
     os.kill(os.getpid(), signal.SIGUSR1)
     recorded = [s for s in daemon.signals if s != signal.SIGCHLD]  # a stray child may end meanwhile
-    assert recorded == [signal.SIGUSR1] and not daemon.c.paused_by_signal  # nothing done yet
+    assert recorded == [signal.SIGUSR1] and not daemon.c.gates.paused_by_signal  # nothing done yet
     daemon.handle_signals()
-    assert daemon.c.paused_by_signal and daemon.c.spawn_block(time.time()) == "paused by SIGUSR1"
+    assert daemon.c.gates.paused_by_signal and daemon.c.spawn_block(time.time()) == "paused by SIGUSR1"
     os.kill(os.getpid(), signal.SIGUSR1)
     daemon.handle_signals()
-    assert not daemon.c.paused_by_signal
+    assert not daemon.c.gates.paused_by_signal
     os.kill(os.getpid(), signal.SIGTERM)
     assert not daemon.stop
     daemon.handle_signals()

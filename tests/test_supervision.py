@@ -39,6 +39,7 @@ class FakeFollower:
         self.summary = summary or RunSummary()
         self.fed: List[dict] = []
         self.polls = 0
+        self.offset = 0  # bytes of the transcript read
 
     def feed(self, *events: dict) -> None:
         self.fed.extend(events)
@@ -345,14 +346,15 @@ def test_an_entry_moved_out_of_active_by_hand_stops_its_worker(cfg, tmp_path):
     assert (w.state, w.stop_reason) == (co.STOPPING, co.CANCELLED)
 
 
-def test_api_down_stops_the_worker_and_pauses_spawning(cfg, tmp_path):
+def test_api_down_stops_the_worker_and_opens_the_breaker_at_once(cfg, tmp_path):
     c = make_coordinator(cfg, tmp_path)
     w = make_worker(tmp_path, follower=FakeFollower(summary(api_retries=6, last_api_error="overloaded")))
     c.workers[w.issue] = w
     c.supervise(T0 + 1, tasks.TaskFile([Task(w.issue, "x", ACTIVE, worker=w.worker_id)]))
     assert w.state == co.STOPPING
-    assert c.spawn_block(T0 + 2).startswith("spawning paused: API unreachable: 6 retries (overloaded)")
-    assert c.spawn_block(T0 + 1 + 300) == ""
+    assert c.spawn_block(T0 + 2) == ("spawning paused: network or API down? (API unreachable: 6 retries "
+                                     f"(overloaded)); next probe {co.clock_time(T0 + 1 + 300)}")
+    assert c.spawn_block(T0 + 1 + 300) == ""  # the probe is due
 
 
 def test_reap_asks_the_workers_own_popen_and_records_its_code(cfg, tmp_path, said):
@@ -373,46 +375,107 @@ def test_reap_asks_the_workers_own_popen_and_records_its_code(cfg, tmp_path, sai
 
 # -- the breaker and next_wake ---------------------------------------------------------------
 
-def test_breaker_trips_after_threshold_startup_errors_for_the_first_backoff_step(cfg, tmp_path, said):
+def test_breaker_opens_after_threshold_startup_errors_then_lets_one_probe_through(cfg, tmp_path, said):
     c = make_coordinator(cfg, tmp_path)
-    c.count_startup_error(T0, "claude: command not found")
-    c.count_startup_error(T0 + 1, "claude: command not found")
-    assert c.spawn_block(T0 + 1) == ""
-    c.count_startup_error(T0 + 2, "claude: command not found")
+    b = c.gates.startup
+    assert c.count_startup_error(1, "claude: command not found", T0) is False  # the task's own, so far
+    c.count_startup_error(2, "claude: command not found", T0 + 1)
+    assert c.spawn_block(T0 + 1) == "" and b.state == "closed"
+    assert c.count_startup_error(3, "claude: command not found", T0 + 2) is False  # this one trips it
     block = c.spawn_block(T0 + 2)
-    assert block.startswith("spawning paused: 3 startup errors in a row (claude: command not found) until ")
-    assert c.spawn_block_until == T0 + 2 + 300
+    assert block == ("spawning paused: worker command missing? (claude: command not found); "
+                     f"next probe {co.clock_time(T0 + 302)}")
+    assert any(line == block for line in said)
     assert c.spawn_block(T0 + 301.9) == block
-    assert c.spawn_block(T0 + 302) == ""
+    assert c.spawn_block(T0 + 302) == ""  # the probe may go
+    assert b.may_start(1, T0 + 302) and not b.may_start(2, T0 + 302)  # one probe, nothing beside it
+    assert c.spawn_block(T0 + 303).endswith("; probe running")
     assert c.counters["startup_errors"] == 3
-    assert any(line.startswith("spawning paused: 3 startup errors in a row") for line in said)
-    # Still failing after the pause: the next error in the row trips it again.
-    c.count_startup_error(T0 + 400, "exit status 2")
-    assert c.spawn_block(T0 + 400).startswith("spawning paused: 4 startup errors in a row (exit status 2)")
-    assert c.spawn_block_until == T0 + 700
+
+
+def test_failed_probes_space_out_along_the_schedule_then_stay_at_its_last_step(cfg, tmp_path):
+    c = make_coordinator(cfg, tmp_path)
+    b = c.gates.startup
+    for n in (1, 2, 3):
+        c.count_startup_error(n, "Invalid API key · Please run /login", T0)
+    now, gaps = T0, []
+    for _ in range(5):
+        now = b.next_probe_at
+        assert b.may_start(1, now)
+        assert c.count_startup_error(1, "Invalid API key · Please run /login", now) is True  # the system's
+        gaps.append(b.next_probe_at - now)
+    assert [300.0] + gaps == [300.0, 600.0, 1200.0, 1200.0, 1200.0, 1200.0]
+    assert c.spawn_block(now).startswith("spawning paused: claude login expired? (Invalid API key")
+
+
+def test_a_probe_that_reaches_a_model_turn_closes_the_breaker(cfg, tmp_path):
+    c = make_coordinator(cfg, tmp_path)
+    for n in (1, 2, 3):
+        c.count_startup_error(n, "exit status 1", T0)
+    assert c.gates.startup.may_start(5, T0 + 300)
+    w = make_worker(tmp_path, issue=5, follower=FakeFollower(summary(assistant_turns=1)))
+    c.workers[5] = w
+    c.supervise(T0 + 301, tasks.TaskFile([Task(5, "x", ACTIVE, worker=w.worker_id)]))
+    assert c.gates.startup.state == "closed" and c.spawn_block(T0 + 301) == ""
+    assert c.count_startup_error(6, "exit status 1", T0 + 302) is False  # counted afresh, as the task's
+
+
+def test_probes_go_round_the_queue_so_one_bad_task_cannot_hold_it(cfg, tmp_path):
+    b = make_coordinator(cfg, tmp_path).gates.startup
+    for n in (1, 2, 3):
+        b.startup_error(n, "exit status 1", T0)
+    order = []
+    for _ in range(4):
+        first = b.pick_probe([1, 2, 3])[0]
+        assert b.may_start(first, b.next_probe_at)
+        order.append(first)
+        b.startup_error(first, "exit status 1", b.next_probe_at)
+    assert order == [1, 2, 3, 1]
 
 
 def test_breaker_is_shown_in_the_status_line_and_metrics(cfg, tmp_path):
     c = make_coordinator(cfg, tmp_path)
-    for _ in range(3):
-        c.count_startup_error(T0, "exit status 2")
+    for n in (1, 2, 3):
+        c.count_startup_error(n, "exit status 2", T0)
     c.publish(T0 + 1, polled=False)
     doc, problems, _ = tasks.load(c.cfg.tasks_path)
     assert problems == []
-    assert doc.status.startswith("spawning paused: 3 startup errors in a row (exit status 2) until ")
+    message = f"spawning paused: 3 startup errors in a row (exit status 2); next probe {co.clock_time(T0 + 300)}"
+    assert doc.status.startswith(message)
     data = json.loads(c.cfg.metrics_path.read_text())
-    assert data["spawn_block"].startswith("spawning paused: 3 startup errors in a row (exit status 2)")
+    assert data["spawn_block"] == message
+    assert data["breaker"]["state"] == "open" and data["breaker"]["next_probe_at"] == T0 + 300
 
 
 def test_pause_wins_over_the_breaker_in_the_status_line(cfg, tmp_path):
     c = make_coordinator(cfg, tmp_path)
-    for _ in range(3):
-        c.count_startup_error(T0, "exit status 2")
-    c.paused_by_signal = True
+    for n in (1, 2, 3):
+        c.count_startup_error(n, "exit status 2", T0)
+    c.gates.paused_by_signal = True
     assert c.spawn_block(T0) == "paused by SIGUSR1"
-    c.paused_by_signal = False
+    c.gates.paused_by_signal = False
     c.cfg.pause_path.write_text("")
     assert c.spawn_block(T0) == "paused by PAUSE file"
+
+
+def test_failed_runs_in_a_row_pause_through_the_pause_file_until_a_person_resumes(cfg, tmp_path, said):
+    c = make_coordinator(cfg, tmp_path)
+    g = c.gates
+    g.failed_run(1, "worker exited without commits (exit status 1)")
+    g.failed_run(2, "timed out after 3600 s")
+    g.failures.good_run()  # a completed or blocked run in between resets the count
+    for n in (3, 4, 5):
+        g.failed_run(n, f"worker exited without commits (gh-{n})")
+    block = c.spawn_block(T0)
+    assert block.startswith("paused by PAUSE file: 3 failed runs in a row (last: gh-3: worker exited")
+    assert "gh-5: worker exited without commits (gh-5)" in block
+    g.sigusr1()
+    assert c.spawn_block(T0) == "" and not c.cfg.pause_path.exists()
+    for n in (6, 7, 8):
+        g.failed_run(n, "x")
+    assert c.spawn_block(T0).startswith("paused by PAUSE file")
+    c.cfg.pause_path.unlink()  # a person removes it
+    assert c.spawn_block(T0) == "" and g.failures.tripped == ""
 
 
 def test_next_wake_is_short_while_workers_run(cfg, tmp_path):
@@ -437,7 +500,8 @@ def test_next_wake_ends_with_a_backoff_or_breaker_before_the_poll(cfg, tmp_path)
     c.next_poll_at = T0 + 30
     c.next_due_at = T0 + 7
     assert c.next_wake(T0) == 7
-    c.spawn_block_until = T0 + 4
+    for n in (1, 2, 3):
+        c.count_startup_error(n, "exit status 2", T0 - 296)  # the breaker's probe is due at T0 + 4
     assert c.next_wake(T0) == 4
     # Times already passed do not keep the loop spinning.
     assert c.next_wake(T0 + 8) == 22
@@ -515,8 +579,8 @@ def test_the_poll_never_queues_an_issue_whose_worker_runs(cfg, tmp_path, said):
     c = co.Coordinator(make_coordinator(cfg, tmp_path).cfg, LabelledByAlice(), clock=lambda: T0, environ={})
     c.workers[7] = make_worker(tmp_path, issue=7)
     issue = {"number": 7, "title": "Running", "body": "", "user": {"login": "alice"}, "labels": []}
-    assert c.intake([issue, dict(issue, number=8, title="New")], T0) != []  # gh-8 is queued...
-    assert not any("gh-7 queued" in line for line in said) and any("gh-8 queued" in line for line in said)
+    changes = c.intake([issue, dict(issue, number=8, title="New")], T0)
+    assert [said for _, said in changes] == ["gh-8 queued {p2} labelled by alice"]  # gh-7's worker runs
 
 
 # -- a wall clock that jumps (issue #11) -------------------------------------------------

@@ -303,6 +303,15 @@ def test_notes_travel_with_their_entry_and_survive_removal():
     assert one.notes == ["note on b"]
 
 
+def test_empty_repeated_keys_round_trip():
+    # Found by the property test below: an empty "- PID:" then another one.
+    for text in ("## Active\n[] gh-0:\n- PID:\n- PID:\n", "## Active\n[] gh-1: x\n- Reason:\n- Reason: why\n"):
+        doc, _ = parse(text)
+        again, _ = parse(render(doc))
+        assert again == doc and render(again) == render(doc)
+    assert parse("## Active\n[] gh-1: x\n- Reason:\n- Reason: why\n")[0].tasks[0].reason == "why"
+
+
 def test_time_helpers():
     assert tasks.parse_time(tasks.format_time(1762104601)) == 1762104601
     assert tasks.parse_time("2025-11-02 17:30:01") is not None

@@ -183,6 +183,9 @@ def collect(cfg: Dict[str, Any], now: float) -> Dict[str, Any]:
         "day": totals.day, "month": totals.month,
         "daily_usd": daily or None, "monthly_usd": monthly or None,
     }
+    facts["runs"] = sp.success()  # from the ledger, like the spend
+    disk = m.get("disk") if isinstance(m.get("disk"), dict) else {}
+    facts["disk"] = {k: disk.get(k) for k in ("trees_mb", "logs_mb", "free_mb") if isinstance(disk.get(k), int)}
     if sp.corrupt:
         facts["warnings"].append("usage.jsonl: {} corrupt line{} skipped".format(
             sp.corrupt, "" if sp.corrupt == 1 else "s"))
@@ -309,6 +312,12 @@ def share_width(free: int, needs: List[int], weights: List[int], least: int = 8)
     return sizes
 
 
+def _mb(mb: Optional[int]) -> str:
+    if mb is None:
+        return "?"
+    return "{:.1f} GB".format(mb / 1024) if mb >= 1024 else "{} MB".format(mb)
+
+
 def build(facts: Dict[str, Any], width: int = 80):
     """The whole screen as one rich renderable, laid out for `width` columns."""
     from rich.cells import cell_len
@@ -379,6 +388,20 @@ def build(facts: Dict[str, Any], width: int = 80):
     sp = facts["spend"]
     parts.append(Text("Spend: today {} · this month {}".format(
         _budget(sp["today_usd"], sp["daily_usd"]), _budget(sp["month_usd"], sp["monthly_usd"]))))
+
+    runs, today = facts.get("runs") or {}, (facts.get("runs") or {}).get("by_day", {}).get(sp["day"])
+    if runs.get("last_runs"):
+        line = "Runs: {} of the last {} completed ({:.0%})".format(
+            runs["last_completed"], runs["last_runs"], runs["last_completed"] / runs["last_runs"])
+        if today:
+            line += " · today {} completed, {} failed, {} blocked".format(
+                today["completed"], today["failed"], today["blocked"])
+        parts.append(Text(line))
+    disk = facts.get("disk") or {}
+    if disk:
+        parts.append(Text("Disk: worktrees {} · logs {}{}".format(
+            _mb(disk.get("trees_mb")), _mb(disk.get("logs_mb")),
+            " · {} free".format(_mb(disk["free_mb"])) if disk.get("free_mb") is not None else "")))
 
     for w in facts["warnings"]:
         parts.append(Text("! " + w, style="yellow"))

@@ -13,6 +13,7 @@ keyed by $TAC_ISSUE_NUMBER. Options (all optional):
     exit: int             exit status (default 0)
     stderr: str           a line written to stderr before anything else
     crash: bool           exit at once with `exit` (default 2) before any output: a startup error
+    fail_while: str       crash like that while this file exists (an outage a test can end)
     retries: int          system/api_retry events before the first turn
     turns: int            assistant turns to print (default 1; 0 = never a model turn)
     commit: str           write this file name and `git commit` it
@@ -83,9 +84,10 @@ def main() -> int:
     if copy_path:
         with open(copy_path.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0")), "wb") as f:
             f.write(prompt)
-    if opts.get("stderr"):
+    failing = opts.get("fail_while") and os.path.exists(opts["fail_while"])
+    if opts.get("stderr") and (failing or not opts.get("fail_while")):
         print(opts["stderr"], file=sys.stderr, flush=True)
-    if opts.get("crash"):
+    if opts.get("crash") or failing:
         return int(opts.get("exit", 2))
     if opts.get("ignore_sigterm"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
