@@ -62,6 +62,7 @@ from adws.metrics import human_duration  # noqa: E402
 from adws.config import EX_CONFIG, Config, ConfigError, load_config  # noqa: E402
 from adws.gates import HALF_OPEN, OPEN, Gates, diagnose  # noqa: E402,F401
 from adws.github import GitHub, GitHubError, is_bot, _quote  # noqa: E402
+from adws.outbox import DONE_LABELS, Outbox  # noqa: E402,F401
 # Tokens must never reach a log line, an issue comment or a terminal; the
 # patterns are shared with tools/view_worker.py.
 from adws.redact import redact  # noqa: E402
@@ -121,7 +122,6 @@ def setup_logging(verbose: bool = False) -> None:
 # 3. GitHub: adws/github.py (REST through `gh api`, one error type)
 # ===========================================================================
 
-DONE_LABELS = {COMPLETED: "tac:done", BLOCKED: "tac:blocked", FAILED: "tac:failed"}
 
 
 # ===========================================================================
@@ -254,7 +254,6 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
 # ===========================================================================
 EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must re-apply the label"
 SPAWNING_PAUSED_START = "startup error while spawning is paused, not counted"
-ANY_STATE = tasks.SECTIONS
 FINISH_TRIES, FINISH_GIVE_UP_AFTER = 3, 3600.0  # a finish that keeps failing ends Blocked
 HOUSEKEEPING_EVERY = 3600.0
 
@@ -268,6 +267,7 @@ class Coordinator:
         self.cfg = cfg
         self.github = github or GitHub(cfg.repo)
         self.git = Git(cfg)
+        self.outbox = Outbox(cfg, self.github, self.amend, lambda e: self.github_failed(self.clock(), e), dry_run)
         # Two clocks. `clock` measures durations and schedules (timeouts,
         # backoffs, the poll): it never jumps, so NTP stepping the Pi's clock
         # at boot neither kills a young worker nor stops the polling. `wall`
@@ -339,8 +339,9 @@ class Coordinator:
         self._loaded = (data, doc)
         if self.dry_run:
             self._dry_doc = doc
-        for p in problems:
-            self.say_once(("tasks.md", p), "tasks.md: %s", p)
+        for p in problems:  # at most tasks.MAX_PROBLEMS + a count: parse() summarises
+            # Said once per line's content: a line moving down the file is no news.
+            self.say_once(("tasks.md", _LINE_NUMBER.sub("", p, count=1)), "tasks.md: %s", p)
         return doc
 
     def update(self, change: Callable[[tasks.TaskFile], Any]) -> Any:
@@ -458,7 +459,7 @@ class Coordinator:
             elif w.comment_id and self.cfg.progress_every > 0 and now - w.comment_at >= self.cfg.progress_every:
                 w.comment_at = now
                 last = f", last step: `{s.last_tool}`" if s.last_tool else ""
-                self.post_or_edit(w.issue, w.comment_id,
+                self.outbox.post_or_edit(w.issue, w.comment_id,
                                   f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
                                   f"{human_duration(now - w.started_at)} so far, {usd(s.cost)}{last}.")
 
@@ -564,7 +565,7 @@ class Coordinator:
         if ended is not None:
             self.counters["blocked"] += 1
             log.warning("%s blocked: %s", w.name, reason)
-            self.guarded(f"{w.name} notice", self.notify, ended)
+            self.guarded(f"{w.name} notice", self.outbox.notify, ended)
 
     def finish(self, w: Worker, now: float, pr_url: str = "") -> Optional[Task]:
         """Decide how the run ended from its evidence, deliver its work (push,
@@ -618,11 +619,11 @@ class Coordinator:
         # The issue is told first: removing the worktree takes a git call
         # (~0.1 s, more on a Pi) that nobody is waiting for.
         if ended.state in tasks.TERMINAL:
-            self.notify(ended)
+            self.outbox.notify(ended)
         if ended.state == COMPLETED:
             self.git.remove_worktree(w.tree)
         if ended.state not in tasks.TERMINAL and ended.comment_id:
-            self.post_or_edit(ended.issue, ended.comment_id, f"⏳ Attempt did not finish: {ended.reason}. "
+            self.outbox.post_or_edit(ended.issue, ended.comment_id, f"⏳ Attempt did not finish: {ended.reason}. "
                                                              f"Next attempt at {ended.next_attempt}.")
 
     def judge(self, w: Worker, pr_url: str, s: Any, elapsed: float) -> Tuple[Outcome, int]:
@@ -851,64 +852,9 @@ class Coordinator:
         return False
 
     # 5 ------------------------------------------------------------------------
-    # The outbox: what the issue is told. One status comment per task,
-    # posted once and then edited in place.
+    # The outbox (adws/outbox.py): what the issue is told.
     def deliver_outbox(self, now: float) -> None:
-        for t in self.load().tasks:
-            if t.state in tasks.TERMINAL and t.outbox:
-                self.guarded(f"gh-{t.issue} notice", self.notify, t)
-
-    def notify(self, t: Task) -> None:
-        """Tell the issue how the task ended and swap the trigger label for
-        tac:done / tac:blocked / tac:failed, then clear the owed mark."""
-        try:
-            if not self.post_or_edit(t.issue, t.comment_id, self.notice_text(t), strict=True):
-                return  # --dry-run posts nothing, so it swaps no label either
-            self.github.remove_label(t.issue, self.cfg.label)
-            self.github.add_labels(t.issue, [DONE_LABELS[t.state]])
-        except GitHubError as e:
-            self.say_once(("notify", t.issue, str(e)), "gh-%d notice owed, will retry: %s", t.issue, e)
-            self.github_failed(self.clock(), e)
-            return
-        log.info("gh-%d issue told: %s, label %s", t.issue, t.state.lower(), DONE_LABELS[t.state])
-        self.amend(t.issue, expect=t.state, outbox="")
-
-    def notice_text(self, t: Task) -> str:
-        tree = Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue)
-        kept = f"The worktree is kept at `{tree}` on the coordinator's machine. " if tree.is_dir() else ""
-        if t.state == COMPLETED:
-            text = f"✅ Done: {t.pr}" if t.pr else "✅ Done."
-            return text + (f" (draft: {t.reason})" if t.reason else "")
-        if t.state == BLOCKED:
-            pushed = f"Branch `{t.branch}` is pushed if it has commits. " if t.branch else ""
-            return f"⏰ The agent needs a human: {t.reason}\n\n{pushed}{kept}".rstrip()
-        return f"❌ Failed: {t.reason}\n\n{kept}Re-apply the `{self.cfg.label}` label to try again."
-
-    def post_or_edit(self, issue: int, comment_id: Optional[int], text: str, strict: bool = False) -> Optional[int]:
-        """Edit the task's status comment, or post it when there is none (or
-        a person deleted it: 404). Returns the comment's id, remembered in
-        tasks.md before anything else happens, so a retry after a crash
-        edits this comment rather than posting a second one. A failure costs
-        only the comment (None), unless `strict`: then it raises."""
-        if self.dry_run:
-            return None
-        text = redact(text)
-        try:
-            if comment_id:
-                try:
-                    self.github.edit_comment(comment_id, text)
-                    return comment_id
-                except GitHubError as e:
-                    if e.status != 404:
-                        raise
-            new_id = self.github.comment(issue, text)
-        except GitHubError as e:
-            if strict:
-                raise
-            log.warning("gh-%d status comment not posted: %s", issue, e)
-            return None
-        self.amend(issue, expect=ANY_STATE, comment_id=new_id)
-        return new_id
+        self.outbox.deliver(self.load(), self.guarded)
 
     # 6 ------------------------------------------------------------------------
     def spawn_block(self, now: float) -> str:
@@ -1035,7 +981,7 @@ class Coordinator:
         # 5. Now the PID is known; record it for crash recovery.
         w.entry = self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start)
         log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, w.pid, w.branch, w.attempt, w.worker_id)
-        w.comment_id = self.post_or_edit(n, t.comment_id, f"🤖 Started work on branch `{w.branch}` "
+        w.comment_id = self.outbox.post_or_edit(n, t.comment_id, f"🤖 Started work on branch `{w.branch}` "
                                                           f"(attempt {w.attempt}, {clock_time(self.wall(now))}).")
         w.comment_at = now
 
@@ -1252,12 +1198,11 @@ class Coordinator:
         moved: List[Task] = []
 
         def cut(d: tasks.TaskFile) -> None:
-            old = tasks.split_old_completed(d, today)
-            for t in old:
-                if t.outbox:  # still owed to GitHub: keep it here
-                    d.add(t)
-            moved[:] = [t for t in old if not t.outbox]
+            # An entry still owed to GitHub stays here until the issue is told.
+            moved[:] = [t for t in tasks.old_completed(d, today) if not t.outbox]
             tasks.append_archive(self.cfg.archive_path, moved)
+            for t in moved:
+                tasks.transition(d, t.issue, tasks.NEW, expect=COMPLETED, entry=t)
         self.update(cut)
         if moved:
             log.info("archived %d completed task(s) to %s", len(moved), self.cfg.archive_path.name)
@@ -1296,7 +1241,8 @@ class Coordinator:
         if github is not gh:
             self.issues, self.listing_ok, self.next_poll_at = {}, False, 0.0  # that listing was another repository's
         self.cfg, self.github, self.spend, self.max_concurrent = new, github, spend, cap
-        self.git.cfg = new
+        self.git.cfg = self.outbox.cfg = new
+        self.outbox.github = github
         self.gates.reconfigure(new)
         self._metrics_at = 0.0  # metrics.json shows the new settings at once
         log.info("config reloaded from %s: repo=%s label=%s max_concurrent=%d", new.file, new.repo, new.label,
@@ -1345,6 +1291,9 @@ def _FIXED_WHILE_RUNNING(old: Config, new: Config) -> List[Tuple[str, Any, Any]]
     workers' files live."""
     return [("[paths] tasks", old.tasks_path, new.tasks_path), ("[repo] path", old.repo_path, new.repo_path),
             ("[paths] trees", old.trees, new.trees), ("[paths] logs", old.logs, new.logs)]
+
+
+_LINE_NUMBER = re.compile(r"^[^:]*:[0-9]+: ")
 
 
 def _maybe(f: Callable[[float], float], t: Optional[float]) -> Optional[float]:

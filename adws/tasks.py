@@ -145,11 +145,12 @@ class TaskFile:
         task.state = state
         self.tasks.append(task)
 
-    def remove(self, task: Task) -> None:
-        """Drop `task`; a person's notes under it stay where they were."""
+    def remove(self, task: Task, notes_stay: bool = True) -> None:
+        """Drop `task`; a person's notes under it stay where they were
+        (unless `notes_stay` is False: they went to the archive with it)."""
         i = self._index(task)
         del self.tasks[i]
-        if task.notes:
+        if task.notes and notes_stay:
             before = [t for t in self.tasks[:i] if t.state == task.state]
             home = before[-1].notes if before else self.heads.setdefault(task.state, [])
             home.extend(task.notes)
@@ -176,6 +177,8 @@ def _check_state(state: str) -> None:
 #
 #   (not in tasks.md) --queued--> Pending --started--> Active --> Completed/Blocked/Failed
 #   Pending --dropped--> (not in tasks.md)     Active --back to the queue--> Pending
+#   Completed --archived--> (not in tasks.md; tasks-archive.md has it, notes and all)
+#   (not in tasks.md) --restored--> Active (a live worker's entry that vanished)
 #   Completed/Blocked/Failed --queued again--> Pending (a fresh entry)
 #   any state --amended--> itself (fields only)
 
@@ -185,6 +188,7 @@ ARCS: Dict[Tuple[Optional[str], Optional[str]], str] = {
     (PENDING, ACTIVE): "started",
     (NEW, ACTIVE): "restored",  # a live worker's entry vanished from the file: written back
     (PENDING, NEW): "dropped",
+    (COMPLETED, NEW): "archived",
     (ACTIVE, PENDING): "back to the queue",
     (ACTIVE, COMPLETED): "completed",
     (ACTIVE, BLOCKED): "blocked",
@@ -200,7 +204,7 @@ class IllegalTransition(ValueError):
 
 
 def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: Optional[str] = None,
-               now: Optional[float] = None, **fields) -> Optional[Task]:
+               now: Optional[float] = None, entry: Optional[Task] = None, **fields) -> Optional[Task]:
     """Move `issue`'s governing entry to state `to` (NEW removes it) and set
     `fields`, if it is still as the caller last saw it: in a state in
     `expect` (one state or a tuple) and, when `owner` is given, run by that
@@ -209,8 +213,9 @@ def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: O
 
     Entering Pending from outside tasks.md or from an ended state writes a
     fresh entry; entering an ended state stamps Finished (needs `now`) and
-    marks the notice owed; leaving Active clears the PID."""
-    cur = doc.governing(issue)
+    marks the notice owed; leaving Active clears the PID. `entry` names
+    the very entry to move when it is not the governing one (a duplicate)."""
+    cur = entry if entry is not None else doc.governing(issue)
     state = cur.state if cur is not None else NEW
     if state not in (expect if isinstance(expect, tuple) else (expect,)):
         return None
@@ -222,7 +227,7 @@ def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: O
     if unknown:
         raise IllegalTransition(f"gh-{issue}: unknown task fields {sorted(unknown)}")
     if to is NEW:
-        doc.remove(cur)
+        doc.remove(cur, notes_stay=state != COMPLETED)  # archived: its notes went with it
         return cur
     if state is NEW and to == ACTIVE:
         fresh = Task(issue=issue, state=ACTIVE, **fields)
@@ -315,6 +320,7 @@ _WORKER_RE = re.compile(r"(?<![0-9A-Za-z_-])w-[0-9A-Za-z_-]+")
 _SHA_RE = re.compile(r"(?<![0-9A-Za-z_-])[0-9a-fA-F]{4,40}(?![0-9A-Za-z_-])")
 _INT_RE = re.compile(r"-?[0-9]+")
 _KNOWN = {s.lower(): s for s in SECTIONS}
+MAX_PROBLEMS = 20  # reported one by one; beyond that, counted
 
 
 def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
@@ -336,8 +342,13 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
 def _parse(text: str, filename: str) -> Tuple[TaskFile, List[str]]:
     doc = TaskFile(title="")
     problems: List[str] = []
+    unsaid = 0
 
     def report(n: int, what: str, line: str) -> None:
+        nonlocal unsaid
+        if len(problems) >= MAX_PROBLEMS:  # a file of garbage must not become a log of garbage
+            unsaid += 1
+            return
         shown = line if len(line) <= 120 else line[:117] + "..."
         problems.append(f"{filename}:{n}: {what}, kept as is: {shown!r}")
 
@@ -436,6 +447,8 @@ def _parse(text: str, filename: str) -> Tuple[TaskFile, List[str]]:
         else:
             doc.heads.setdefault(section, []).append(line)
 
+    if unsaid:
+        problems.append(f"{filename}: and {unsaid:,} more lines it did not understand, kept as they are")
     doc.title = doc.title if title_seen else DEFAULT_TITLE
     # Render writes sections in SECTIONS order; list things in that order now,
     # so that a document read back from render() equals this one.
@@ -630,15 +643,11 @@ def update(path, change: Callable[[TaskFile], T], retries: int = 20) -> Tuple[Ta
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def split_old_completed(doc: TaskFile, today: str) -> List[Task]:
-    """Remove and return Completed entries finished before `today`
-    (YYYY-MM-DD). Entries without a readable date stay. Their notes go with
-    them to the archive."""
-    old = [t for t in doc.tasks if t.state == COMPLETED
-           and _DATE_RE.match(t.completed) and t.completed[:10] < today]
-    gone = {id(t) for t in old}
-    doc.tasks = [t for t in doc.tasks if id(t) not in gone]
-    return old
+def old_completed(doc: TaskFile, today: str) -> List[Task]:
+    """Completed entries finished before `today` (YYYY-MM-DD): the ones to
+    archive. Entries without a readable date stay."""
+    return [t for t in doc.tasks if t.state == COMPLETED and _DATE_RE.match(t.completed)
+            and t.completed[:10] < today]
 
 
 def _archive_key(lines: List[str]) -> Tuple[str, str]:

@@ -594,14 +594,16 @@ def test_non_utf8_bytes_in_notes_survive(tmp_path):
 
 # -- Archive ------------------------------------------------------------------
 
-def test_split_old_completed():
-    old = Task(1, "old", COMPLETED, completed="2025-11-01 23:59:59")
+def test_old_completed_entries_are_archived_with_their_notes():
+    old = Task(1, "old", COMPLETED, completed="2025-11-01 23:59:59", notes=["a person's note"])
     new = Task(2, "new", COMPLETED, completed="2025-11-02 00:00:01")
     undated = Task(3, "undated", COMPLETED, completed="sometime")
     failed = Task(4, "failed", FAILED, completed="2025-10-01 00:00:00")
     doc = TaskFile([old, new, undated, failed])
-    assert tasks.split_old_completed(doc, "2025-11-02") == [old]
+    assert tasks.old_completed(doc, "2025-11-02") == [old]
+    tasks.transition(doc, 1, tasks.NEW, expect=COMPLETED, entry=old)
     assert doc.tasks == [new, undated, failed]
+    assert "a person's note" not in render(doc)  # it went to the archive with its entry
 
 
 def test_append_archive_skips_what_is_already_there(tmp_path):

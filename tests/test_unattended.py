@@ -175,3 +175,20 @@ def test_a_second_coordinator_on_the_same_clone_is_refused_whatever_its_tasks_md
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and f"already running on the clone {project.clone}" in r.stderr
     assert not (other / "tasks.md").exists()
+
+
+def test_a_huge_damaged_tasks_md_is_reported_once_in_a_few_lines_and_work_goes_on(project, github):
+    """200,000 lines nobody can read (a runaway script appended to it): the
+    log names a few and counts the rest, once, and the queue still runs."""
+    garbage = "".join(f"garbage line {i} {{not an entry}}\n" for i in range(200_000))
+    (project.dir / "tasks.md").write_text("# TAC coordinator — tasks\n\n## Pending\n" + garbage)
+    n = project.issue("Runs beside the garbage")
+    project.write_config(github={"poll_interval": 0.5})
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.COMPLETED, timeout=60, message="the issue completes")
+    time.sleep(2)  # several more writes and reads of the file
+    log = project.log_text()
+    assert log.count("tasks.md: and 199,980 more lines it did not understand, kept as they are") == 1
+    assert log.count("unexpected text in '## Pending'") == 20
+    assert len(log.splitlines()) < 100
+    assert (project.dir / "tasks.md").read_text().count("garbage line") == 200_000  # nothing lost
