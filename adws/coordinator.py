@@ -10,20 +10,24 @@ This file is the daemon, read top to bottom:
 
     1. Configuration            -> adws/config.py (strict TOML, shared with the tools)
     2. Small helpers            time, logging
-    3. GitHub                   -> adws/github.py (gh api, one error type, ETags)
+    3. GitHub                   -> adws/github.py (gh api, one error type, ETags);
+                                   what the issue is told: adws/outbox.py
     4. Git and worktrees        -> adws/gitops.py (fail-closed checks, the push)
-    5. Workers                  -> adws/workers.py (the process state machine, env, signals)
+    5. Workers                  -> adws/workers.py (the process state machine, env,
+                                   signals, orphans); what may start: adws/gates.py
     6. Policy                   pure decisions: retries, backoff, outcomes (the prompt: adws/prompt.py)
-    7. The coordinator          tick(now): reap, supervise, finish, poll, notify, dispatch, publish
-    8. Doctor (--check)
+    7. The coordinator          tick(now): housekeeping, reap, supervise, finish, poll,
+                                   notify, dispatch, publish (disk retention: adws/retention.py)
+    8. Doctor (--check)         -> adws/doctor.py
     9. Signals, systemd, main()
 
-It is the only writer of tasks.md, and every change to a task's state goes
-through one function, tasks.transition (through Coordinator.change_state).
-What the tools share with it lives in small sibling modules (config, tasks,
-transcript, ledger, metrics, redact, files), so no tool ever imports this
-file; the GitHub client has a module of its own because the demo and the
-benchmark drive it too.
+Where things happen, by file: a task's state changes only in adws/tasks.py
+(tasks.transition, called through Coordinator.change_state); workers are
+started, stopped and swept through adws/workers.py; GitHub is called through
+adws/github.py. This file is the only writer of tasks.md. What the tools
+share with it lives in small sibling modules (config, tasks, transcript,
+ledger, metrics, redact, files), so no tool ever imports this file. The
+demo, the fake GitHub and the scripted worker live apart in adws/sandbox/.
 """
 from __future__ import annotations
 
@@ -39,7 +43,6 @@ import os
 import random
 import re
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -47,7 +50,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 # `python adws/coordinator.py` puts adws/ itself on sys.path, not the project
 # root; the shared modules are imported as the package `adws` either way.
@@ -60,8 +63,8 @@ from adws.files import write_atomic  # noqa: E402
 from adws.ledger import usd  # noqa: E402
 from adws.metrics import human_duration  # noqa: E402
 from adws.config import EX_CONFIG, Config, ConfigError, load_config  # noqa: E402
-from adws.gates import HALF_OPEN, OPEN, Gates, diagnose  # noqa: E402,F401
-from adws.github import GitHub, GitHubError, is_bot, _quote  # noqa: E402
+from adws.gates import OPEN, Gates  # noqa: E402
+from adws.github import GitHub, GitHubError, is_bot  # noqa: E402
 from adws.outbox import DONE_LABELS, Outbox  # noqa: E402,F401
 # Tokens must never reach a log line, an issue comment or a terminal; the
 # patterns are shared with tools/view_worker.py.
@@ -69,13 +72,14 @@ from adws.redact import redact  # noqa: E402
 from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa: E402
 # The seams, each a module of its own: git and worktrees, worker processes,
 # the prompt. Their names are used here (and by the tests) as this module's.
-from adws.gitops import (Git, GitError, PushRejected, branch_for, commits_ahead, git, head_sha,  # noqa: E402,F401
-                         held_paths, prepare_worktree, push_branch, remove_worktree)
+from adws.gitops import (Git, GitError, PushRejected, branch_for, commits_ahead, git,  # noqa: E402,F401
+                         held_paths, prepare_worktree, push_branch)
 from adws.prompt import ISSUE_TEXT_LIMIT, build_prompt, clean_issue_text, render_template  # noqa: E402,F401
 from adws.workers import (API_DOWN, CANCELLED, EXITED, RUNNING, STARTING, STOP_BY_USER, STOPPING,  # noqa: E402,F401
-                          StartError, Worker, _ARCS, describe_exit, last_line, mem_available_mb, new_worker_id,
-                          pi_model, proc_start_time, process_age, process_alive, processes_tagged, signal_worker,
-                          since_boot, sweep_tagged, worker_argv, worker_cap, worker_env)
+                          StartError, Worker, _ARCS, describe_exit, last_line, new_worker_id,
+                          proc_start_time, process_age, process_alive, processes_tagged, signal_worker,
+                          become_subreaper, reap_orphans, since_boot, sweep_tagged, worker_argv, worker_cap,
+                          worker_env)
 
 
 log = logging.getLogger("tac")
@@ -266,7 +270,11 @@ class Coordinator:
                  environ: Optional[Dict[str, str]] = None, wall: Optional[Callable[[], float]] = None):
         self.cfg = cfg
         self.github = github or GitHub(cfg.repo)
+        # The seams a test may replace (honcho's _process_ctor): the clone and
+        # how a worker process is made. The clock is passed in (below).
         self.git = Git(cfg)
+        self.popen: Callable[..., subprocess.Popen] = subprocess.Popen
+        self.subreaper = False  # main() makes the daemon the subreaper of its workers' orphans
         self.outbox = Outbox(cfg, self.github, self.amend, lambda e: self.github_failed(self.clock(), e), dry_run)
         # Two clocks. `clock` measures durations and schedules (timeouts,
         # backoffs, the poll): it never jumps, so NTP stepping the Pi's clock
@@ -353,6 +361,9 @@ class Coordinator:
         _, result = tasks.update(self.cfg.tasks_path, change)
         return result
 
+    def other_workers(self, w: Worker) -> Set[int]:
+        return {x.pid for x in self.workers.values() if x is not w}
+
     def live_workers(self) -> List[Worker]:
         return [w for w in self.workers.values() if w.state != EXITED]
 
@@ -418,6 +429,8 @@ class Coordinator:
 
     # 1 ------------------------------------------------------------------------
     def reap(self, now: float) -> None:
+        if self.subreaper:
+            reap_orphans({w.pid for w in self.workers.values()})
         for w in list(self.workers.values()):
             if w.state != EXITED and w.poll_exit():
                 w.follower.catch_up()  # to the end, in bounded chunks: the result line decides a lot
@@ -504,11 +517,11 @@ class Coordinator:
         if w.stop_stage < len(stages):
             sig = stages[w.stop_stage]
             log.debug("%s sending %s to group %d", w.name, sig.name, w.pid)
-            signal_worker(w, sig)
+            signal_worker(w, sig, self.other_workers(w))
             w.stop_stage += 1
             w.stop_next_at = now + self.cfg.stop_grace
         elif not w.poll_exit():
-            sweep_tagged(w)
+            sweep_tagged(w, self.other_workers(w))
 
     # 3 ------------------------------------------------------------------------
     def finish_exited(self, now: float) -> None:
@@ -524,7 +537,7 @@ class Coordinator:
             self.github_failed(now, e)
             return
         for w in exited:
-            sweep_tagged(w)  # nothing a worker started outlives it
+            sweep_tagged(w, self.other_workers(w))  # nothing a worker started outlives it
             try:
                 ended = self.finish(w, now, prs.get(w.branch, ""))
             except Exception as e:  # deliberate: one task's finish must never hold up the others'
@@ -1030,8 +1043,8 @@ class Coordinator:
         try:
             # In its own session, so it can be stopped as a whole.
             with open(prompt_path, "rb") as stdin, open(w.log_path, "ab") as out, open(w.stderr_path, "ab") as err:
-                w.popen = subprocess.Popen(worker_argv(cfg), cwd=str(w.tree), stdin=stdin, stdout=out, stderr=err,
-                                           env=env, start_new_session=True, close_fds=True)
+                w.popen = self.popen(worker_argv(cfg), cwd=str(w.tree), stdin=stdin, stdout=out, stderr=err,
+                                     env=env, start_new_session=True, close_fds=True)
         except OSError as e:
             name = cfg.command[0]
             raise StartError(f"{name}: command not found" if e.errno == errno.ENOENT else f"{name}: {e.strerror}")
@@ -1343,85 +1356,8 @@ def _run_facts(s: Any, elapsed: float) -> str:
 
 
 # ===========================================================================
-# 8. Doctor: --check
+# 8. Doctor (--check): adws/doctor.py
 # ===========================================================================
-
-def remote_slug(url: str) -> Optional[str]:
-    """OWNER/NAME from a remote URL (https://host/o/n.git, git@host:o/n.git,
-    ssh://git@host/o/n); None for a local path, which names no repository."""
-    m = re.match(r"^(?:[a-z][a-z+]*://(?:[^@/]+@)?[^/:]+(?::\d+)?/|(?:[^@/]+@)?[^/:]{2,}:)"
-                 r"([^/]+)/([^/]+?)(?:\.git)?/?$", url)
-    return f"{m.group(1)}/{m.group(2)}" if m and not url.startswith("file:") else None
-
-
-def doctor(cfg: Config, github: GitHub, out: Callable[[str], None] = print) -> bool:
-    """One line per check, ✓ or ✗, and for each ✗ the exact fix."""
-    ok = True
-
-    def check(passed: bool, what: str, fix: str = "") -> bool:
-        nonlocal ok
-        ok = ok and passed
-        out(f"{'✓' if passed else '✗'} {what}" + ("" if passed or not fix else f"\n    fix: {fix}"))
-        return passed
-
-    check(sys.version_info >= (3, 9), f"python {sys.version.split()[0]}", "install Python 3.9 or newer")
-    check(True, f"config {cfg.file}")
-    gh_path = shutil.which(github.gh)
-    if check(gh_path is not None, f"gh found: {gh_path or github.gh}", "sudo apt-get install gh"):
-        try:
-            user = github.api("GET", "user").data or {}
-            check(True, f"gh authenticated as {user.get('login', '?')}")
-            try:
-                repo = github.api("GET", f"repos/{cfg.repo}").data or {}
-                check(True, f"repo {repo.get('full_name', cfg.repo)} reachable")
-                try:
-                    github.api("GET", f"repos/{cfg.repo}/labels/{_quote(cfg.label)}")
-                    check(True, f"label {cfg.label} exists")
-                except GitHubError as e:
-                    check(False, f"label {cfg.label}: {e}", f"gh label create {cfg.label} --repo {cfg.repo}")
-            except GitHubError as e:
-                check(False, f"repo {cfg.repo}: {e}", "check [github] repo and that your gh account can see it")
-        except GitHubError as e:
-            check(False, f"gh not authenticated: {e}", "gh auth login")
-    try:
-        inside = git(["rev-parse", "--is-inside-work-tree"], cfg.repo_path).strip() == "true"
-        remote = git(["remote", "get-url", cfg.remote], cfg.repo_path).strip()
-        slug = remote_slug(remote)
-        if slug and slug.lower() != cfg.repo.lower():  # e.g. path = "." names this project's own checkout
-            check(False, f"git clone at {cfg.repo_path}: {cfg.remote} is {slug}, not [github] repo {cfg.repo}",
-                  f"point [repo] path at a clone of {cfg.repo}")
-        else:
-            check(inside, f"git clone at {cfg.repo_path} ({cfg.remote} = {remote})")
-    except GitError as e:
-        check(False, f"git clone at {cfg.repo_path}: {e}", f"git clone <your repo> {cfg.repo_path}")
-    exe = shutil.which(cfg.command[0])
-    check(exe is not None, f"worker command found: {exe}" if exe else f"worker command not found: {cfg.command[0]}",
-          "npm install -g @anthropic-ai/claude-code" if cfg.command[0] == "claude" else
-          "fix [workers] command in the config")
-    try:
-        rendered = render_template(cfg.template_path.read_text(encoding="utf-8"), {
-            "issue_number": "1", "title": "{title}", "body": "body", "branch": "b", "repo": cfg.repo,
-            "base_branch": cfg.base_branch, "worktree": "/tmp"})
-        check(bool(rendered.strip()), f"template {cfg.template_path.name} renders")
-    except OSError as e:
-        check(False, f"template {cfg.template_path}: {e.strerror}", "copy worker_template.md from the project")
-    free = mem_available_mb()
-    if free is not None:
-        check(free >= cfg.min_free_memory_mb, f"memory available: {free} MB (min_free_memory_mb {cfg.min_free_memory_mb})",
-              "stop other programs, or lower [workers] min_free_memory_mb")
-    probe = cfg.trees  # the nearest directory that exists: --check creates nothing
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        disk = shutil.disk_usage(str(probe)).free // (1024 * 1024)
-        check(disk >= 1024, f"disk free for worktrees: {disk} MB", "free disk space where [paths] trees points")
-    except OSError:
-        pass
-    model = pi_model()
-    out(f"✓ machine: {model or 'not a Raspberry Pi'}; worker cap {worker_cap(cfg.max_concurrent)} "
-        f"(max_concurrent = {cfg.max_concurrent!r})")
-    return ok
-
 
 # ===========================================================================
 # 9. Signals, systemd, the lock, main()
@@ -1598,6 +1534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EX_CONFIG
     github = GitHub(cfg.repo)
     if args.check:
+        from adws.doctor import doctor
         return EX_OK if doctor(cfg, github) else EX_FAIL
     coordinator = Coordinator(cfg, github, dry_run=args.dry_run)
     if args.dry_run:
@@ -1611,6 +1548,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except LockHeld as e:
         print(f"coordinator: {e}", file=sys.stderr)
         return EX_FAIL
+    coordinator.subreaper = become_subreaper()
     log.info("coordinator started pid=%d repo=%s label=%s max_concurrent=%d tasks=%s",
              os.getpid(), cfg.repo, cfg.label, coordinator.max_concurrent, cfg.tasks_path)
     coordinator.recover(coordinator.clock())

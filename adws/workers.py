@@ -5,6 +5,7 @@ any child.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from adws.config import Config
 from adws.redact import redact
@@ -77,6 +78,73 @@ def processes_tagged(tag: str) -> List[int]:
         if needle in env.split(b"\0"):
             found.append(int(entry))
     return found
+
+
+# -- Orphans --------------------------------------------------------------------
+# A worker's tools may start children that leave its process group, its
+# session and even its environment (`env -i setsid sleep 301`): a sweep by
+# group or by tag cannot find those. As a child subreaper the coordinator gets
+# every such orphan back as its own child when its parent dies; it knows them
+# as its children in another session (its git and gh calls share its session,
+# the workers themselves it knows by PID), kills those a worker left, and
+# reaps them by PID: never a wait for any child.
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the subreaper of everything it starts (Linux 3.4+)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stat(pid: str) -> Optional[List[str]]:
+    """/proc/PID/stat's fields after the command name (state first)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    return data[data.rfind(")") + 2:].split()
+
+
+def orphans(since: Optional[int] = None, parent: Optional[int] = None) -> List[int]:
+    """Our children in another session than ours: orphans of workers' tools
+    that came back to us. `since`: only those started at or after that
+    /proc start time (a worker's), so a sweep takes only what came after it."""
+    me = os.getpid() if parent is None else parent
+    session = os.getsid(me)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat(entry)
+        try:
+            if fields and int(fields[1]) == me and int(fields[3]) != session \
+                    and (since is None or int(fields[19]) >= since):
+                found.append(int(entry))
+        except (IndexError, ValueError):
+            continue
+    return found
+
+
+def reap_orphans(workers: Set[int]) -> int:
+    """Collect the exit status of orphans that ended (each by its PID), so
+    none stays a zombie. `workers`: PIDs reaped through their Popen."""
+    reaped = 0
+    for pid in orphans():
+        fields = _stat(str(pid))
+        if pid in workers or not fields or fields[0] != "Z":
+            continue
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            reaped += 1
+        except ChildProcessError:
+            pass
+    return reaped
 
 
 def _meminfo_mb(key: str) -> Optional[int]:
@@ -212,7 +280,7 @@ def describe_exit(returncode: Optional[int]) -> str:
     return f"exit status {returncode}"
 
 
-def signal_worker(w: Worker, sig: int) -> None:
+def signal_worker(w: Worker, sig: int, spare: Set[int] = frozenset()) -> None:
     """Signal the worker's process group, and at SIGKILL also every process
     still carrying its tag (the CLI's Bash tool runs commands in sessions of
     their own, outside the group)."""
@@ -223,12 +291,19 @@ def signal_worker(w: Worker, sig: int) -> None:
         except (ProcessLookupError, PermissionError):
             pass
     if sig == signal.SIGKILL:
-        sweep_tagged(w)
+        sweep_tagged(w, spare)
 
 
-def sweep_tagged(w: Worker) -> int:
+def sweep_tagged(w: Worker, spare: Set[int] = frozenset()) -> int:
+    """Kill what `w` left behind: every process carrying its tag, and every
+    orphan started since it that came back to us as their subreaper (a child
+    that cleared its environment carries no tag; see become_subreaper).
+    `spare`: the other workers, which are our children in sessions of their own too."""
     killed = 0
-    for pid in processes_tagged(w.worker_id):
+    left = set(processes_tagged(w.worker_id))
+    if w.pid_start is not None:
+        left |= set(orphans(since=w.pid_start)) - set(spare) - {w.pid}
+    for pid in sorted(left):
         if pid == os.getpid():
             continue
         try:

@@ -2,6 +2,7 @@
 against a fake GitHub, real git, the scripted stand-in worker."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -253,6 +254,34 @@ def test_check_says_when_the_clone_is_of_another_repository(project, github, url
     else:
         assert line == f"✗ git clone at {project.clone}: origin is someone/tac-coordinator, not [github] repo acme/widgets"
         assert r.returncode == 1 and "fix: point [repo] path at a clone of acme/widgets" in r.stdout
+
+
+def test_check_says_a_refused_login_once_with_its_fix(project, github):
+    github.set_tokens("a-token-the-daemon-does-not-have")
+    r = project.run("--check")
+    assert r.returncode == 1
+    assert "✗ gh not authenticated\n    fix: gh auth login\n" in r.stdout
+    assert "repo acme/widgets" not in r.stdout  # nothing more is asked of a login GitHub refuses
+
+
+@pytest.mark.parametrize("error, fix", [
+    ("Invalid API key · Please run /login", "claude /login"),
+    ("connect ENOTFOUND api.anthropic.com", "check this machine's network"),
+])
+def test_check_gives_the_fix_for_workers_that_die_at_start(project, github, error, fix):
+    """The running daemon's breaker is open (metrics.json): --check names
+    the likely cause and its fix."""
+    project.script({"default": {"crash": True, "stderr": error}})
+    project.write_config(workers={"breaker_threshold": 1, "startup_backoff": [600]})
+    project.issue("Never starts")
+    project.start()
+    project.wait_for(lambda: (project.dir / "metrics.json").exists() and json.loads(
+        (project.dir / "metrics.json").read_text()).get("breaker", {}).get("state") == "open", message="breaker open")
+    r = project.run("--check")
+    assert r.returncode == 1
+    line = next(l for l in r.stdout.splitlines() if "workers fail at start" in l)
+    assert line.startswith("✗ workers fail at start: ") and error in line
+    assert fix in r.stdout.split(line + "\n", 1)[1].splitlines()[0]
 
 
 def test_check_names_a_missing_worker_command(project, github):

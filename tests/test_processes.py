@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 import signal
 import subprocess
@@ -326,6 +327,36 @@ def test_timeout_stops_a_worker_that_ignores_sigterm_and_its_escaped_children(pr
     # The two children at least (the worker itself too, if SIGKILL had not landed yet).
     assert re.search(rf"gh-{n} killed [23] leftover process\(es\) of {wid}", log)
     project.wait_for(lambda: "tac:failed" in github.issue_labels(n), message="tac:failed")
+
+
+def sleeps(seconds: str) -> List[int]:
+    """Live `sleep <seconds>` processes anywhere on the machine."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[:2] == \
+                    [b"sleep", seconds.encode()] and Path(f"/proc/{entry}/stat").read_text().split(") ")[1][0] != "Z":
+                found.append(int(entry))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def test_a_child_that_sheds_the_workers_environment_group_and_session_does_not_outlive_it(project, github):
+    """`env -i setsid sleep`, started by a worker that then exits: no tag, no
+    group, no session to find it by. As the subreaper the coordinator gets it
+    back when the worker ends, kills it, and reaps it by its PID."""
+    seconds = f"{random.randint(3000, 3999)}.5"  # this test's own sleep, told apart from any other
+    n = project.issue("Start a daemon of my own")
+    project.script({"default": {"escape": seconds, "commit": "x.txt", "sleep": 1}})
+    p = project.start()
+    project.wait_for(lambda: sleeps(seconds), message="the escaped child runs")
+    (child,) = sleeps(seconds)
+    assert Path(f"/proc/{child}/environ").read_bytes() == b""  # nothing to tag it by
+    project.wait_for(lambda: project.state(n) == tasks.COMPLETED, timeout=30, message="completed")
+    project.wait_for(lambda: not sleeps(seconds), timeout=10, message="the escaped child gone")
+    assert lasting_zombies(p.pid) == []
+    assert re.search(rf"gh-{n} killed 1 leftover process\(es\)", project.log_text())
 
 
 @pytest.mark.parametrize("workers, script, reason", [

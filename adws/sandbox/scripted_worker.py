@@ -24,6 +24,8 @@ keyed by $TAC_ISSUE_NUMBER. Options (all optional):
     after_result_sleep: float  seconds to hang after printing the result
     ignore_sigterm: bool  ignore SIGINT and SIGTERM (SIGKILL is the only way out)
     children: int         start this many `sleep 600` children in sessions of their own
+    escape: float         start `env -i setsid sleep <escape>`: a child that sheds the worker's
+                          environment, group and session, then outlives the worker
     tool: str             the Bash command shown in the tool call (default "git status")
     output_tokens: int    output tokens reported per turn (default 50): drives the running cost estimate
     turn_delay: float     seconds between turns
@@ -92,6 +94,9 @@ def main() -> int:
     if opts.get("ignore_sigterm"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if opts.get("escape"):
+        subprocess.Popen(["env", "-i", "setsid", "sleep", str(opts["escape"])], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(int(opts.get("children", 0))):
         # Like the CLI's Bash tool: each command in a session of its own.
         subprocess.Popen(["sleep", "600"], start_new_session=True)
