@@ -159,15 +159,16 @@ def test_real_cli_with_api_down_is_a_startup_error_and_pauses_spawning(real, git
     real.setup([{"text": "unused"}], mode="refuse", api_retry_limit=3, startup_backoff=[120], breaker_threshold=5)
     real.start()
     # The CLI never gets a model turn; it retries. The coordinator stops it
-    # after api_retry_limit retries, sends the task back to Pending with a
-    # next attempt, and pauses spawning for everyone.
-    real.wait_for(lambda: real.state(n) == tasks.PENDING and real.task(n).next_attempt, timeout=60,
-                  message="back to pending with a next attempt")
+    # after api_retry_limit retries and opens the breaker at once (an API
+    # that does not answer is the system's fault, issue #11): the task goes
+    # back to Pending uncharged and waits for the breaker's probe.
+    real.wait_for(lambda: real.state(n) == tasks.PENDING and "not counted" in real.task(n).reason, timeout=60,
+                  message="back to pending, not charged")
     t = real.task(n)
-    assert t.attempts == 0 and t.startup_errors == 1
-    assert "startup error" in t.reason
-    real.wait_for(lambda: "spawning paused: API unreachable" in (real.dir / "tasks.md").read_text(),
-                  message="status shows the pause")
+    assert t.attempts == 0 and t.startup_errors == 0 and t.next_attempt == ""
+    assert t.reason.startswith("startup error while spawning is paused, not counted: API unreachable: 3 retries")
+    real.wait_for(lambda: "spawning paused: network or API down? (API unreachable: 3 retries"
+                  in (real.dir / "tasks.md").read_text(), message="status shows the pause")
     real.wait_for(lambda: real.worker_pids() == [], timeout=20, message="no CLI process left")
     ledger = (real.dir / "logs" / "usage.jsonl").read_text()
     assert '"api_retries": ' in ledger

@@ -428,7 +428,8 @@ def test_format_usd():
 
 LEDGER_KEYS = {"ts", "date", "issue", "attempt", "session_id", "models", "input_tokens", "output_tokens",
                "cache_creation_tokens", "cache_read_tokens", "total_tokens", "cost_usd", "cost_source",
-               "num_turns", "duration_ms", "subtype", "is_error", "exit_reason", "api_retries", "model_usage"}
+               "num_turns", "duration_ms", "subtype", "is_error", "exit_reason", "outcome", "api_retries",
+               "model_usage"}
 
 
 def test_ledger_record_from_a_result():
