@@ -1139,12 +1139,11 @@ class Coordinator:
     # -- start-up: recovery ---------------------------------------------------------
     def recover(self, now: float) -> None:
         """Re-adopt workers that outlived a restart; finish the others from
-        their evidence. Never a second worker for the same issue."""
-        try:
-            self.git.prune()
-        except GitError as e:
-            log.warning("git worktree prune: %s", e)
-        self.archive(now)
+        their evidence. Never a second worker for the same issue. Each part
+        under its own guard: a start-up that fails (a full disk) must not
+        crash-loop the service; what it could not do waits for the next try."""
+        self.guarded("git worktree prune", self.git.prune)
+        self.guarded("archive", self.archive, now)
         # Temp files of writes that a crash interrupted; only we write
         # tasks.md, and we hold the lock, so none of them is in use.
         for stale in self.cfg.state_dir.glob(f".{self.cfg.tasks_path.name}.*.tmp"):
@@ -1153,50 +1152,56 @@ class Coordinator:
             except OSError:
                 pass
         for t in self.load().in_state(ACTIVE):
-            pid, start = t.pid, t.pid_start
-            if pid and start is None and pid not in processes_tagged(t.worker or "-"):
-                # A PID without its start time (a hand-written entry) may
-                # name any process by now: never adopt or signal it.
-                log.warning("gh-%d PID %d has no recorded start time and is not our worker; not adopting it",
-                            t.issue, pid)
-                pid = None
-            if not pid and t.worker:
-                tagged = [p for p in processes_tagged(t.worker) if _pgid(p) == p]
-                if tagged:
-                    pid, start = tagged[0], proc_start_time(tagged[0])
-            log_path = Path(t.log) if t.log else self.cfg.transcript_path(t.issue)
-            if not pid and t.worker and t.log and not _launched(log_path, t.log_offset or 0, t.worker):
-                # spawn() writes the attempt line just before the process
-                # starts; without it we stopped in between and nothing ran.
-                # That is our interruption, not a startup error of the task.
-                self.change_state(t.issue, PENDING, expect=ACTIVE, owner=t.worker, worker="", started="")
-                log.info("gh-%d was never started (the coordinator stopped first); back to Pending", t.issue)
-                continue
-            follower = transcript.TranscriptFollower(log_path, t.log_offset or 0)
-            follower.catch_up()
-            alive = bool(pid) and process_alive(pid, start)
-            # Its age: from the process's own start time while it runs (a
-            # time in tasks.md may be from before a clock step), else from
-            # the Started time recorded there.
-            age = process_age(pid) if alive else None
-            if age is None:
-                started = tasks.parse_time(t.started)
-                age = self.wall(now) - started if started is not None else 0.0
-            w = Worker(issue=t.issue, worker_id=t.worker, attempt=t.attempts + 1,
-                       branch=t.branch or branch_for(self.cfg, t.issue, run_number(t)),
-                       tree=Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue),
-                       log_path=log_path, stderr_path=self.cfg.stderr_path(t.issue), stderr_offset=0,
-                       pid=pid or 0, pid_start=start, started_at=now - max(0.0, age),
-                       follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now,
-                       entry=t, log_start=t.log_offset or 0)
-            if alive:
-                w.change_state(RUNNING, now)
-                log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)
-            else:
-                w.change_state(EXITED, now)
-                log.info("gh-%d worker gone while we were down (pid=%s); finishing from its evidence",
-                         t.issue, pid or "none")
-            self.workers[t.issue] = w
+            self.guarded(f"gh-{t.issue} recovery", self.readopt, t, now)
+
+    def readopt(self, t: Task, now: float) -> None:
+        """One Active entry after a restart: its live worker re-adopted, or
+        its ended one finished from the evidence, or, never started, back
+        to Pending."""
+        pid, start = t.pid, t.pid_start
+        if pid and start is None and pid not in processes_tagged(t.worker or "-"):
+            # A PID without its start time (a hand-written entry) may
+            # name any process by now: never adopt or signal it.
+            log.warning("gh-%d PID %d has no recorded start time and is not our worker; not adopting it",
+                        t.issue, pid)
+            pid = None
+        if not pid and t.worker:
+            tagged = [p for p in processes_tagged(t.worker) if _pgid(p) == p]
+            if tagged:
+                pid, start = tagged[0], proc_start_time(tagged[0])
+        log_path = Path(t.log) if t.log else self.cfg.transcript_path(t.issue)
+        if not pid and t.worker and t.log and not _launched(log_path, t.log_offset or 0, t.worker):
+            # spawn() writes the attempt line just before the process
+            # starts; without it we stopped in between and nothing ran.
+            # That is our interruption, not a startup error of the task.
+            self.change_state(t.issue, PENDING, expect=ACTIVE, owner=t.worker, worker="", started="")
+            log.info("gh-%d was never started (the coordinator stopped first); back to Pending", t.issue)
+            return
+        follower = transcript.TranscriptFollower(log_path, t.log_offset or 0)
+        follower.catch_up()
+        alive = bool(pid) and process_alive(pid, start)
+        # Its age: from the process's own start time while it runs (a
+        # time in tasks.md may be from before a clock step), else from
+        # the Started time recorded there.
+        age = process_age(pid) if alive else None
+        if age is None:
+            started = tasks.parse_time(t.started)
+            age = self.wall(now) - started if started is not None else 0.0
+        w = Worker(issue=t.issue, worker_id=t.worker, attempt=t.attempts + 1,
+                   branch=t.branch or branch_for(self.cfg, t.issue, run_number(t)),
+                   tree=Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue),
+                   log_path=log_path, stderr_path=self.cfg.stderr_path(t.issue), stderr_offset=0,
+                   pid=pid or 0, pid_start=start, started_at=now - max(0.0, age),
+                   follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now,
+                   entry=t, log_start=t.log_offset or 0)
+        if alive:
+            w.change_state(RUNNING, now)
+            log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)
+        else:
+            w.change_state(EXITED, now)
+            log.info("gh-%d worker gone while we were down (pid=%s); finishing from its evidence",
+                     t.issue, pid or "none")
+        self.workers[t.issue] = w
 
     def archive(self, now: float) -> None:
         """Completed entries older than today move to tasks-archive.md, once
