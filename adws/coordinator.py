@@ -63,7 +63,8 @@ from adws.files import write_atomic  # noqa: E402
 from adws.ledger import usd  # noqa: E402
 from adws.metrics import human_duration  # noqa: E402
 from adws.config import EX_CONFIG, Config, ConfigError, load_config  # noqa: E402
-from adws.gates import OPEN, Gates  # noqa: E402
+from adws.gates import CLOSED, OPEN, Gates  # noqa: E402
+from adws.jobs import Jobs  # noqa: E402
 from adws.github import GitHub, GitHubError, is_bot  # noqa: E402
 from adws.outbox import DONE_LABELS, Outbox  # noqa: E402,F401
 # Tokens must never reach a log line, an issue comment or a terminal; the
@@ -177,6 +178,32 @@ class Outcome:
     reason: str = ""
     draft: bool = False
     systemic: bool = False  # a startup error while the breaker is open: the system's, not the task's
+    pr_url: str = ""        # the pull request: found (completed) or opened (open_pr)
+
+
+@dataclass
+class Decision:
+    """One change a poll makes to tasks.md, its log line, and who asked
+    again (a re-applied label, which also lifts the failure breaker)."""
+    issue: int
+    change: Callable[[tasks.TaskFile], Any]
+    said: str = ""
+    asked_again: str = ""
+
+
+@dataclass
+class Finished:
+    """What a finish job found, for the loop to record."""
+    summary: Any
+    outcome: Optional[Outcome] = None       # None: a person changed the entry meanwhile
+    sha: str = ""
+    refused: Optional[GitHubError] = None   # GitHub refused the pull request for good
+
+
+def _raise(result: Any, error: Optional[BaseException]) -> None:
+    """A job's result that only matters when it failed: the loop's guard says why."""
+    if error is not None:
+        raise error
 
 
 def decide_outcome(*, pr_url: str, blocked_reason: Optional[str], commits: int, stop_reason: str,
@@ -186,7 +213,7 @@ def decide_outcome(*, pr_url: str, blocked_reason: Optional[str], commits: int, 
     showed no model turn, or ended inside the startup grace, with nothing to
     show had a startup error."""
     if pr_url:
-        return Outcome("completed")
+        return Outcome("completed", pr_url=pr_url)
     if blocked_reason is not None:
         return Outcome("blocked", blocked_reason or "BLOCKED.md gives no reason")
     # A person who stops a run wants it to end there: no PR from its commits,
@@ -260,6 +287,7 @@ EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must 
 SPAWNING_PAUSED_START = "startup error while spawning is paused, not counted"
 FINISH_TRIES, FINISH_GIVE_UP_AFTER = 3, 3600.0  # a finish that keeps failing ends Blocked
 HOUSEKEEPING_EVERY = 3600.0
+JOB_THREADS = 4  # a poll, a start, a finish and a notice can be under way at once
 
 
 class Coordinator:
@@ -267,7 +295,8 @@ class Coordinator:
 
     def __init__(self, cfg: Config, github: Optional[GitHub] = None,
                  clock: Optional[Callable[[], float]] = None, dry_run: bool = False,
-                 environ: Optional[Dict[str, str]] = None, wall: Optional[Callable[[], float]] = None):
+                 environ: Optional[Dict[str, str]] = None, wall: Optional[Callable[[], float]] = None,
+                 threads: int = 0):
         self.cfg = cfg
         self.github = github or GitHub(cfg.repo)
         # The seams a test may replace (honcho's _process_ctor): the clone and
@@ -275,7 +304,16 @@ class Coordinator:
         self.git = Git(cfg)
         self.popen: Callable[..., subprocess.Popen] = subprocess.Popen
         self.subreaper = False  # main() makes the daemon the subreaper of its workers' orphans
-        self.outbox = Outbox(cfg, self.github, self.amend, lambda e: self.github_failed(self.clock(), e), dry_run)
+        # Slow git and gh work runs off the loop (adws/jobs.py); threads=0
+        # runs it inline, as the tests and --once do.
+        self.jobs = Jobs(threads, guard=self.guarded)
+        self.starting: Dict[int, Worker] = {}  # workers whose worktree a job is making
+        self._polled = False                   # a poll's result was applied since the last tick
+        # Jobs tell the issue; what they learn (a comment id, a notice
+        # delivered) is written to tasks.md on the loop.
+        self.outbox = Outbox(cfg, self.github,
+                             lambda *a, **k: self.jobs.on_loop(functools.partial(self.amend, *a, **k)),
+                             lambda e: self.jobs.on_loop(self.github_failed, self.clock(), e), dry_run)
         # Two clocks. `clock` measures durations and schedules (timeouts,
         # backoffs, the poll): it never jumps, so NTP stepping the Pi's clock
         # at boot neither kills a young worker nor stops the polling. `wall`
@@ -310,6 +348,7 @@ class Coordinator:
         self._said: set = set()               # one-time log lines (skipped issues, tasks.md problems)
         self._status_line = ""
         self._metrics_at = 0.0
+        self._metrics_counters: Dict[str, int] = {}   # as last written: an event shows at once
         self.ready = False                    # first successful cycle done (systemd READY=1)
         self._dry_doc: Optional[tasks.TaskFile] = None
         self._archived_day = ""
@@ -362,6 +401,7 @@ class Coordinator:
         return result
 
     def other_workers(self, w: Worker) -> Set[int]:
+        """The PIDs of the other workers (ours in sessions of their own, like an orphan)."""
         return {x.pid for x in self.workers.values() if x is not w}
 
     def live_workers(self) -> List[Worker]:
@@ -390,10 +430,11 @@ class Coordinator:
         next tick; it never ends the daemon or skips the steps after it.
         0. housekeeping: archive yesterday's completed entries when the day
            changes; hourly, prune old worktrees and logs and measure the disk
-        1. reap workers whose process ended (by PID)
+        1. reap workers whose process ended (by PID); take the results of
+           the jobs that finished (adws/jobs.py: slow git and gh work)
         2. supervise live workers: read new log lines, STOP file, timeouts, budget
-        3. finish ended workers from their evidence (PR, BLOCKED.md, commits)
-        4. poll GitHub when due and reconcile the queue with it
+        3. finish ended workers from their evidence (PR, BLOCKED.md, commits): a job
+        4. poll GitHub when due (a job) and reconcile the queue with it
         5. deliver owed comments and label swaps (once per poll)
         6. dispatch pending tasks into free slots
         7. publish: tasks.md status line, metrics.json, systemd"""
@@ -403,9 +444,12 @@ class Coordinator:
         if now >= self._housekept_at:
             self.guarded("housekeeping", self.housekeep, now)
         self.guarded("reap", self.reap, now)
+        self.jobs.apply()
         self.guarded("supervise", lambda: self.supervise(now, self.load()))
         self.guarded("finish", self.finish_exited, now)
-        polled = bool((force_poll or now >= self.next_poll_at) and self.guarded("poll", self.poll, now))
+        if (force_poll or now >= self.next_poll_at) and not self.jobs.busy(("poll",)):
+            self.guarded("poll", self.poll, now)
+        polled, self._polled = self._polled, False
         if self.listing_ok:
             if polled:
                 self.guarded("outbox", self.deliver_outbox, now)
@@ -472,9 +516,16 @@ class Coordinator:
             elif w.comment_id and self.cfg.progress_every > 0 and now - w.comment_at >= self.cfg.progress_every:
                 w.comment_at = now
                 last = f", last step: `{s.last_tool}`" if s.last_tool else ""
-                self.outbox.post_or_edit(w.issue, w.comment_id,
-                                  f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
-                                  f"{human_duration(now - w.started_at)} so far, {usd(s.cost)}{last}.")
+                self.comment(w, f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
+                                f"{human_duration(now - w.started_at)} so far, {usd(s.cost)}{last}.")
+
+    def comment(self, w: Worker, text: str) -> None:
+        """Post or edit the task's status comment as a job; remember its id."""
+        def remember(comment_id: Optional[int], error: Optional[BaseException]) -> None:
+            w.comment_id = comment_id or w.comment_id
+            _raise(None, error)
+        self.jobs.submit(("comment", w.issue), functools.partial(self.outbox.post_or_edit, w.issue, w.comment_id,
+                                                                 text), remember)
 
     def restore_entry(self, w: Worker, now: float) -> None:
         """Write back the entry of a live worker that vanished from tasks.md,
@@ -524,31 +575,19 @@ class Coordinator:
             sweep_tagged(w, self.other_workers(w))
 
     # 3 ------------------------------------------------------------------------
+    # Finishing takes git and gh calls (seconds on a Pi; a minute when a
+    # remote hangs): finish_work runs as a job off the loop, and finish_done,
+    # on the loop, records what it found.
     def finish_exited(self, now: float) -> None:
-        exited = [w for w in self.workers.values() if w.state == EXITED and now >= w.finish_next_at]
-        if not exited:
-            return
         if self.github_down_since is not None and now < self.next_poll_at:
             return  # GitHub is down: try again with the poll's backoff, not every second
-        try:
-            prs = self.github.pull_heads()  # one conditional call covers every branch finishing this tick
-        except GitHubError as e:
-            self.say_once(("finish", str(e)), "finishing deferred: github: %s", e)
-            self.github_failed(now, e)
-            return
-        for w in exited:
-            sweep_tagged(w, self.other_workers(w))  # nothing a worker started outlives it
-            try:
-                ended = self.finish(w, now, prs.get(w.branch, ""))
-            except Exception as e:  # deliberate: one task's finish must never hold up the others'
-                self.guarded(f"{w.name} finish", self.finish_failed, w, now, e)
-                continue
-            del self.workers[w.issue]
-            if ended is not None:  # recorded: what follows is telling people, which may wait
-                self.guarded(f"{w.name} notice", self.announce, w, ended)
-            # A finish takes git and gh calls (a second or more on a Pi);
-            # note exits meanwhile, so none waits a whole tick to be seen.
-            self.reap(self.clock())
+        for w in list(self.workers.values()):
+            if w.state == EXITED and now >= w.finish_next_at and not self.jobs.busy(("finish", w.issue)):
+                # On the loop, where the other workers are known for sure: a
+                # worker started meanwhile must never be taken for an orphan.
+                sweep_tagged(w, self.other_workers(w))  # nothing a worker started outlives it
+                self.jobs.submit(("finish", w.issue), functools.partial(self.finish_work, w, now),
+                                 functools.partial(self.finish_done, w))
 
     def finish_failed(self, w: Worker, now: float, e: Exception) -> None:
         """Finishing needs git and GitHub. While GitHub is unreachable the
@@ -578,20 +617,18 @@ class Coordinator:
         if ended is not None:
             self.counters["blocked"] += 1
             log.warning("%s blocked: %s", w.name, reason)
-            self.guarded(f"{w.name} notice", self.outbox.notify, ended)
+            self.jobs.submit(("notice", w.issue), functools.partial(self.outbox.notify, ended), _raise)
 
-    def finish(self, w: Worker, now: float, pr_url: str = "") -> Optional[Task]:
-        """Decide how the run ended from its evidence, deliver its work (push,
-        pull request) and record the outcome: the entry as written, or None
-        when a person changed it meanwhile."""
+    def finish_work(self, w: Worker, now: float) -> "Finished":
+        """Off the loop: decide how the run ended from its evidence and
+        deliver its work (push, pull request). Records nothing."""
         s = w.follower.catch_up()
         task = self.load().governing(w.issue)
         if task is None or task.state != ACTIVE or task.worker != w.worker_id:
-            log.info("%s ended after a person changed its entry; leaving the entry as they set it", w.name)
-            self.record_run(w, s, CANCELLED, now, "stopped")
-            return None
+            return Finished(s)  # a person changed the entry
         elapsed = (w.exited_at or now) - w.started_at
-        outcome, commits = self.judge(w, pr_url, s, elapsed)
+        outcome, commits = self.judge(w, s, elapsed)
+        done = Finished(s, outcome)
         if outcome.kind == "blocked" and commits > 0:
             try:
                 self.git.push_branch(w.branch)  # best effort: Blocked says "pushed if it has commits"
@@ -599,31 +636,57 @@ class Coordinator:
                 log.warning("%s could not push %s: %s", w.name, w.branch, e)
         if outcome.kind == "open_pr":
             try:
-                pr_url = self.open_pull(w, task, outcome, s, elapsed)
+                outcome.pr_url = self.open_pull(w, task, outcome, s, elapsed)
             except PullRefused as e:
                 # Ends now, through the usual outcome path (Blocked notice,
                 # worktree kept): retrying it would ask GitHub the same
                 # question every backoff step for nothing.
-                self.github_failed(now, e.error)
-                outcome = Outcome("blocked", str(e))
+                done.refused, done.outcome = e.error, Outcome("blocked", str(e))
+        if done.outcome.kind in ("completed", "open_pr"):
+            done.sha = self.git.head_sha(w.branch)
         if outcome.kind == "startup_error":
             outcome.reason = last_line(w.stderr_path, w.stderr_offset) or outcome.reason
-            outcome.systemic = self.count_startup_error(w.issue, outcome.reason, now)
+        return done
+
+    def finish_done(self, w: Worker, done: Optional["Finished"], error: Optional[BaseException]) -> None:
+        """On the loop: the one write that ends the run, the ledger line,
+        the breakers told; then the issue is told (a job of its own)."""
+        now = self.clock()
+        if error is not None:
+            self.finish_failed(w, now, error)
+            return
+        if done.outcome is None:
+            log.info("%s ended after a person changed its entry; leaving the entry as they set it", w.name)
+            del self.workers[w.issue]
+            self.record_run(w, done.summary, CANCELLED, now, "stopped")
+            return
+        outcome = done.outcome
+        if done.refused is not None:
+            self.github_failed(now, done.refused)
+        # A startup error while the breaker is open is the system's, not the task's.
+        outcome.systemic = outcome.kind == "startup_error" and self.gates.startup.state != CLOSED
+        try:
+            ended = self.record_outcome(w, outcome, done.sha, now)
+        except Exception:
+            w.finish_next_at = now + self.cfg.poll_interval  # tasks.md could not be written: not every tick
+            raise
+        del self.workers[w.issue]
+        if outcome.kind == "startup_error":
+            self.count_startup_error(w.issue, outcome.reason, now)
         elif outcome.kind == "stopped":
             self.gates.startup.probe_ended(w.issue, now)
         else:
             self.gates.startup.got_going(w.issue, now)
-        ended = self.record_outcome(w, outcome, pr_url, now)
-        self.record_run(w, s, outcome.reason or outcome.kind, now, _LEDGER_OUTCOME[outcome.kind])
+        self.record_run(w, done.summary, outcome.reason or outcome.kind, now, _LEDGER_OUTCOME[outcome.kind])
         if ended is None:
             log.info("%s entry changed by a person while finishing; left as they set it", w.name)
-            return None
+            return
         self.log_outcome(w, outcome, ended, now)
         if outcome.kind == "failed":
             self.gates.failed_run(w.issue, outcome.reason)
         elif ended.state in (COMPLETED, BLOCKED):
             self.gates.failures.good_run()
-        return ended
+        self.jobs.submit(("notice", w.issue), functools.partial(self.announce, w, ended), _raise)
 
     def announce(self, w: Worker, ended: Task) -> None:
         """After the outcome is recorded: tell the issue, tidy up. A failure
@@ -639,7 +702,7 @@ class Coordinator:
             self.outbox.post_or_edit(ended.issue, ended.comment_id, f"⏳ Attempt did not finish: {ended.reason}. "
                                                              f"Next attempt at {ended.next_attempt}.")
 
-    def judge(self, w: Worker, pr_url: str, s: Any, elapsed: float) -> Tuple[Outcome, int]:
+    def judge(self, w: Worker, s: Any, elapsed: float) -> Tuple[Outcome, int]:
         """The outcome of an ended run and how many commits it has to push.
         Raises GitError when git cannot count the commits (unknown is not 0)."""
         blocked_reason = None
@@ -651,6 +714,10 @@ class Coordinator:
                 first = []
             blocked_reason = redact(first[0].lstrip("# ").strip()[:300]) if first else ""
         commits = self.git.commits_ahead(w.branch)
+        # A run with nothing to push may have opened its pull request itself
+        # (an agent given a token): one conditional look-up, usually a free
+        # 304. With commits, opening the PR finds an existing one (the 422).
+        pr_url = self.github.pull_heads().get(w.branch, "") if commits == 0 and blocked_reason is None else ""
         outcome = decide_outcome(pr_url=pr_url, blocked_reason=blocked_reason, commits=commits,
                                  stop_reason=w.stop_reason, returncode=w.returncode, summary=s,
                                  elapsed=elapsed, startup_grace=self.cfg.startup_grace)
@@ -698,9 +765,9 @@ class Coordinator:
         log.info("%s pr opened %s%s", w.name, pr_url, " (draft)" if outcome.draft else "")
         return pr_url
 
-    def record_outcome(self, w: Worker, outcome: Outcome, pr_url: str, now: float) -> Optional[Task]:
+    def record_outcome(self, w: Worker, outcome: Outcome, sha: str, now: float) -> Optional[Task]:
         """The one write that ends the run in tasks.md."""
-        sha = self.git.head_sha(w.branch) if outcome.kind in ("completed", "open_pr") else ""
+        pr_url = outcome.pr_url
 
         def apply(doc: tasks.TaskFile) -> Optional[Task]:
             cur = doc.governing(w.issue)
@@ -764,23 +831,32 @@ class Coordinator:
                         clock_time(self.wall(now)), e)
         self.github_error, self.github_auth_failed = str(e), e.auth
 
-    def poll(self, now: float) -> bool:
-        """Fetch the labelled issues and reconcile tasks.md with them. A
-        failed fetch means 'unknown': nothing is dropped, and the next poll
-        backs off with jitter."""
+    def poll(self, now: float) -> None:
+        """Read the labelled issues off the loop; poll_done reconciles."""
         self.last_poll_at = now
-        try:
-            listing = self.github.labelled_issues(self.cfg.label)
-            decisions = self.intake(listing, now)
-        except GitHubError as e:
+        self.jobs.submit(("poll",), functools.partial(self.fetch_queue, now), functools.partial(self.poll_done, now))
+
+    def fetch_queue(self, now: float) -> Tuple[List[dict], List["Decision"]]:
+        """Off the loop: the listing and what it means for tasks.md."""
+        listing = self.github.labelled_issues(self.cfg.label)
+        return listing, self.intake(listing, now)
+
+    def poll_done(self, now: float, result: Any, error: Optional[BaseException]) -> None:
+        """Reconcile tasks.md with the listing. A failed fetch means
+        'unknown': nothing is dropped, and the next poll backs off with jitter."""
+        if isinstance(error, GitHubError):
             self.listing_ok = False
             self.poll_failures += 1
-            self.github_failed(now, e)
+            self.github_failed(now, error)
             delay = min(self.cfg.poll_interval * 2 ** self.poll_failures, 900)
-            if e.status == 403 and self.github.rate_reset:
+            if error.status == 403 and self.github.rate_reset:
                 delay = max(delay, self.github.rate_reset - self.wall(now) + 5)
             self.next_poll_at = now + delay * random.uniform(0.8, 1.2)
-            return False
+            return
+        if error is not None:
+            self.next_poll_at = now + self.cfg.poll_interval
+            raise error
+        listing, decisions = result
         if self.github_down_since is not None:
             log.info("github: reachable again after %s", human_duration(now - self.github_down_since))
         self.github_down_since, self.github_error, self.poll_failures = None, "", 0
@@ -800,23 +876,33 @@ class Coordinator:
                           remaining, interval)
         self.next_poll_at = now + interval
         if decisions:
-            self.update(lambda doc: [change(doc) for change, _ in decisions])
-            for _, said in decisions:  # said once written: a failed write (a full disk) is retried, not re-said
-                if said:
-                    log.info("%s", said)
-        return True
+            self.update(lambda doc: [d.change(doc) for d in decisions])
+            for d in decisions:  # said once written: a failed write (a full disk) is retried, not re-said
+                if d.said:
+                    log.info("%s", d.said)
+                if d.asked_again:  # a person asked again: that also lifts the failure breaker's pause
+                    self.gates.resume(f"gh-{d.issue} labelled again by {d.asked_again}")
+        self._polled = True
 
-    def intake(self, listing: List[dict], now: float) -> List[Tuple[Callable[[tasks.TaskFile], Any], str]]:
+    def intake(self, listing: List[dict], now: float) -> List["Decision"]:
         """Work out how tasks.md must change for this listing. Returns the
         changes as functions, so they can be re-applied if a person edits
-        tasks.md in between, each with its log line."""
+        tasks.md in between, each with its log line. Runs off the loop:
+        it reads tasks.md and asks GitHub, and writes nothing."""
         doc = self.load()
-        changes: List[Tuple[Callable[[tasks.TaskFile], Any], str]] = []
+        changes: List[Decision] = []
         listed = {i["number"] for i in listing}
+        # Who applied the label, for every issue that may be new, from the
+        # repository-wide events feed: a thousand new issues cost about ten
+        # requests, not a thousand; labeller() then asks per issue only for
+        # what the feed did not cover.
+        fresh = [i for i in listing if not self.known(doc, i["number"])]
+        if fresh:
+            self.github.labellers(self.cfg.label, fresh)
         for issue in sorted(listing, key=lambda i: i["number"]):
             n = issue["number"]
             task = doc.governing(n)
-            if (task is not None and task.state in (PENDING, ACTIVE)) or n in self.workers:
+            if self.known(doc, n):
                 continue  # queued or running (a live worker's lost entry is written back, not queued)
             if is_bot(issue.get("user")):
                 self.say_once(("bot", n), "gh-%d skipped: opened by bot %s", n, issue["user"].get("login"))
@@ -827,23 +913,28 @@ class Coordinator:
                 labelled_at = _iso_epoch(who[2]) if who else None
                 if finished is None or labelled_at is None or labelled_at <= finished:
                     if not task.outbox:
-                        changes.append((_owe_notice(n, self.wall(now)), ""))
+                        changes.append(Decision(n, _owe_notice(n, self.wall(now))))
                     continue
             if not self.trusted(n, who):
                 continue
-            if task is not None:  # a person asked again: that also lifts the failure breaker's pause
-                self.gates.resume(f"gh-{n} labelled again by {who[0]}")
-            fresh = dict(title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
+            entry = dict(title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
                          body_sha=_body_sha(issue), earlier_runs=run_number(task) - 1 if task is not None else 0)
-            changes.append((functools.partial(tasks.transition, issue=n, to=PENDING,
-                                              expect=(tasks.NEW,) + tasks.TERMINAL, **fresh),
-                            f"gh-{n} queued {{p{fresh['priority']}}} labelled by {who[0] if who else '?'}"
-                            + (" (again)" if task is not None else "")))
+            changes.append(Decision(n, functools.partial(tasks.transition, issue=n, to=PENDING,
+                                                         expect=(tasks.NEW,) + tasks.TERMINAL, **entry),
+                                    f"gh-{n} queued {{p{entry['priority']}}} labelled by {who[0] if who else '?'}"
+                                    + (" (again)" if task is not None else ""),
+                                    asked_again=who[0] if task is not None and who else ""))
         for t in doc.in_state(PENDING):
             if t.issue not in listed:
-                changes.append((functools.partial(tasks.transition, issue=t.issue, to=tasks.NEW, expect=PENDING),
-                                f"gh-{t.issue} dropped from the queue: the label is gone or the issue is closed"))
+                changes.append(Decision(t.issue, functools.partial(tasks.transition, issue=t.issue, to=tasks.NEW,
+                                                                   expect=PENDING),
+                                        f"gh-{t.issue} dropped from the queue: the label is gone or the issue is closed"))
         return changes
+
+    def known(self, doc: tasks.TaskFile, n: int) -> bool:
+        """Queued, running, or being started: not new, whatever the listing says."""
+        task = doc.governing(n)
+        return (task is not None and task.state in (PENDING, ACTIVE)) or n in self.workers or n in self.starting
 
     def trusted(self, n: int, who: Optional[Tuple[str, str, str]]) -> bool:
         """Only a label applied by a collaborator with write, maintain or
@@ -867,7 +958,10 @@ class Coordinator:
     # 5 ------------------------------------------------------------------------
     # The outbox (adws/outbox.py): what the issue is told.
     def deliver_outbox(self, now: float) -> None:
-        self.outbox.deliver(self.load(), self.guarded)
+        """Tell every ended task whose notice is still owed, each as a job."""
+        for t in self.load().tasks:
+            if t.state in tasks.TERMINAL and t.outbox:
+                self.jobs.submit(("notice", t.issue), functools.partial(self.outbox.notify, t), _raise)
 
     # 6 ------------------------------------------------------------------------
     def spawn_block(self, now: float) -> str:
@@ -886,12 +980,12 @@ class Coordinator:
 
     def dispatch(self, now: float) -> None:
         block = self.spawn_block(now)
-        slots = self.max_concurrent - len(self.live_workers())
+        slots = self.max_concurrent - len(self.live_workers()) - len(self.starting)
         if slots <= 0:
             return
         # Next attempt is a wall-clock time in tasks.md: on the steady clock here.
         waiting = [(t, (tasks.parse_time(t.next_attempt) or 0.0) - self._offset) for t in self.load().in_state(PENDING)
-                   if t.issue not in self.workers and t.issue in self.issues]
+                   if t.issue not in self.workers and t.issue not in self.starting and t.issue in self.issues]
         due = [t for t, at in waiting if at <= now]
         self.next_due_at = min((at for _, at in waiting if at > now), default=0.0)  # for next_wake
         if not due:
@@ -918,9 +1012,8 @@ class Coordinator:
             if not self.gates.startup.may_start(t.issue, now):
                 return  # the probe is out: nothing else until it has an answer
             self.guarded(f"gh-{t.issue} start", self.spawn, t, self.issues[t.issue], now)
-            if t.issue not in self.workers:
+            if t.issue not in self.workers and t.issue not in self.starting:
                 self.gates.startup.probe_ended(t.issue, now)  # it never started: probe again
-            self.reap(self.clock())  # as in finish_exited: a spawn is slow too
 
     def text_as_labelled(self, t: Task, now: float) -> bool:
         """Is the issue's text still the text a trusted person labelled?
@@ -967,36 +1060,70 @@ class Coordinator:
 
     def spawn(self, t: Task, issue: dict, now: float) -> None:
         """Start a worker for `t`. Intent first: a crash at any point leaves
-        either a Pending entry or an Active one that recover() resolves."""
+        either a Pending entry or an Active one that recover() resolves. The
+        worktree is made by a job (a fetch can take a minute); the process
+        is started on the loop once it is ready (launch)."""
         n, cfg = t.issue, self.cfg
-        w = Worker(issue=n, worker_id=new_worker_id(), attempt=t.attempts + 1,
-                   branch=self.git.unused_branch(n, run_number(t)), tree=cfg.worktree_path(n),
-                   log_path=cfg.transcript_path(n), stderr_path=cfg.stderr_path(n),
-                   stderr_offset=0, pid=0, pid_start=None, started_at=now, follower=None, last_output_at=now)
+        w = Worker(issue=n, worker_id=new_worker_id(), attempt=t.attempts + 1, branch="",
+                   tree=cfg.worktree_path(n), log_path=cfg.transcript_path(n), stderr_path=cfg.stderr_path(n),
+                   stderr_offset=0, pid=0, pid_start=None, started_at=now, follower=None, last_output_at=now,
+                   comment_id=t.comment_id)
         cfg.logs.mkdir(parents=True, exist_ok=True)
         log_offset = w.log_path.stat().st_size if w.log_path.exists() else 0
         w.stderr_offset = w.stderr_path.stat().st_size if w.stderr_path.exists() else 0
         # 1. Record the intent before anything runs. A crash after this
         #    leaves an Active entry without PID; recovery looks for a process
         #    tagged with this worker id, else finishes from the evidence.
-        if self.change_state(n, ACTIVE, expect=PENDING, worker=w.worker_id, branch=w.branch, worktree=str(w.tree),
+        if self.change_state(n, ACTIVE, expect=PENDING, worker=w.worker_id, worktree=str(w.tree),
                              log=str(w.log_path), log_offset=log_offset, started=local_time(self.wall(now)),
                              pid=None, pid_start=None, next_attempt="") is None:
             return
-        # 2-4. The worktree, the prompt, the process.
+        # 2-3. The branch, the worktree and the prompt, off the loop.
+        self.starting[n] = w
+        self.jobs.submit(("start", n), functools.partial(self.prepare, w, issue, run_number(t)),
+                         functools.partial(self.launch, w))
+
+    def prepare(self, w: Worker, issue: dict, run: int) -> bool:
+        """Off the loop: a branch that is free, a fresh worktree on it, the
+        prompt file. Returns whether an earlier run's leftovers were cleared.
+        Raises StartError saying what failed."""
+        cfg = self.cfg
         try:
-            self.start_process(w, issue, now)
-        except (StartError, OSError) as e:  # OSError: a full disk, an unwritable logs folder
-            self.start_failed(w, str(e), now)
+            w.branch = self.git.unused_branch(w.issue, run)
+            w.tree, repaired = self.git.prepare_worktree(w.issue, w.branch)
+        except (GitError, OSError) as e:
+            raise StartError(f"worktree: {e}")
+        # The prompt goes on stdin: issue text never goes into argv or a shell.
+        try:
+            prompt = build_prompt(cfg, w.issue, issue, w.branch, w.tree)
+        except OSError as e:
+            raise StartError(f"template {cfg.template_path}: {e.strerror}")
+        write_atomic(cfg.prompt_path(w.issue), prompt.encode("utf-8"))
+        return repaired
+
+    def launch(self, w: Worker, repaired: Optional[bool], error: Optional[BaseException]) -> None:
+        """On the loop: start the process in the prepared worktree, record
+        its PID for crash recovery, tell the issue."""
+        n, now = w.issue, self.clock()
+        del self.starting[n]
+        if error is None:
+            try:
+                self.start_process(w, now)
+            except (StartError, OSError) as e:  # OSError: a full disk, an unwritable logs folder
+                error = e
+        if error is not None:
+            self.start_failed(w, str(error) or type(error).__name__, now)
             return
+        if repaired:
+            self.counters["worktree_repairs"] += 1
+            log.info("gh-%d worktree repaired: cleared what an earlier run left at %s", n, w.tree)
+        w.started_at = w.last_output_at = w.comment_at = now
         self.workers[n] = w
         self.counters["launched"] += 1
-        # 5. Now the PID is known; record it for crash recovery.
-        w.entry = self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start)
+        # 4. Now the PID is known; record it for crash recovery.
+        w.entry = self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start, branch=w.branch)
         log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, w.pid, w.branch, w.attempt, w.worker_id)
-        w.comment_id = self.outbox.post_or_edit(n, t.comment_id, f"🤖 Started work on branch `{w.branch}` "
-                                                          f"(attempt {w.attempt}, {clock_time(self.wall(now))}).")
-        w.comment_at = now
+        self.comment(w, f"🤖 Started work on branch `{w.branch}` (attempt {w.attempt}, {clock_time(self.wall(now))}).")
 
     def start_failed(self, w: Worker, why: str, now: float) -> None:
         log.warning("gh-%d could not start: %s", w.issue, why)
@@ -1013,24 +1140,10 @@ class Coordinator:
                                     **fields)
         self.update(back)
 
-    def start_process(self, w: Worker, issue: dict, now: float) -> None:
-        """Worktree, prompt file and `claude -p` process for `w`; fills in its
-        PID. Raises StartError saying what failed."""
+    def start_process(self, w: Worker, now: float) -> None:
+        """The `claude -p` process for `w` in its prepared worktree, the
+        prompt on stdin; fills in its PID. Raises StartError saying what failed."""
         cfg = self.cfg
-        try:
-            w.tree, repaired = self.git.prepare_worktree(w.issue, w.branch)
-        except (GitError, OSError) as e:
-            raise StartError(f"worktree: {e}")
-        if repaired:
-            self.counters["worktree_repairs"] += 1
-            log.info("gh-%d worktree repaired: cleared what an earlier run left at %s", w.issue, w.tree)
-        # The prompt goes on stdin: issue text never goes into argv or a shell.
-        prompt_path = cfg.prompt_path(w.issue)
-        try:
-            prompt = build_prompt(cfg, w.issue, issue, w.branch, w.tree)
-        except OSError as e:
-            raise StartError(f"template {cfg.template_path}: {e.strerror}")
-        write_atomic(prompt_path, prompt.encode("utf-8"))
         env = worker_env(cfg, self.environ, {
             "TAC_ISSUE_NUMBER": str(w.issue), "TAC_BRANCH": w.branch, "TAC_REPO": cfg.repo,
             "TAC_WORKTREE": str(w.tree), "TAC_WORKER_ID": w.worker_id, "TAC_ATTEMPT": str(w.attempt)})
@@ -1042,7 +1155,7 @@ class Coordinator:
         w.follower = transcript.TranscriptFollower(w.log_path, w.log_start)
         try:
             # In its own session, so it can be stopped as a whole.
-            with open(prompt_path, "rb") as stdin, open(w.log_path, "ab") as out, open(w.stderr_path, "ab") as err:
+            with open(cfg.prompt_path(w.issue), "rb") as stdin, open(w.log_path, "ab") as out, open(w.stderr_path, "ab") as err:
                 w.popen = self.popen(worker_argv(cfg), cwd=str(w.tree), stdin=stdin, stdout=out, stderr=err,
                                      env=env, start_new_session=True, close_fds=True)
         except OSError as e:
@@ -1078,7 +1191,7 @@ class Coordinator:
                 d.status = line
             self.update(set_status)
             log.info("status: %s", line)
-        if polled or now - self._metrics_at >= 5 or not self.ready:
+        if polled or now - self._metrics_at >= 5 or not self.ready or self.counters != self._metrics_counters:
             self.write_metrics(now, counts, block)
         if polled and self.listing_ok and not self.ready:
             self.ready = True
@@ -1101,7 +1214,7 @@ class Coordinator:
     def write_metrics(self, now: float, counts: Dict[str, int], block: str) -> None:
         if self.dry_run:
             return
-        self._metrics_at = now
+        self._metrics_at, self._metrics_counters = now, dict(self.counters)
         wall = self.wall  # metrics.json holds wall-clock times: status.py compares them with its own
         spend = self.spend.totals(wall(now))
         gh_state = "ok" if self.github_down_since is None else \
@@ -1153,6 +1266,20 @@ class Coordinator:
                 pass
         for t in self.load().in_state(ACTIVE):
             self.guarded(f"gh-{t.issue} recovery", self.readopt, t, now)
+        for t in self.load().tasks:
+            if t.comment_id is None and t.started and (t.state == ACTIVE or (t.state in tasks.TERMINAL and t.outbox)):
+                self.guarded(f"gh-{t.issue} status comment", self.find_comment, t)
+
+    def find_comment(self, t: Task) -> None:
+        """A crash between posting a status comment and recording its id
+        would make the next notice a second comment: adopt ours, posted
+        since the entry started (one conditional look-up, after a crash only)."""
+        started = tasks.parse_time(t.started)
+        mine = [cid for cid, at in self.github.own_comments(t.issue)
+                if started is None or (_iso_epoch(at) or 0) >= started - 5]
+        if mine:
+            log.info("gh-%d status comment %d found again after a restart", t.issue, mine[-1])
+            self.amend(t.issue, expect=t.state, comment_id=mine[-1])
 
     def readopt(self, t: Task, now: float) -> None:
         """One Active entry after a restart: its live worker re-adopted, or
@@ -1230,10 +1357,16 @@ class Coordinator:
         self._housekept_at = now + HOUSEKEEPING_EVERY
         if self.dry_run:
             return
-        cfg = self.cfg
-        retention.prune(cfg, self.load(), set(self.workers), self.wall(now),
-                        remove_tree=self.git.remove_worktree, pushed=self.git.pushed)
-        self.disk = retention.usage(cfg, self.gates.disk)
+        cfg, doc, live, wall = self.cfg, self.load(), set(self.workers) | set(self.starting), self.wall(now)
+
+        def work() -> Dict[str, Any]:  # off the loop: git removes worktrees, and measuring walks the trees
+            retention.prune(cfg, doc, live, wall, remove_tree=self.git.remove_worktree, pushed=self.git.pushed)
+            return retention.usage(cfg, self.gates.disk)
+
+        def measured(disk: Any, error: Optional[BaseException]) -> None:
+            self.disk = disk or self.disk
+            _raise(None, error)
+        self.jobs.submit(("housekeeping",), work, measured)
 
     # -- SIGHUP ----------------------------------------------------------------------
     def reload(self, new: Config, now: float) -> bool:
@@ -1271,7 +1404,7 @@ class Coordinator:
     def next_wake(self, now: float) -> float:
         """Seconds to sleep: short while workers need watching, else until
         the next poll or the next backoff expiry. SIGCHLD cuts it short."""
-        if self.workers:
+        if self.workers or self.starting:
             return 1.0
         # Each tick sends WATCHDOG=1: under a systemd watchdog an idle
         # daemon must wake at least twice per WatchdogSec, or it is killed.
@@ -1453,6 +1586,7 @@ class Daemon:
         os.set_blocking(r, False)
         os.set_blocking(w, False)
         signal.set_wakeup_fd(w)  # SIGCHLD wakes select() at once
+        self.c.jobs.wake_fd = w  # and so does a job that finished
         for sig in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._record)
         return r, w
@@ -1541,7 +1675,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.check:
         from adws.doctor import doctor
         return EX_OK if doctor(cfg, github) else EX_FAIL
-    coordinator = Coordinator(cfg, github, dry_run=args.dry_run)
+    # The daemon runs slow git and gh work in a few threads; --once and
+    # --dry-run do everything inline, in order, and then exit.
+    threads = 0 if args.once or args.dry_run else JOB_THREADS
+    coordinator = Coordinator(cfg, github, dry_run=args.dry_run, threads=threads)
     if args.dry_run:
         coordinator.tick(coordinator.clock(), force_poll=True)
         if not coordinator.listing_ok:

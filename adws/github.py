@@ -408,6 +408,17 @@ class GitHub:
         resp = self.api("GET", path)
         return _shape(resp.status, "GET", path, resp.data, dict, ISSUE_KEYS)
 
+    def own_comments(self, number: int) -> List[Tuple[int, str]]:
+        """(id, created_at) of the comments on the issue that carry our
+        marker, oldest first: after a crash, to find the status comment a
+        post made just before it (its id never reached tasks.md)."""
+        path = f"repos/{self.repo}/issues/{number}/comments?per_page=100"
+        out = []
+        for c in self.get_conditional(path, pages=1):
+            if isinstance(c, dict) and isinstance(c.get("id"), int) and COMMENT_MARKER in str(c.get("body") or ""):
+                out.append((c["id"], str(c.get("created_at") or "")))
+        return out
+
     # -- writes: each retried after a 5xx or a failed connection ----------------
     def comment(self, number: int, body: str) -> int:
         path = f"repos/{self.repo}/issues/{number}/comments"

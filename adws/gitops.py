@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -175,15 +176,23 @@ class Git:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        # Jobs run in threads (adws/jobs.py): what adds or removes worktrees
+        # goes one at a time, so a prune never meets a worktree half made.
+        # Reading refs and pushing need no turn (a slow fetch must not hold
+        # up a finish).
+        self._lock = threading.RLock()
 
     def prune(self) -> None:
-        git(["worktree", "prune"], self.cfg.repo_path)
+        with self._lock:
+            git(["worktree", "prune"], self.cfg.repo_path)
 
     def prepare_worktree(self, issue: int, branch: str) -> Tuple[Path, bool]:
-        return prepare_worktree(self.cfg, issue, branch)
+        with self._lock:
+            return prepare_worktree(self.cfg, issue, branch)
 
     def remove_worktree(self, tree: Path) -> bool:
-        return remove_worktree(self.cfg, tree)
+        with self._lock:
+            return remove_worktree(self.cfg, tree)
 
     def unused_branch(self, issue: int, run: int) -> str:
         return unused_branch(self.cfg, issue, run)

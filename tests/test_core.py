@@ -160,7 +160,7 @@ def test_a_failing_workflow_check_holds_the_branch(tmp_path, clone):
                   follower=None, returncode=0)
     summary = type("S", (), {"saw_result": True, "is_error": False, "assistant_turns": 3, "result_subtype": ""})()
     assert co.commits_ahead(cfg, "auto/gh-1") == 1
-    outcome, commits = c.judge(w, "", summary, 100.0)
+    outcome, commits = c.judge(w, summary, 100.0)
     assert outcome.kind == "blocked" and commits == 0
     assert "could not check the branch for workflow changes" in outcome.reason
 

@@ -546,16 +546,28 @@ def test_only_an_outage_marks_github_unreachable(cfg, tmp_path, status, down):
 def test_finishing_waits_for_the_poll_backoff_while_github_is_down(cfg, tmp_path):
     calls = []
 
-    class CountingGitHub(FakeGitHub):
-        def pull_heads(self):
+    class DownGitHub(FakeGitHub):
+        def create_pull(self, *args):
             calls.append(1)
             raise co.GitHubError(503, "down")
 
+    class OneCommitGit:
+        """The clone as finishing asks it: one commit to push, nothing held."""
+        def commits_ahead(self, branch):
+            return 1
+
+        def held_paths(self, branch):
+            return []
+
+        def push_branch(self, branch):
+            pass
+
     c = make_coordinator(cfg, tmp_path)
-    c.github = CountingGitHub()
-    w = make_worker(tmp_path)
+    c.github, c.git = DownGitHub(), OneCommitGit()
+    w = make_worker(tmp_path, returncode=0)
     w.state = co.EXITED
     c.workers[w.issue] = w
+    tasks.update(c.cfg.tasks_path, lambda d: d.add(Task(w.issue, "x", ACTIVE, worker=w.worker_id)))
     c.next_poll_at = T0 + 60
     c.finish_exited(T0)              # first try: GitHub answers 503
     assert len(calls) == 1 and c.github_down_since == T0
@@ -571,6 +583,9 @@ def test_the_poll_never_queues_an_issue_whose_worker_runs(cfg, tmp_path, said):
     """Its entry may be gone for a moment (tasks.md deleted or damaged):
     the worker's entry is written back, never queued as a new task."""
     class LabelledByAlice(FakeGitHub):
+        def labellers(self, label, issues):
+            return {i["number"]: ("alice", "User", "2026-01-01T00:00:00Z") for i in issues}
+
         def labeller(self, n, label, updated_at=""):
             return ("alice", "User", "2026-01-01T00:00:00Z")
 
@@ -580,7 +595,7 @@ def test_the_poll_never_queues_an_issue_whose_worker_runs(cfg, tmp_path, said):
     c.workers[7] = make_worker(tmp_path, issue=7)
     issue = {"number": 7, "title": "Running", "body": "", "user": {"login": "alice"}, "labels": []}
     changes = c.intake([issue, dict(issue, number=8, title="New")], T0)
-    assert [said for _, said in changes] == ["gh-8 queued {p2} labelled by alice"]  # gh-7's worker runs
+    assert [d.said for d in changes] == ["gh-8 queued {p2} labelled by alice"]  # gh-7's worker runs
 
 
 # -- a wall clock that jumps (issue #11) -------------------------------------------------
