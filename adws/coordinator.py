@@ -504,7 +504,7 @@ class Coordinator:
         del self.workers[w.issue]
         ended = self.change_state(w.issue, BLOCKED, expect=ACTIVE, owner=w.worker_id, now=now,
                                   reason=reason, attempts=w.attempt)
-        self.record_run(w, w.follower.summary, reason, now)
+        self.record_run(w, w.follower.summary, reason, now, ledger.BLOCKED)
         if ended is not None:
             self.counters["blocked"] += 1
             log.warning("%s blocked: %s", w.name, reason)
@@ -517,7 +517,7 @@ class Coordinator:
         task = self.load().governing(w.issue)
         if task is None or task.state != ACTIVE or task.worker != w.worker_id:
             log.info("%s ended after a person changed its entry; leaving the entry as they set it", w.name)
-            self.record_run(w, s, CANCELLED, now)
+            self.record_run(w, s, CANCELLED, now, "cancelled")
             return
         elapsed = (w.exited_at or now) - w.started_at
         outcome, commits = self.judge(w, pr_url, s, elapsed)
@@ -540,7 +540,9 @@ class Coordinator:
         else:
             self.breaker_count = 0
         ended = self.record_outcome(w, outcome, pr_url, now)
-        self.record_run(w, s, outcome.reason or outcome.kind, now)
+        # The ledger says "completed" for a run that ended with a PR, whoever opened it.
+        self.record_run(w, s, outcome.reason or outcome.kind, now,
+                        ledger.COMPLETED if outcome.kind == "open_pr" else outcome.kind)
         if ended is None:
             log.info("%s entry changed by a person while finishing; left as they set it", w.name)
             return
@@ -648,9 +650,10 @@ class Coordinator:
             self.counters[key] += 1
             log.info("%s %s%s", w.name, key, f": {ended.pr or ended.reason}" if (ended.pr or ended.reason) else "")
 
-    def record_run(self, w: Worker, s: Any, exit_reason: str, now: float) -> None:
-        """One ledger line per run, and the separator the viewer shows."""
-        record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, now)
+    def record_run(self, w: Worker, s: Any, exit_reason: str, now: float, outcome: str) -> None:
+        """One ledger line per run, and the separator the viewer shows.
+        ``outcome`` is one of ledger.OUTCOMES (the dashboard colours by it)."""
+        record = dict(transcript.ledger_record(w.issue, w.attempt, s, exit_reason, now), outcome=outcome)
         if s.overlong_lines:  # their text is gone (issue #11): say so once, where the run ends
             log.warning("%s skipped %d over-long transcript line(s)", w.name, s.overlong_lines)
         try:
