@@ -95,10 +95,16 @@ class Scan:
     ledger (``scan.exists`` is then False).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, offset: int = 0, whole_lines: bool = False):
         self.path = os.fspath(path)
         self.corrupt = 0
         self.records = 0
+        # Where the next read starts: just after the last line taken. A
+        # reader that keeps up with the file (the dashboard) passes it back
+        # with whole_lines=True, which leaves a last line without its
+        # newline (being written right now) for that next read.
+        self.offset = offset
+        self.whole_lines = whole_lines
         self.exists = os.path.exists(self.path)
         self._it = self._lines()
 
@@ -114,7 +120,11 @@ class Scan:
         except FileNotFoundError:
             return
         with f:
+            f.seek(self.offset)
             for raw in f:
+                if self.whole_lines and not raw.endswith(b"\n"):
+                    return
+                self.offset += len(raw)
                 if not raw.strip():
                     continue
                 try:
@@ -129,9 +139,10 @@ class Scan:
                 yield rec
 
 
-def read(path) -> Scan:
-    """Stream the ledger's records; see ``Scan`` for the corrupt-line count."""
-    return Scan(path)
+def read(path, offset: int = 0, whole_lines: bool = False) -> Scan:
+    """Stream the ledger's records; see ``Scan`` for the corrupt-line count
+    and for reading on from where an earlier read stopped."""
+    return Scan(path, offset, whole_lines)
 
 
 # ---------------------------------------------------------------------------
@@ -184,8 +195,8 @@ def _ts_epoch(ts) -> Optional[float]:
     return when.timestamp()
 
 
-def _day_start(day: str) -> float:
-    """Local midnight at the start of ``YYYY-MM-DD``."""
+def day_start(day: str) -> float:
+    """Local midnight at the start of ``YYYY-MM-DD`` (a valid date)."""
     return time.mktime(time.strptime(day, "%Y-%m-%d"))
 
 
@@ -196,7 +207,7 @@ def record_time(record: dict) -> Optional[float]:
     if when is not None:
         return when
     day = record_day(record)
-    return None if day is None else _day_start(day)
+    return None if day is None else day_start(day)
 
 
 def tokens(record: dict, key: str) -> int:
@@ -251,7 +262,7 @@ class Run:
         run = cls()
         run.day = record_day(record)
         when = _ts_epoch(record.get("ts"))
-        run.time = when if when is not None else (None if run.day is None else _day_start(run.day))
+        run.time = when if when is not None else (None if run.day is None else day_start(run.day))
         if run.day is not None:
             run.day = sys.intern(run.day)
         run.issue = _whole(record.get("issue"))
@@ -308,7 +319,7 @@ def range_start(name: str, now: float) -> Optional[float]:
     if name == "all":
         return None
     if name == "month":
-        return _day_start(local_day(now)[:8] + "01")
+        return day_start(local_day(now)[:8] + "01")
     return now - {"24h": 1, "7d": 7, "30d": 30}[name] * 86400.0
 
 

@@ -135,14 +135,19 @@ class Report:
         self.daily_cost: Dict[str, Decimal] = {d: Decimal(0) for d in self.chart_days}
         self._period = period_of(kind)
 
-    def feed(self, records: Iterable[Union[dict, ledger.Run]]) -> "Report":
-        """Add ledger records (dicts as read, or Runs already made from them)."""
+    def feed(self, records: Iterable[Union[dict, ledger.Run]],
+             each: Optional[Callable[[ledger.Run], None]] = None) -> "Report":
+        """Add ledger records (dicts as read, or Runs already made from
+        them). ``each`` is called with every run that counts: the
+        dashboard's charts see exactly the runs these totals count."""
         for rec in records:
             run = rec if isinstance(rec, ledger.Run) else ledger.Run.of(rec)
             if self.issue is not None and run.issue != self.issue:
                 continue
             if self.start is not None and (run.time is None or run.time < self.start):
                 continue
+            if each is not None:
+                each(run)
             day = run.day
             key = self._period(day) if day else NO_DATE
             self.rows.setdefault(key, Totals()).add(run)
@@ -173,11 +178,12 @@ class Report:
 
 
 def build(records: Iterable[Union[dict, ledger.Run]], now: float, kind: str = "daily",
-           issue: Optional[int] = None, range_name: str = "all") -> Report:
+           issue: Optional[int] = None, range_name: str = "all",
+           each: Optional[Callable[[ledger.Run], None]] = None) -> Report:
     """The report --json prints and the dashboard's /api/usage serves: one
     code path for both. Raises KeyError for a range not in ledger.RANGES."""
     return Report(kind, ledger.local_day(now), issue, ledger.range_start(range_name, now),
-                  range_name).feed(records)
+                  range_name).feed(records, each)
 
 
 # ---------------------------------------------------------------------------
