@@ -245,6 +245,11 @@ def _label(value) -> Optional[str]:
     return text[:60] or None
 
 
+# The model lists seen, each kept once: a memo that grows with the number of
+# distinct lists (a handful), never with the number of runs.
+_MODEL_SETS: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
+
+
 class Run:
     """One ledger record with each field checked once, the way every reader
     needs it; ``Run.of(record)`` never raises.
@@ -270,7 +275,8 @@ class Run:
         models = record.get("models")
         usage = record.get("model_usage") if isinstance(record.get("model_usage"), dict) else {}
         names = models if isinstance(models, list) else list(usage)
-        run.models = tuple(sys.intern(m) for m in names if isinstance(m, str))
+        models = tuple(sys.intern(m) for m in names if isinstance(m, str))
+        run.models = _MODEL_SETS.setdefault(models, models)  # 10,000 runs share a handful of tuples
         parts = [tokens(record, k) for k in TOKEN_KEYS]
         run.input_tokens, run.output_tokens, run.cache_creation_tokens, run.cache_read_tokens = parts
         # total_tokens as recorded if present (the CLI's own figure), else the parts.

@@ -72,7 +72,7 @@ from adws import ledger, metrics, tasks  # noqa: E402
 PROG = "dashboard"
 DEFAULT_RANGE = "7d"
 REFRESH_SECONDS = 30
-MAX_DOTS = 2000            # the cost/duration scatter shows at most the latest this many runs
+MAX_DOTS = 1000            # the cost/duration scatter shows at most the latest this many runs
 MAX_DAYS = 400             # and the day charts at most this many days ("all" on an old ledger)
 LIVE_LIMIT = 3600          # seconds a live view streams before asking for a reload
 LIVE_HEARTBEAT = 15        # seconds between keep-alive comments while a worker is quiet
@@ -187,15 +187,19 @@ class Usage:
         self.timed = 0                                     # runs with a duration (dots before the cap)
 
     def add(self, run: ledger.Run) -> None:
-        for model, share in run.cost_by_model():
-            self.models[model] = self.models.get(model, 0.0) + share
+        cost = float(run.cost)
+        if len(run.models) == 1 and not run.model_costs:   # most runs: no split to work out
+            self.models[run.models[0]] = self.models.get(run.models[0], 0.0) + cost
+        else:
+            for model, share in run.cost_by_model():
+                self.models[model] = self.models.get(model, 0.0) + share
         if run.duration_s is not None:
             self.dots.append(run)
             self.timed += 1
         if run.day is None:
             return  # no day to put it on: counted in the totals only
         row = self.by_day.setdefault(run.day, [0.0, 0, 0, 0, 0])
-        row[0] += float(run.cost)
+        row[0] += cost
         row[1 + OUTCOME_COLUMNS.index(OUTCOME_CLASS.get(run.outcome, "other"))] += 1
         if run.time is not None:
             local = time.localtime(run.time)

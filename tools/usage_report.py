@@ -150,8 +150,11 @@ class Report:
                 each(run)
             day = run.day
             key = self._period(day) if day else NO_DATE
-            self.rows.setdefault(key, Totals()).add(run)
-            self.issues.setdefault(run.issue, Totals()).add(run)
+            for table, k in ((self.rows, key), (self.issues, run.issue)):
+                totals = table.get(k)
+                if totals is None:
+                    totals = table[k] = Totals()
+                totals.add(run)
             self.total.add(run)
             if day in self.daily_cost:
                 self.daily_cost[day] += run.cost
