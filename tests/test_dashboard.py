@@ -206,17 +206,14 @@ class Dashboard:
         raise AssertionError(field)
 
     def stop(self) -> str:
+        """Ctrl-C, as a person stops it; returns what it said on stderr."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        err = self.proc.stderr.read()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        return err
+        try:
+            return self.proc.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.communicate()[1]
 
 
 @pytest.fixture(scope="module")

@@ -221,54 +221,65 @@ class Usage:
         return list(range(int(self.start // 3600), int(self.now // 3600) + 1))
 
     def charts(self, budget: Optional[float], href: Callable[[ledger.Run], str]) -> List[str]:
-        """The six figures, in page order."""
-        usd, out = ledger.usd, []
+        """The six figures, in page order (a note in place of one with nothing to draw)."""
         days = self.day_axis()
-        day_labels = [d[5:] for d in days]
+        labels = [d[5:] for d in days]   # MM-DD
+        return [self.cost_chart(days, labels, budget), self.token_chart(days, labels), self.model_chart(),
+                self.dot_chart(href), _charts.figure("activity", "Activity by hour and weekday",
+                                                     "Runs by the local time they ended.", *_charts.heatmap(self.heat)),
+                self.outcome_chart(days, labels)]
+
+    NO_DAYS = "No runs with a date in this range."
+
+    def cost_chart(self, days: List[str], labels: List[str], budget: Optional[float]) -> str:
         if not self.by_day:
-            why = "No runs with a date in this range."
-            out += [_charts.empty("cost-per-day", "Cost per day", why), _charts.empty("tokens", "Tokens over time", why)]
-        else:
-            out.append(_charts.figure("cost-per-day", "Cost per day", "Bars: cost per day (left axis). "
-                                      "Line: running total over the range (right axis); dashed: the monthly budget.",
-                                      *_charts.cost_per_day(days, day_labels, [self.by_day.get(d, [0.0])[0] for d in days],
-                                                            budget, usd)))
-            if self.hourly:
-                hours = self.hour_axis()
-                buckets = [time.strftime("%Y-%m-%d %H:00", time.localtime(h * 3600)) for h in hours]
-                labels, keys, unit = [b[11:] for b in buckets], hours, "hour"
-            else:
-                buckets, labels, keys, unit = days, day_labels, days, "day"
-            series = {name: [self.tokens.get(k, (0, 0, 0, 0))[i] for k in keys]
-                      for i, (name, _, _) in enumerate(_charts.TOKEN_SERIES)}
-            out.append(_charts.figure("tokens", "Tokens over time", "Each panel has its own scale; "
-                                      "runs count when they ended.",
-                                      *_charts.tokens_over_time(buckets, labels, series, unit, usage_report.compact)))
+            return _charts.empty("cost-per-day", "Cost per day", self.NO_DAYS)
+        costs = [self.by_day[d][0] if d in self.by_day else 0.0 for d in days]
+        return _charts.figure("cost-per-day", "Cost per day", "Bars: cost per day (left axis). Line: the running "
+                              "total over the range (right axis); dashed: the monthly budget.",
+                              *_charts.cost_per_day(days, labels, costs, budget, ledger.usd))
+
+    def token_chart(self, days: List[str], labels: List[str]) -> str:
+        if not self.by_day:
+            return _charts.empty("tokens", "Tokens over time", self.NO_DAYS)
+        keys: List[Any] = days
+        buckets, unit = days, "day"
+        if self.hourly:
+            keys = self.hour_axis()
+            buckets = [time.strftime("%Y-%m-%d %H:00", time.localtime(h * 3600)) for h in keys]
+            labels, unit = [b[11:] for b in buckets], "hour"
+        series = {name: [self.tokens[k][i] if k in self.tokens else 0 for k in keys]
+                  for i, (name, _, _) in enumerate(_charts.TOKEN_SERIES)}
+        return _charts.figure("tokens", "Tokens over time", "Each panel has its own scale; a run counts when it "
+                              "ended.", *_charts.tokens_over_time(buckets, labels, series, unit, usage_report.compact))
+
+    def model_chart(self) -> str:
+        if not self.models:
+            return _charts.empty("cost-by-model", "Cost by model", "No runs in this range.")
         models = sorted(self.models.items(), key=lambda kv: (-kv[1], kv[0]))
-        out.append(_charts.figure("cost-by-model", "Cost by model", "A run that used several models is split "
-                                  "by the CLI's own cost per model.", *_charts.cost_by_model(models, usd))
-                   if models else _charts.empty("cost-by-model", "Cost by model", "No runs in this range."))
+        return _charts.figure("cost-by-model", "Cost by model", "A run that used several models is split by the "
+                              "CLI's own cost per model.", *_charts.cost_by_model(models, ledger.usd))
+
+    def dot_chart(self, href: Callable[[ledger.Run], str]) -> str:
+        if not self.dots:
+            return _charts.empty("cost-vs-duration", "Cost against duration", "No run with a duration in this range.")
         dots = [_charts.Dot(r.duration_s / 60, float(r.cost), OUTCOME_CLASS.get(r.outcome, "other"), href(r),
-                            "#{} run {} · {} · {} · {}".format(r.issue if r.issue is not None else "?",
-                                                                r.attempt or "?", r.outcome or "outcome not recorded",
-                                                                usd(float(r.cost)), metrics.human_duration(r.duration_s)))
+                            "#{} attempt {} · {} · {} · {}".format(
+                                "?" if r.issue is None else r.issue, r.attempt or "?",
+                                r.outcome or "outcome not recorded", ledger.usd(float(r.cost)),
+                                metrics.human_duration(r.duration_s)))
                 for r in self.dots]
-        out.append(_charts.figure("cost-vs-duration", "Cost against duration", "One dot per run, coloured by "
-                                  "how it ended; each links to its issue.", *_charts.cost_vs_duration(
-                                      dots, usd, self.timed))
-                   if dots else _charts.empty("cost-vs-duration", "Cost against duration",
-                                              "No run with a duration in this range."))
-        out.append(_charts.figure("activity", "Activity by hour and weekday", "Runs by the local time they ended.",
-                                  *_charts.heatmap(self.heat)))
-        if self.by_day:
-            counts = [dict(zip(OUTCOME_COLUMNS, self.by_day.get(d, [0, 0, 0, 0, 0])[1:])) for d in days]
-            out.append(_charts.figure("outcomes", "Success rate per day", "Completed, failed and blocked runs; "
-                                      "the success rate is completed of those. Startup errors, cancels and runs "
-                                      "recorded before outcomes were count as other.",
-                                      *_charts.outcomes_per_day(days, day_labels, counts)))
-        else:
-            out.append(_charts.empty("outcomes", "Success rate per day", "No runs with a date in this range."))
-        return out
+        return _charts.figure("cost-vs-duration", "Cost against duration", "One dot per run, coloured by how it "
+                              "ended; each links to its issue.", *_charts.cost_vs_duration(dots, ledger.usd, self.timed))
+
+    def outcome_chart(self, days: List[str], labels: List[str]) -> str:
+        if not self.by_day:
+            return _charts.empty("outcomes", "Success rate per day", self.NO_DAYS)
+        counts = [dict(zip(OUTCOME_COLUMNS, self.by_day[d][1:] if d in self.by_day else (0, 0, 0, 0)))
+                  for d in days]
+        return _charts.figure("outcomes", "Success rate per day", "Completed, failed and blocked runs; the success "
+                              "rate is completed of those. Startup errors, cancels and runs recorded before "
+                              "outcomes were count as other.", *_charts.outcomes_per_day(days, labels, counts))
 
 
 class Outlook(NamedTuple):
