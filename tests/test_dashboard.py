@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 import _charts  # noqa: E402
 import dashboard  # noqa: E402
 
-NOW = time.time()
 HOSTILE = "<script>alert(1)</script>"
 PR_URL = "https://github.com/acme/widgets/pull/12"
 SECRET = "ghp_" + "A1b2C3d4E5f6G7h8I9j0"     # split so no scanner takes this test for a leak
@@ -41,9 +40,9 @@ def utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def run_record(ago: float, issue, cost: float, outcome: Optional[str], minutes: float = 10,
+def run_record(now: float, ago: float, issue, cost: float, outcome: Optional[str], minutes: float = 10,
                models=("claude-sonnet-4-6",), **extra) -> dict:
-    t = NOW - ago
+    t = now - ago
     rec = {"ts": utc(t), "date": ledger.local_day(t), "issue": issue, "attempt": 1, "models": list(models),
            "input_tokens": 10, "output_tokens": 900, "cache_creation_tokens": 5000, "cache_read_tokens": 120000,
            "total_tokens": 125910, "cost_usd": cost, "duration_ms": int(minutes * 60000)}
@@ -53,17 +52,20 @@ def run_record(ago: float, issue, cost: float, outcome: Optional[str], minutes: 
     return rec
 
 
-# (runs, cost) in each range, by hand from RUNS below.
-RUNS = [
-    run_record(30 * 60, 7, 0.25, "completed", 12, stage="review", round=2),
-    run_record(3 * 3600, 5, 1.0, "completed", 25),
-    run_record(3 * 86400, 4, 0.5, "failed", 5),
-    run_record(3 * 86400 + 60, 4, 0.75, "failed", 6),
-    run_record(10 * 86400, 3, 2.0, "blocked", 40),
-    run_record(40 * 86400, 13, 4.0, "startup_error", 1, models=('<img src=x onerror="alert(5)">',)),
-    run_record(400 * 86400, 7, 8.0, None, 30, exit_reason="open_pr"),
-    {"issue": 9, "cost_usd": 0.125},     # no date: counts in "all" only
-]
+def ledger_runs(now: float) -> List[dict]:
+    return [
+        run_record(now, 30 * 60, 7, 0.25, "completed", 12, stage="review", round=2),
+        run_record(now, 3 * 3600, 5, 1.0, "completed", 25),
+        run_record(now, 3 * 86400, 4, 0.5, "failed", 5),
+        run_record(now, 3 * 86400 + 1, 4, 0.75, "failed", 6),
+        run_record(now, 10 * 86400, 3, 2.0, "blocked", 40),
+        run_record(now, 40 * 86400, 13, 4.0, "startup_error", 1, models=('<img src=x onerror="alert(5)">',)),
+        run_record(now, 400 * 86400, 7, 8.0, None, 30, exit_reason="open_pr"),
+        {"issue": 9, "cost_usd": 0.125},     # no date: counts in "all" only
+    ]
+
+
+# (runs, cost) in each range, by hand from ledger_runs above.
 EXPECTED = {"24h": (2, 1.25), "7d": (4, 2.5), "30d": (5, 4.5), "all": (8, 16.625)}
 CORRUPT = ["{torn", "[]", "not json"]
 
@@ -92,6 +94,8 @@ class State:
 
     def __init__(self, root: Path):
         self.root = root
+        self.now = time.time()      # what "30 minutes ago" and "12 min" on the pages count from
+        self.runs = ledger_runs(self.now)
         self.config = root / "config.toml"
         self.tasks = root / "state" / "tasks.md"
         self.metrics = root / "state" / "metrics.json"
@@ -106,32 +110,32 @@ class State:
         T = tasks.Task
         doc = tasks.TaskFile()
         if active:
-            doc.add(T(7, HOSTILE, tasks.ACTIVE, 1, pid=os.getpid(), started=tasks.format_time(NOW - 725),
+            doc.add(T(7, HOSTILE, tasks.ACTIVE, 1, pid=os.getpid(), started=tasks.format_time(self.now - 750),
                       attempts=2, branch="auto/gh-7", extra=[("Stage", "review"), ("Round", "2")]))
         else:
-            doc.add(T(7, HOSTILE, tasks.COMPLETED, 1, completed=tasks.format_time(NOW), pr=PR_URL))
+            doc.add(T(7, HOSTILE, tasks.COMPLETED, 1, completed=tasks.format_time(self.now), pr=PR_URL))
         doc.add(T(9, "[WIP] Add :fire: dark mode", tasks.PENDING, 0))
         doc.add(T(10, "Refactor the parser", tasks.PENDING, 2, attempts=1,
-                  next_attempt=tasks.format_time(NOW + 600)))
-        doc.add(T(5, "Update README badges", tasks.COMPLETED, 2, completed=tasks.format_time(NOW - 60), pr=PR_URL))
+                  next_attempt=tasks.format_time(self.now + 600)))
+        doc.add(T(5, "Update README badges", tasks.COMPLETED, 2, completed=tasks.format_time(self.now - 60), pr=PR_URL))
         doc.add(T(6, '"><img src=x onerror="alert(2)">', tasks.COMPLETED, 2,
-                  completed=tasks.format_time(NOW - 120), pr="javascript:alert(3)"))
-        doc.add(T(13, "Hostile transcript", tasks.COMPLETED, 2, completed=tasks.format_time(NOW - 180)))
+                  completed=tasks.format_time(self.now - 120), pr="javascript:alert(3)"))
+        doc.add(T(13, "Hostile transcript", tasks.COMPLETED, 2, completed=tasks.format_time(self.now - 180)))
         doc.add(T(4, "Migrate to the new API", tasks.FAILED, 2, attempts=2, reason="tests failed twice"))
         doc.add(T(3, "Needs a decision", tasks.BLOCKED, 2, reason="waiting for <b>a human</b>"))
         self.tasks.write_text(tasks.render(doc))
 
     def write_metrics(self) -> None:
-        data = metrics.initial(pid=os.getpid(), started_at=NOW - 7500, poll_interval=3600, max_concurrent=2)
+        data = metrics.initial(pid=os.getpid(), started_at=self.now - 7500, poll_interval=3600, max_concurrent=2)
         data.update(updated_at=time.time(), last_poll_at=time.time(), last_poll_ok=True)
-        data["active"] = [{"issue": 7, "title": HOSTILE, "pid": 4242, "started_at": NOW - 725, "attempt": 2,
+        data["active"] = [{"issue": 7, "title": HOSTILE, "pid": 4242, "started_at": self.now - 750, "attempt": 2,
                            "cost_usd": 0.4312, "last_tool": "Bash: pytest -q", "log": "logs/gh-7.jsonl"}]
         data["spend"].update(daily_usd=5.0, monthly_usd=50.0)
         metrics.write(self.metrics, data)
 
-    def write_ledger(self, records=RUNS, corrupt=CORRUPT) -> None:
+    def write_ledger(self, records: Optional[List[dict]] = None, corrupt=CORRUPT) -> None:
         with open(self.ledger, "w") as f:
-            for r in records:
+            for r in self.runs if records is None else records:
                 f.write(json.dumps(r) + "\n")
             for line in corrupt:
                 f.write(line + "\n")
@@ -306,7 +310,7 @@ def test_overview_shows_health_queue_workers_prs_and_spend(dash):
     page = dash.get("/")
     assert '<span class="badge ok">ok</span> <span>running normally</span>' in page
     assert '<meta http-equiv="refresh" content="30">' in page
-    # The active worker: issue, title, stage and round, elapsed, cost so far, last tool, transcript.
+    # The active worker: issue, title, stage and round, elapsed (12 min 30 s when the state was written), cost so far, last tool, transcript.
     row = re.search(r'<tr><td class=""><a href="/issue/7">#7</a></td>.*?</tr>', page).group()
     for text in ("&lt;script&gt;alert(1)&lt;/script&gt;", "stage review · round 2", "12 min", "$0.43",
                  "Bash: pytest -q", 'href="/issue/7#transcript"', 'href="/issue/7/live"'):
@@ -440,17 +444,17 @@ def test_ledger_is_read_again_only_where_it_grew(tmp_path):
     s = State(tmp_path)
     s.write_tasks()
     s.write_metrics()
-    s.write_ledger(RUNS[:2], [])
+    s.write_ledger(s.runs[:2], [])
     d = Dashboard(s.config)
     try:
         assert cards(d.get("/?range=all"))["runs"] == 2
         with open(s.ledger, "a") as f:
-            f.write(json.dumps(RUNS[2]) + "\n" + json.dumps(RUNS[3])[:40])   # one whole line, one being written
+            f.write(json.dumps(s.runs[2]) + "\n" + json.dumps(s.runs[3])[:40])   # one whole line, one being written
         assert cards(d.get("/?range=all")) == {"runs": 3, "tokens": 3 * 125910, "cost": 1.75}
         with open(s.ledger, "a") as f:
-            f.write(json.dumps(RUNS[3])[40:] + "\n")
+            f.write(json.dumps(s.runs[3])[40:] + "\n")
         assert cards(d.get("/?range=all"))["cost"] == 2.5
-        s.write_ledger(RUNS[4:5], [])     # replaced by a shorter file: read again from the start
+        s.write_ledger(s.runs[4:5], [])     # replaced by a shorter file: read again from the start
         assert cards(d.get("/?range=all")) == {"runs": 1, "tokens": 125910, "cost": 2.0}
         s.ledger.unlink()
         page = d.get("/?range=all")
@@ -484,7 +488,7 @@ def test_malformed_files_are_notices_not_errors(tmp_path):
     s = State(tmp_path)
     s.tasks.write_text("# tasks\n## Active\n[🟡 w-1] gh-7: broken {p1}\n- PID: many\n## Nonsense\n\x00\xff\n")
     s.metrics.write_text('{"version": 1, "updated_')
-    s.write_ledger([RUNS[0], {"issue": "x", "cost_usd": "lots", "ts": 5, "models": "m", "duration_ms": "long",
+    s.write_ledger([s.runs[0], {"issue": "x", "cost_usd": "lots", "ts": 5, "models": "m", "duration_ms": "long",
                               "model_usage": [1], "outcome": 3}], CORRUPT)
     (s.logs / "gh-7.jsonl").write_bytes(b'\xff\xfe{"type": "assistant", "message": 5}\n{"type":\n\x00\n')
     d = Dashboard(s.config)
