@@ -1,8 +1,9 @@
 """The cost ledger: ``<logs>/usage.jsonl``, one JSON object per finished run.
 
-The daemon appends one record after each run it reaps; ``tools/status.py`` and
-``tools/usage_report.py`` read it, and the daemon keeps a ``SpendTracker`` so
-that budget checks never re-read the whole file on every tick.
+The daemon appends one record after each run it reaps; ``tools/status.py``,
+``tools/usage_report.py`` and ``tools/dashboard.py`` read it, and the daemon
+keeps a ``SpendTracker`` so that budget checks never re-read the whole file
+on every tick (the dashboard likewise reads on from where it stopped).
 
 A record looks like this (every field may be missing in old or hand-edited
 lines, and readers must cope)::

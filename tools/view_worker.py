@@ -11,7 +11,9 @@ The log is read line by line and each event is printed as soon as it is read,
 so a 200 MB log renders in constant memory. A line that is not JSON, or an
 event type this tool does not know, is shown as such; it never stops the view.
 Reading the events (and the usage sums in each attempt's footer) lives in
-adws/transcript.py, shared with the daemon; this file only draws.
+adws/transcript.py, shared with the daemon; this file only draws. The web
+dashboard (tools/dashboard.py) draws the same Viewer as HTML: it overrides
+only ``emit``, where each said (and redacted) line goes out.
 """
 from __future__ import annotations
 
