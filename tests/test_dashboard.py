@@ -210,9 +210,10 @@ class Dashboard:
         raise AssertionError(field)
 
     def stop(self) -> str:
-        """Ctrl-C, as a person stops it; returns what it said on stderr."""
+        """SIGTERM, as systemd stops it (SIGINT may be ignored: a shell's
+        background job inherits it so); returns what it said on stderr."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.communicate(timeout=10)[1]
         except subprocess.TimeoutExpired:
