@@ -167,9 +167,10 @@ class PullRefused(Exception):
         self.error = error
 
 
-# How each kind of ending is written in the ledger (ledger.RUN_OUTCOMES are the runs counted).
-_LEDGER_OUTCOME = {"completed": "completed", "open_pr": "completed", "blocked": "blocked", "stopped": "stopped",
-                   "failed": "failed", "startup_error": "startup_error"}
+# How each kind of ending is written in the ledger (ledger.OUTCOMES): "completed" for a
+# run that ended with a PR, whoever opened it.
+_LEDGER_OUTCOME = {"completed": ledger.COMPLETED, "open_pr": ledger.COMPLETED, "blocked": ledger.BLOCKED,
+                   "stopped": "stopped", "failed": ledger.FAILED, "startup_error": "startup_error"}
 
 
 @dataclass
@@ -309,6 +310,7 @@ class Coordinator:
         self.jobs = Jobs(threads, guard=self.guarded)
         self.starting: Dict[int, Worker] = {}  # workers whose worktree a job is making
         self._polled = False                   # a poll's result was applied since the last tick
+        self._poll_asked = False               # a poll asked for (SIGHUP, start-up) and not yet begun
         # Jobs tell the issue; what they learn (a comment id, a notice
         # delivered) is written to tasks.md on the loop.
         self.outbox = Outbox(cfg, self.github,
@@ -447,7 +449,9 @@ class Coordinator:
         self.jobs.apply()
         self.guarded("supervise", lambda: self.supervise(now, self.load()))
         self.guarded("finish", self.finish_exited, now)
-        if (force_poll or now >= self.next_poll_at) and not self.jobs.busy(("poll",)):
+        self._poll_asked = self._poll_asked or force_poll  # kept while a poll is under way
+        if (self._poll_asked or now >= self.next_poll_at) and not self.jobs.busy(("poll",)):
+            self._poll_asked = False
             self.guarded("poll", self.poll, now)
         polled, self._polled = self._polled, False
         if self.listing_ok:
@@ -613,7 +617,7 @@ class Coordinator:
         ended = self.change_state(w.issue, BLOCKED, expect=ACTIVE, owner=w.worker_id, now=now,
                                   reason=reason, attempts=w.attempt)
         del self.workers[w.issue]
-        self.record_run(w, w.follower.summary, reason, now, "blocked")
+        self.record_run(w, w.follower.summary, reason, now, ledger.BLOCKED)
         if ended is not None:
             self.counters["blocked"] += 1
             log.warning("%s blocked: %s", w.name, reason)
@@ -658,7 +662,7 @@ class Coordinator:
         if done.outcome is None:
             log.info("%s ended after a person changed its entry; leaving the entry as they set it", w.name)
             del self.workers[w.issue]
-            self.record_run(w, done.summary, CANCELLED, now, "stopped")
+            self.record_run(w, done.summary, CANCELLED, now, "cancelled")
             return
         outcome = done.outcome
         if done.refused is not None:
@@ -804,7 +808,8 @@ class Coordinator:
             log.info("%s %s%s", w.name, key, f": {ended.pr or ended.reason}" if (ended.pr or ended.reason) else "")
 
     def record_run(self, w: Worker, s: Any, exit_reason: str, now: float, outcome: str) -> None:
-        """One ledger line per run, and the separator the viewer shows."""
+        """One ledger line per run, and the separator the viewer shows.
+        ``outcome`` is one of ledger.OUTCOMES (the dashboard colours by it)."""
         record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now), outcome)
         if s.overlong_lines:  # their text is gone (issue #11): say so once, where the run ends
             log.warning("%s skipped %d over-long transcript line(s)", w.name, s.overlong_lines)
@@ -834,16 +839,20 @@ class Coordinator:
     def poll(self, now: float) -> None:
         """Read the labelled issues off the loop; poll_done reconciles."""
         self.last_poll_at = now
-        self.jobs.submit(("poll",), functools.partial(self.fetch_queue, now), functools.partial(self.poll_done, now))
+        self.jobs.submit(("poll",), functools.partial(self.fetch_queue, self.github, now),
+                         functools.partial(self.poll_done, self.github, now))
 
-    def fetch_queue(self, now: float) -> Tuple[List[dict], List["Decision"]]:
+    def fetch_queue(self, github: GitHub, now: float) -> Tuple[List[dict], List["Decision"]]:
         """Off the loop: the listing and what it means for tasks.md."""
-        listing = self.github.labelled_issues(self.cfg.label)
-        return listing, self.intake(listing, now)
+        listing = github.labelled_issues(self.cfg.label)
+        return listing, self.intake(github, listing, now)
 
-    def poll_done(self, now: float, result: Any, error: Optional[BaseException]) -> None:
+    def poll_done(self, github: GitHub, now: float, result: Any, error: Optional[BaseException]) -> None:
         """Reconcile tasks.md with the listing. A failed fetch means
         'unknown': nothing is dropped, and the next poll backs off with jitter."""
+        if github is not self.github:
+            self._poll_asked = True  # a reload changed the repository meanwhile: that answer is another's
+            return
         if isinstance(error, GitHubError):
             self.listing_ok = False
             self.poll_failures += 1
@@ -884,7 +893,7 @@ class Coordinator:
                     self.gates.resume(f"gh-{d.issue} labelled again by {d.asked_again}")
         self._polled = True
 
-    def intake(self, listing: List[dict], now: float) -> List["Decision"]:
+    def intake(self, github: GitHub, listing: List[dict], now: float) -> List["Decision"]:
         """Work out how tasks.md must change for this listing. Returns the
         changes as functions, so they can be re-applied if a person edits
         tasks.md in between, each with its log line. Runs off the loop:
@@ -898,7 +907,7 @@ class Coordinator:
         # what the feed did not cover.
         fresh = [i for i in listing if not self.known(doc, i["number"])]
         if fresh:
-            self.github.labellers(self.cfg.label, fresh)
+            github.labellers(self.cfg.label, fresh)
         for issue in sorted(listing, key=lambda i: i["number"]):
             n = issue["number"]
             task = doc.governing(n)
@@ -907,7 +916,7 @@ class Coordinator:
             if is_bot(issue.get("user")):
                 self.say_once(("bot", n), "gh-%d skipped: opened by bot %s", n, issue["user"].get("login"))
                 continue
-            who = self.github.labeller(n, self.cfg.label, issue.get("updated_at", ""))
+            who = github.labeller(n, self.cfg.label, issue.get("updated_at", ""))
             if task is not None:  # ended before: is this label a new request, or one we have yet to remove?
                 finished = tasks.parse_time(task.finished or task.completed or "")
                 labelled_at = _iso_epoch(who[2]) if who else None
@@ -915,7 +924,7 @@ class Coordinator:
                     if not task.outbox:
                         changes.append(Decision(n, _owe_notice(n, self.wall(now))))
                     continue
-            if not self.trusted(n, who):
+            if not self.trusted(n, who, github):
                 continue
             entry = dict(title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
                          body_sha=_body_sha(issue), earlier_runs=run_number(task) - 1 if task is not None else 0)
@@ -936,7 +945,7 @@ class Coordinator:
         task = doc.governing(n)
         return (task is not None and task.state in (PENDING, ACTIVE)) or n in self.workers or n in self.starting
 
-    def trusted(self, n: int, who: Optional[Tuple[str, str, str]]) -> bool:
+    def trusted(self, n: int, who: Optional[Tuple[str, str, str]], github: Optional[GitHub] = None) -> bool:
         """Only a label applied by a collaborator with write, maintain or
         admin permission, or by a trusted user, queues an issue: issue forms
         apply labels for anyone, and the worker runs with full tool access."""
@@ -949,7 +958,7 @@ class Coordinator:
         if kind == "Bot":
             self.say_once(("untrusted", n, login), "gh-%d skipped: labelled by bot %s", n, login)
             return False
-        perm = self.github.permission(login)
+        perm = (github or self.github).permission(login)
         if perm in ("admin", "write", "maintain"):
             return True
         self.say_once(("untrusted", n, login), "gh-%d skipped: labelled by %s (permission %s)", n, login, perm)

@@ -21,7 +21,11 @@ same fake, and the table gives naive ÷ ours:
 - SIGHUP -> the next poll, and an invalid config refused with the old kept;
 - idle RSS and CPU of the daemon, from /proc/PID/status and /proc/PID/stat;
 - tasks.md parse and render, status.py start-up, view_worker on a big log
-  (next to reading the whole log into memory).
+  (next to reading the whole log into memory);
+- the dashboard (tools/dashboard.py) over a 10,000-run ledger and 100 tasks:
+  the overview's time and the server's RSS, next to the same server reading
+  the whole ledger again for every page; the issue page of the big log,
+  streamed, and the server's peak RSS meanwhile.
 
 Benchmarks are not tests: nothing here judges a number. The exit status is
 non-zero only when the benchmark itself broke (the daemon died, a state it
@@ -48,13 +52,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from adws import coordinator, github, tasks  # noqa: E402
+from adws import coordinator, github, ledger, metrics, tasks  # noqa: E402
 from adws.sandbox.fakegithub import FakeGitHub, RequestRecord  # noqa: E402
 
 COORDINATOR = ROOT / "adws" / "coordinator.py"
 WORKER = ROOT / "adws" / "sandbox" / "scripted_worker.py"
 STATUS = ROOT / "tools" / "status.py"
 VIEWER = ROOT / "tools" / "view_worker.py"
+DASHBOARD = ROOT / "tools" / "dashboard.py"
 REPO, LABEL = "acme/widgets", "rpi-auto"
 LIST_PATH = f"/repos/{REPO}/issues"  # the first page of the poll; later pages live under /repositories/
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -73,10 +78,10 @@ class BenchError(Exception):
 
 FULL = dict(idle_window=60.0, pending=(0, 10, 100), cycles=10, fast_poll=1.0, hups=5, branches=(10, 100),
             pr_cycles=3, runs=10, latency_poll=2.0, task_sizes=(100, 1000, 10000), parse_repeats=5,
-            status_runs=10, log_mb=200, retry_window=10.0)
+            status_runs=10, log_mb=200, retry_window=10.0, ledger_runs=10000, pages=20)
 QUICK = dict(idle_window=10.0, pending=(0, 10, 30), cycles=3, fast_poll=0.5, hups=3, branches=(10,),
              pr_cycles=2, runs=3, latency_poll=1.0, task_sizes=(100, 1000, 10000), parse_repeats=2,
-             status_runs=3, log_mb=10, retry_window=3.0)
+             status_runs=3, log_mb=10, retry_window=3.0, ledger_runs=10000, pages=3)
 
 
 # ---------------------------------------------------------------------------
@@ -768,7 +773,8 @@ def write_big_log(path: Path, size_bytes: int) -> int:
 NAIVE_VIEW = "import json,sys; lines=open(sys.argv[1],'rb').readlines(); print(len(lines))"
 
 
-def measure_viewer(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None:
+def measure_viewer(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> Path:
+    """view_worker on a big log; the log is left for the dashboard's turn."""
     path = rig.tmp / "big.jsonl"
     turns = write_big_log(path, size["log_mb"] * 1024 * 1024)
     env = dict(rig.env, NO_COLOR="1", COLUMNS="100")
@@ -777,7 +783,145 @@ def measure_viewer(rig: Rig, size: Dict[str, Any], out: Dict[str, Any]) -> None:
     out["viewer"] = {"log_mb": path.stat().st_size / 1024 / 1024, "turns": turns, "wall_s": wall,
                      "max_rss_mb": rss, "naive_wall_s": nwall, "naive_max_rss_mb": nrss,
                      "mb_per_s": path.stat().st_size / 1024 / 1024 / wall}
-    path.unlink()
+    return path
+
+
+# ---------------------------------------------------------------------------
+# The dashboard: a big ledger, a big transcript
+# ---------------------------------------------------------------------------
+
+# The naive dashboard: the same server and pages, but every page reads the
+# whole ledger again, twice (status.collect's own spend totals, then the
+# runs), as calling the tools' functions as they are would.
+NAIVE_DASHBOARD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import dashboard
+
+class Fresh(dashboard.LedgerCache):
+    def refresh(self):
+        self._reset(None)
+        return super().refresh()
+
+def facts(self, now):
+    runs, corrupt, exists = self.ledger.refresh()
+    return dashboard.status.collect(self.cfg, now), runs, exists
+
+dashboard.LedgerCache = Fresh
+dashboard.Dashboard.facts = facts
+sys.exit(dashboard.main(sys.argv[2:]))
+"""
+
+
+def dashboard_state(folder: Path, runs: int, now: float) -> Path:
+    """A state folder as a daemon leaves it after months: sample_taskfile(100)
+    as tasks.md, a fresh metrics.json and a ledger of `runs` runs over the
+    last 120 days (about 750 bytes a line, as the daemon writes them)."""
+    (folder / "logs").mkdir(parents=True)
+    config = folder / "config.toml"
+    config.write_text(f'[github]\nrepo = "{REPO}"\n\n[budget]\ndaily_usd = 20\nmonthly_usd = 400\n')
+    doc = sample_taskfile(100)
+    (folder / "tasks.md").write_text(tasks.render(doc))
+    data = metrics.initial(pid=os.getpid(), started_at=now - 86400, poll_interval=30, max_concurrent=3)
+    data.update(updated_at=now, last_poll_at=now, last_poll_ok=True)
+    data["active"] = [{"issue": t.issue, "title": t.title, "pid": t.pid, "started_at": now - 600, "attempt": 1,
+                       "cost_usd": 0.42, "last_tool": "Bash: pytest -q", "log": t.log}
+                      for t in doc.in_state(tasks.ACTIVE)]
+    metrics.write(folder / "metrics.json", data)
+    outcomes = ("completed",) * 6 + ("failed", "failed", "blocked", "startup_error")
+    with open(folder / "logs" / "usage.jsonl", "w") as f:
+        for i in range(runs):
+            t = now - 120 * 86400 * (runs - i) / runs
+            usage = {"claude-sonnet-4-6": {"inputTokens": 40, "outputTokens": 9000 + i % 977,
+                                           "cacheReadInputTokens": 140000, "cacheCreationInputTokens": 15000,
+                                           "webSearchRequests": 0, "costUSD": 0.4 + (i % 89) / 100,
+                                           "contextWindow": 200000, "maxOutputTokens": 32000}}
+            f.write(json.dumps(ledger.stamp({
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)), "issue": 1 + i % 100, "attempt": 1,
+                "session_id": f"{i:08x}-1604-42fa-b337-05776bd94ddd", "models": ["claude-sonnet-4-6"],
+                "input_tokens": 40, "output_tokens": 9000 + i % 977, "cache_creation_tokens": 15000,
+                "cache_read_tokens": 140000, "total_tokens": 164040 + i % 977, "cost_usd": 0.4 + (i % 89) / 100,
+                "cost_source": "result", "num_turns": 12, "duration_ms": 60000 + (i * 7919) % 1800000,
+                "subtype": "success", "is_error": False, "exit_reason": "completed", "api_retries": 0,
+                "outcome": outcomes[i % len(outcomes)], "model_usage": usage}, t)) + "\n")
+    return config
+
+
+class DashboardProcess:
+    """The dashboard (or its naive twin) as a process on a free port."""
+
+    def __init__(self, argv: List[str], env: Dict[str, str]):
+        self.proc = subprocess.Popen(argv + ["--port", "0"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"http://[^:]+:(\d+)/", line)
+        if not m:
+            self.proc.kill()
+            raise BenchError(f"the dashboard did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+        self.port = int(m.group(1))
+
+    def get(self, path: str) -> Tuple[float, int]:
+        """(seconds, bytes) of one page, read to its end."""
+        import http.client
+        t = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        conn.request("GET", path)
+        r = conn.getresponse()
+        size = 0
+        while True:
+            chunk = r.read(1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+        conn.close()
+        if r.status != 200:
+            raise BenchError(f"the dashboard answered {r.status} for {path}")
+        return time.perf_counter() - t, size
+
+    def memory_mb(self) -> Tuple[float, float]:
+        """(RSS, peak RSS) in MB."""
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def measure_dashboard(rig: Rig, size: Dict[str, Any], out: Dict[str, Any], big_log: Path) -> None:
+    folder = rig.tmp / "dashboard"
+    config = dashboard_state(folder, size["ledger_runs"], time.time())
+    os.replace(big_log, folder / "logs" / "gh-1.jsonl")   # issue 1 is a completed task
+    ours = DashboardProcess([sys.executable, str(DASHBOARD), "--config", str(config)], rig.env)
+    naive = DashboardProcess([sys.executable, "-c", NAIVE_DASHBOARD, str(DASHBOARD.parent), "--config", str(config)],
+                             rig.env)
+    try:
+        first_s, _ = ours.get("/")
+        naive.get("/")
+        pages: Dict[str, Dict[str, float]] = {}
+        for path in ("/", "/?range=all"):
+            mine = [ours.get(path)[0] for _ in range(size["pages"])]
+            theirs = [naive.get(path)[0] for _ in range(size["pages"])]
+            pages[path] = {"ours_s": statistics.median(mine), "naive_s": statistics.median(theirs)}
+        rss, peak = ours.memory_mb()
+        naive_rss, _ = naive.memory_mb()
+        before, _ = ours.memory_mb()
+        wall, sent = ours.get("/issue/1")
+        after, peak_after = ours.memory_mb()
+    finally:
+        ours.stop()
+        naive.stop()
+    log_mb = (folder / "logs" / "gh-1.jsonl").stat().st_size / 1024 / 1024
+    out["dashboard"] = {"runs": size["ledger_runs"], "tasks": 100, "pages": size["pages"], "first_s": first_s,
+                        "overview": pages["/"], "overview_all": pages["/?range=all"], "rss_mb": rss,
+                        "peak_rss_mb": peak, "naive_rss_mb": naive_rss, "log_mb": log_mb,
+                        "transcript_s": wall, "transcript_sent_mb": sent / 1024 / 1024,
+                        "transcript_rss_before_mb": before, "transcript_peak_rss_mb": peak_after}
+    (folder / "logs" / "gh-1.jsonl").unlink()
 
 
 # ---------------------------------------------------------------------------
@@ -893,6 +1037,22 @@ def rows_for(r: Dict[str, Any]) -> List[Tuple[str, str, str, str]]:
         f"{_s(v['naive_wall_s'])} (readlines, no rendering)")
     add(f"view_worker, {v['log_mb']:.0f} MB log: peak RSS", f"{v['max_rss_mb']:.0f} MB",
         f"{v['naive_max_rss_mb']:.0f} MB (whole file in memory)", _ratio(v["naive_max_rss_mb"], v["max_rss_mb"]))
+
+    d = r["dashboard"]
+    section(f"Dashboard (tools/dashboard.py), {d['runs']:,}-run ledger, {d['tasks']} tasks")
+    add("First overview page (reads the whole ledger once)", _s(d["first_s"]))
+    for key, what in (("overview", "Overview page, last 7 days"), ("overview_all", "Overview page, all time")):
+        add(f"{what} (median of {d['pages']})", _s(d[key]["ours_s"]),
+            f"{_s(d[key]['naive_s'])} (reads the ledger again for each page)",
+            _ratio(d[key]["naive_s"], d[key]["ours_s"]))
+    add("Dashboard RSS after those pages (peak)", f"{d['rss_mb']:.1f} MB ({d['peak_rss_mb']:.1f})",
+        f"{d['naive_rss_mb']:.1f} MB (the naive server)")
+    add(f"Issue page of the {d['log_mb']:.0f} MB transcript, streamed: time",
+        f"{_s(d['transcript_s'])} ({d['transcript_sent_mb']:.1f} MB of HTML)")
+    add(f"Issue page of the {d['log_mb']:.0f} MB transcript: dashboard RSS before → peak",
+        f"{d['transcript_rss_before_mb']:.0f} → {d['transcript_peak_rss_mb']:.0f} MB",
+        f"{v['naive_max_rss_mb']:.0f} MB (whole file in memory)",
+        _ratio(v["naive_max_rss_mb"], d["transcript_peak_rss_mb"]))
     return rows
 
 
@@ -936,7 +1096,9 @@ def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Di
         progress(f"an idle daemon with a {size['task_sizes'][-1]:,}-entry tasks.md")
         measure_big_taskfile(rig, size, out)
         progress(f"view_worker on a {size['log_mb']} MB log")
-        measure_viewer(rig, size, out)
+        big_log = measure_viewer(rig, size, out)
+        progress(f"the dashboard: a {size['ledger_runs']:,}-run ledger, then the {size['log_mb']} MB log")
+        measure_dashboard(rig, size, out, big_log)
     finally:
         rig.close()
         if keep:

@@ -54,6 +54,7 @@ class Breakage:
 C, T, G, L = "adws/coordinator.py", "adws/tasks.py", "adws/github.py", "adws/ledger.py"
 GA = "adws/gates.py"
 W, GO, P, F = "adws/workers.py", "adws/gitops.py", "adws/prompt.py", "adws/files.py"
+DB, CH = "tools/dashboard.py", "tools/_charts.py"
 
 BREAKAGES: List[Breakage] = [
     # -- caught before issue #19 ----------------------------------------------------------
@@ -413,6 +414,31 @@ BREAKAGES: List[Breakage] = [
              '    return time.strftime(TIME_FORMAT + " %z", time.localtime(epoch))',
              '    return time.strftime(TIME_FORMAT, time.localtime(epoch))',
              ["tests/test_tasks.py::test_times_read_back_exactly_across_the_daylight_saving_change"]),
+    # -- the dashboard, issue #17 -------------------------------------------------------------
+    Breakage("dashboard-escaping-removed", CH,
+             '    return html.escape("" if value is None else str(value), quote=True)',
+             '    return "" if value is None else str(value)',
+             ["tests/test_dashboard.py::test_hostile_titles_and_transcript_text_are_escaped"]),
+    Breakage("dashboard-transcript-not-escaped", DB,
+             "                    text = esc(segment.text)",
+             "                    text = segment.text",
+             ["tests/test_dashboard.py::test_hostile_titles_and_transcript_text_are_escaped"]),
+    Breakage("dashboard-path-check-removed", DB,
+             "    if os.path.commonpath([folder, real]) != folder:",
+             "    if False:",
+             ["tests/test_dashboard.py::test_paths_outside_the_state_folder_are_refused"]),
+    Breakage("dashboard-answers-any-host-name", DB,
+             "        if not self.loopback_only:\n            return True",
+             "        if True:\n            return True",
+             ["tests/test_dashboard.py::test_a_request_for_another_host_name_is_refused"]),
+    Breakage("dashboard-transcript-not-streamed", DB,
+             "            if len(out) >= CHUNK_LINES:",
+             "            if False:",
+             ["tests/test_dashboard.py::test_a_big_transcript_streams_in_constant_memory"]),
+    Breakage("ledger-outcome-not-recorded", C,
+             "record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now), outcome)",
+             "record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now))",
+             ["tests/test_e2e.py::test_labelled_issue_becomes_pr_comment_and_completed_entry"]),
 ]
 
 # Must be caught: proves the copy's code is what the tests run.

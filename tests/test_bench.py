@@ -39,6 +39,13 @@ def test_quick_benchmark_runs_and_prints_its_table():
         assert row(prefix), prefix
     viewer = {k.rsplit(": ", 1)[-1]: v for k, v in ours.items() if k.startswith("view_worker, ")}
     assert sorted(viewer) == ["peak RSS", "time"] and re.fullmatch(r"[0-9.]+ MB", viewer["peak RSS"]), viewer
+    # The dashboard: the overview against a 10,000-run ledger, its memory, a big transcript streamed.
+    for prefix in ("First overview page", "Overview page, last 7 days", "Overview page, all time"):
+        assert seconds(row(prefix)), prefix
+    assert re.fullmatch(r"[0-9.]+ MB \([0-9.]+\)", row("Dashboard RSS after those pages")), row("Dashboard RSS")
+    issue = {k.rsplit(": ", 1)[-1]: v for k, v in ours.items() if k.startswith("Issue page of the ")}
+    assert sorted(issue) == ["dashboard RSS before → peak", "time"], issue
+    assert re.fullmatch(r"\d+ → \d+ MB", issue["dashboard RSS before → peak"]), issue
     # What the daemon promises, as the benchmark saw it.
     assert row("SIGHUP: valid config reloaded / invalid one refused, old kept") == "yes / yes"
     assert row("Rate limit below 200: the status line says so") == "yes"

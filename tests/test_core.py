@@ -215,7 +215,8 @@ def runs_of(project, n: int) -> int:
 def test_sighup_applies_the_new_repository_and_refuses_a_new_tasks_path(project, github):
     project.write_config(github={"poll_interval": 60})
     p = project.start()
-    project.wait_for(lambda: "status:" in project.log_text(), message="first cycle")
+    project.wait_for(lambda: (project.dir / "metrics.json").exists() and json.loads(
+        (project.dir / "metrics.json").read_text()).get("last_poll_ok"), message="the first poll done")
     github.reset_requests()
     project.write_config(github={"repo": "acme/gadgets", "poll_interval": 60},
                          workers={"max_concurrent": 1})

@@ -21,6 +21,12 @@ def branch_in_origin(origin: Path, branch: str) -> bool:
     return r.returncode == 0
 
 
+def ledger_outcomes(project, n: int):
+    """How each of issue n's runs ended, as its ledger lines say."""
+    lines = (project.dir / "logs" / "usage.jsonl").read_text().splitlines()
+    return [r.get("outcome") for r in map(json.loads, lines) if r.get("issue") == n]
+
+
 def test_labelled_issue_becomes_pr_comment_and_completed_entry(project, github, git_origin):
     n = project.issue("Add a docstring", "Please add one.")
     project.start()
@@ -45,6 +51,7 @@ def test_labelled_issue_becomes_pr_comment_and_completed_entry(project, github, 
     project.wait_for(lambda: not (project.dir / "trees" / f"gh-{n}").exists(), timeout=10, message="worktree removed")
     assert (project.dir / "logs" / f"gh-{n}.jsonl").exists()
     assert (project.dir / "logs" / "usage.jsonl").read_text().count('"issue": %d' % n) == 1
+    assert ledger_outcomes(project, n) == ["completed"]
     log = project.log_text()
     assert f"gh-{n} started pid=" in log and f"branch=auto/gh-{n}" in log
 
@@ -73,6 +80,7 @@ def test_blocked_worker_ends_blocked_with_reason_and_worktree_kept(project, gith
     assert github.pulls() == []
     project.wait_for(lambda: "tac:blocked" in github.issue_labels(n), message="tac:blocked")
     assert "needs a human" in github.comments(n)[-1]["body"]
+    assert ledger_outcomes(project, n) == ["blocked"]
 
 
 def test_failed_worker_is_retried_then_fails_with_reason(project, github):
@@ -88,6 +96,7 @@ def test_failed_worker_is_retried_then_fails_with_reason(project, github):
     assert (project.dir / "trees" / f"gh-{n}").exists()  # kept for inspection
     project.wait_for(lambda: "tac:failed" in github.issue_labels(n), message="tac:failed")
     assert "Failed" in github.comments(n)[-1]["body"]
+    assert ledger_outcomes(project, n) == ["failed", "failed"]
 
 
 def test_commits_without_success_open_a_draft_pr(project, github):

@@ -234,3 +234,63 @@ def test_append_is_one_write_with_o_append(tmp_path):
 ])
 def test_usd_rounds_half_up_on_the_decimal_digits(amount, text):
     assert ledger.usd(amount) == text
+
+
+# --- one run read once, and the time ranges ---------------------------------
+
+def test_run_of_reads_every_field_once_and_copes_with_odd_values():
+    r = ledger.Run.of({"ts": "2026-11-21T23:30:00Z", "issue": "7", "attempt": 2,
+                       "models": ["claude-sonnet-4-6", 3], "input_tokens": 10, "output_tokens": 900,
+                       "cache_creation_tokens": 5000, "cache_read_tokens": True, "cost_usd": 0.4312,
+                       "duration_ms": 312000, "outcome": "blocked", "stage": "review", "round": 2})
+    assert r.day == "2026-11-22"                   # 23:30 UTC is after midnight here (UTC+1)
+    assert r.time == local(2026, 11, 22, 0, 30)
+    assert (r.issue, r.attempt, r.models) == (7, 2, ("claude-sonnet-4-6",))
+    assert (r.input_tokens, r.output_tokens, r.cache_creation_tokens, r.cache_read_tokens) == (10, 900, 5000, 0)
+    assert r.total_tokens == 5910 and str(r.cost) == "0.4312"
+    assert (r.duration_s, r.outcome, r.stage, r.round) == (312.0, "blocked", "review", "2")
+    bare = ledger.Run.of({"date": "2026-11-21", "cost_usd": "free", "duration_ms": -5, "outcome": "great",
+                          "stage": {"x": 1}})
+    assert bare.time == local(2026, 11, 21, 0, 0) and bare.day == "2026-11-21"
+    assert (bare.issue, bare.models, bare.cost, bare.duration_s) == (None, (), 0, None)
+    assert (bare.outcome, bare.stage, bare.round) == ("", None, None)
+    nothing = ledger.Run.of({})
+    assert (nothing.time, nothing.day) == (None, None)
+
+
+def test_run_outcome_of_older_lines_comes_from_the_exit_reason_only_when_it_is_the_kind():
+    assert ledger.Run.of({"exit_reason": "open_pr"}).outcome == "completed"
+    assert ledger.Run.of({"exit_reason": "completed"}).outcome == "completed"
+    assert ledger.Run.of({"exit_reason": "tests failed"}).outcome == ""
+
+
+def test_run_cost_by_model_sums_to_the_run_cost():
+    split = ledger.Run.of({"models": ["a", "b"], "cost_usd": 1.0, "model_usage": {
+        "a": {"costUSD": 0.3}, "b": {"costUSD": 0.1}}})
+    assert dict(split.cost_by_model()) == pytest.approx({"a": 0.75, "b": 0.25})
+    even = ledger.Run.of({"models": ["a", "b"], "cost_usd": 1.0})
+    assert dict(even.cost_by_model()) == {"a": 0.5, "b": 0.5}
+    assert dict(ledger.Run.of({"cost_usd": 2.0}).cost_by_model()) == {"(unknown model)": 2.0}
+
+
+def test_range_start():
+    now = local(2026, 11, 21, 18, 0)
+    assert ledger.range_start("24h", now) == now - 86400
+    assert ledger.range_start("7d", now) == now - 7 * 86400
+    assert ledger.range_start("30d", now) == now - 30 * 86400
+    assert ledger.range_start("month", now) == local(2026, 11, 1, 0, 0)
+    assert ledger.range_start("all", now) is None
+    with pytest.raises(KeyError):
+        ledger.range_start("1y", now)
+
+
+def test_spend_from_runs_equals_spend_from_the_file(tmp_path):
+    path = tmp_path / "usage.jsonl"
+    now = local(2026, 11, 21)
+    write_lines(path, [run(1.25, now), run(0.5, now - 86400), run(9.0, local(2026, 10, 31)),
+                       {"issue": 3, "cost_usd": 4.0}, "{torn"])
+    from_file = ledger.SpendTracker(path, now)
+    runs = [ledger.Run.of(r) for r in ledger.read(path)]
+    from_runs = ledger.SpendTracker.of_runs(runs, now, corrupt=1)
+    assert from_runs.totals(now) == from_file.totals(now) == ledger.Spend(1.25, 1.75, "2026-11-21", "2026-11")
+    assert from_runs.corrupt == from_file.corrupt == 1

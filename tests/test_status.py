@@ -150,6 +150,25 @@ def test_json_has_the_same_facts(full):
     assert data["completed"][0]["pr"] == PR_URL
     assert data["failed"][0]["reason"] == "tests failed twice"
     assert data["warnings"] == [] and data["tasks_problems"] == []
+    assert (data["active"][0]["stage"], data["active"][0]["round"]) == (None, None)   # shown when present only
+
+
+def test_json_gives_a_workers_stage_and_round_from_metrics_else_tasks_md(project):
+    """Other features add them: metrics.json's active entry may say, or a
+    "- Stage:" / "- Round:" line under the task in tasks.md."""
+    now = time.time()
+    project.write_tasks(now)
+    data = project.write_metrics(now)
+    data["active"][0].update(stage="review", round=2)
+    metrics.write(project.metrics, data)
+    active = json.loads(project.run("--json").stdout)["active"][0]
+    assert (active["stage"], active["round"]) == ("review", "2")
+    del data["active"][0]["stage"], data["active"][0]["round"]
+    metrics.write(project.metrics, data)
+    project.tasks.write_text(project.tasks.read_text().replace(
+        "- Branch: auto/gh-7\n", "- Branch: auto/gh-7\n- Stage: plan\n- Round: 1\n"))
+    active = json.loads(project.run("--json").stdout)["active"][0]
+    assert (active["stage"], active["round"]) == ("plan", "1")
 
 
 def test_missing_metrics_still_shows_the_queue(project):

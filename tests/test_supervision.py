@@ -594,7 +594,7 @@ def test_the_poll_never_queues_an_issue_whose_worker_runs(cfg, tmp_path, said):
     c = co.Coordinator(make_coordinator(cfg, tmp_path).cfg, LabelledByAlice(), clock=lambda: T0, environ={})
     c.workers[7] = make_worker(tmp_path, issue=7)
     issue = {"number": 7, "title": "Running", "body": "", "user": {"login": "alice"}, "labels": []}
-    changes = c.intake([issue, dict(issue, number=8, title="New")], T0)
+    changes = c.intake(c.github, [issue, dict(issue, number=8, title="New")], T0)
     assert [d.said for d in changes] == ["gh-8 queued {p2} labelled by alice"]  # gh-7's worker runs
 
 

@@ -19,7 +19,7 @@ import pytest
 from claude_samples import sample
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = ("status.py", "view_worker.py", "usage_report.py")
+TOOLS = ("status.py", "view_worker.py", "usage_report.py", "dashboard.py")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_help_needs_no_rich(bare_python, tmp_path, tool):
 
 
 @pytest.mark.parametrize("tool, args", [("status.py", []), ("usage_report.py", []),
-                                        ("view_worker.py", ["--log", "SAMPLE"])])
+                                        ("view_worker.py", ["--log", "SAMPLE"]), ("dashboard.py", ["--port", "0"])])
 def test_drawing_without_rich_or_a_venv_names_the_interpreter(bare_python, tmp_path, tool, args):
     tree = checkout(tmp_path / "my checkout", venv=False)
     args = [str(sample("08_")) if a == "SAMPLE" else a for a in args]

@@ -275,3 +275,20 @@ def test_closed_pipe_ends_quietly(tmp_path, args):
     err = proc.stderr.read().decode()
     proc.stderr.close()
     assert (proc.wait(timeout=30), err) == (0, "")
+
+
+def test_range_keeps_the_runs_recorded_since_its_start(tmp_path):
+    p = Project(tmp_path)
+    now = time.time()
+
+    def at(seconds_ago, issue, cost):
+        return dict(run_record(ledger.local_day(now - seconds_ago), issue, cost),
+                    ts=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - seconds_ago)))
+    p.write([at(3600, 1, 0.25), at(3 * 86400, 2, 0.5), at(20 * 86400, 3, 1.0), at(400 * 86400, 4, 2.0)])
+    totals = {r: p.json("--range", r)["total"] for r in ("24h", "7d", "30d", "all")}
+    assert {r: (t["runs"], t["cost_usd"]) for r, t in totals.items()} == {
+        "24h": (1, 0.25), "7d": (2, 0.75), "30d": (3, 1.75), "all": (4, 3.75)}
+    assert p.json("--range", "7d")["range"] == "7d" and p.json()["range"] == "all"
+    assert "Daily usage, last 7 days" in p.run("--range", "7d").stdout
+    r = p.run("--range", "1y")
+    assert r.returncode == 2 and "invalid choice: '1y'" in r.stderr

@@ -80,6 +80,7 @@ def load_config(path: str) -> Dict[str, Any]:
         "tasks_path": str(cfg.tasks_path),
         "metrics_path": str(cfg.metrics_path),
         "ledger_path": str(cfg.ledger_path),
+        "logs": str(cfg.logs),
         # 0 means "no limit" in config.toml.
         "daily_usd": cfg.daily_usd or None,
         "monthly_usd": cfg.monthly_usd or None,
@@ -117,6 +118,26 @@ def _task_dict(t, *keys: str) -> Dict[str, Any]:
     return out
 
 
+def task_detail(t, key: str) -> Optional[str]:
+    """A detail of a task that may be a Task field one day and is a
+    "- Key: value" line in Task.extra until then (Stage, Round): shown when
+    present, never required."""
+    if t is None:
+        return None
+    value = getattr(t, key.lower(), None)
+    if value not in (None, ""):
+        return str(value)
+    return next((v for k, v in t.extra if k.lower() == key.lower() and v), None)
+
+
+def _stage(a: Dict[str, Any], t, key: str) -> Optional[str]:
+    """A worker's stage or round: metrics.json's if it says, else tasks.md's."""
+    value = a.get(key)
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+        return str(value)
+    return task_detail(t, key)
+
+
 def _worker(a: Dict[str, Any], t, now: float) -> Dict[str, Any]:
     """One active worker from its metrics.json entry `a` and its Task `t` (or None)."""
     started = _num(a.get("started_at")) or (_task_time(t.started) if t else None)
@@ -130,10 +151,12 @@ def _worker(a: Dict[str, Any], t, now: float) -> Dict[str, Any]:
         "cost_usd": _num(a.get("cost_usd")),
         "last_tool": a.get("last_tool") if isinstance(a.get("last_tool"), str) else "",
         "log": a.get("log"),
+        "stage": _stage(a, t, "stage"),
+        "round": _stage(a, t, "round"),
     }
 
 
-def _load_tasks(path: str):
+def load_tasks(path: str):
     """(TaskFile or None, list of problem strings)."""
     if not os.path.exists(path):
         return None, ["tasks.md not found at {}".format(path)]
@@ -144,8 +167,12 @@ def _load_tasks(path: str):
     return tf, [str(p) for p in problems or []]
 
 
-def collect(cfg: Dict[str, Any], now: float) -> Dict[str, Any]:
-    """Everything status shows, as JSON-ready values (machine keys, epoch times)."""
+def collect(cfg: Dict[str, Any], now: float, spend: Optional[ledger.SpendTracker] = None) -> Dict[str, Any]:
+    """Everything status shows, as JSON-ready values (machine keys, epoch times).
+
+    ``spend`` is the ledger's totals when the caller keeps them already (the
+    dashboard, which must not re-read a 10,000-run ledger on every page);
+    by default the ledger is read here."""
     facts: Dict[str, Any] = {
         "now": now,
         "config": cfg["file"],
@@ -173,7 +200,7 @@ def collect(cfg: Dict[str, Any], now: float) -> Dict[str, Any]:
 
     # -- spend: the ledger is the truth; budgets from metrics (what the daemon
     # enforces), else from the config.
-    sp = ledger.SpendTracker(cfg["ledger_path"], now)
+    sp = spend if spend is not None else ledger.SpendTracker(cfg["ledger_path"], now)
     totals = sp.totals(now)
     msp = m.get("spend") if isinstance(m.get("spend"), dict) else {}
     daily = _num(msp.get("daily_usd")) if "daily_usd" in msp else cfg["daily_usd"]
@@ -200,7 +227,7 @@ def collect(cfg: Dict[str, Any], now: float) -> Dict[str, Any]:
     facts["health"] = {"level": level, "reason": reason}
 
     # -- tasks.md
-    tf, problems = _load_tasks(cfg["tasks_path"])
+    tf, problems = load_tasks(cfg["tasks_path"])
     facts["tasks_problems"] = problems
     if problems:
         facts["warnings"].append(
@@ -266,7 +293,7 @@ def _ago(seconds: Optional[float]) -> str:
     return "?" if seconds is None else metrics.human_duration(seconds) + " ago"
 
 
-def _clock(epoch: Optional[float], now: float) -> str:
+def short_time(epoch: Optional[float], now: float) -> str:
     """HH:MM today, else the date: the shortest time a person can place."""
     if not epoch:
         return ""
@@ -376,7 +403,7 @@ def build(facts: Dict[str, Any], width: int = 80):
             line.append(" · {:,} requests left".format(gh["rate_remaining"]), style="dim")
         reset = _num(gh.get("rate_reset"))
         if state == "rate_limited" and reset:
-            line.append(" · resets " + _clock(reset, now))
+            line.append(" · resets " + short_time(reset, now))
         parts.append(line)
 
     q = facts["queue"]
@@ -463,7 +490,7 @@ def build(facts: Dict[str, Any], width: int = 80):
         # but a short title, and folds onto a second line beyond that.
         room = width - issue_w - 10 - 3 * 2   # less the time column and three gaps
         pr_w = min(max([4] + [len(_pr(c.get("pr"))) for c in shown]), max(10, room - 12))
-        rows = [("#{}".format(c["issue"]), c["title"], _pr(c.get("pr")), _clock(c["completed"], now))
+        rows = [("#{}".format(c["issue"]), c["title"], _pr(c.get("pr")), short_time(c["completed"], now))
                 for c in shown]
         t = table("Recently completed", [(issue_w, 0, {"style": "bold"}), (0, 1, {}),
                                          (pr_w, 0, {"style": "cyan", "overflow": "fold", "no_wrap": False}),

@@ -2,14 +2,16 @@
 """Token use and cost from the ledger, by day, ISO week or month.
 
     python tools/usage_report.py [--config PATH] [--week|--month] [--detail]
-                                 [--issue N] [--json]
+                                 [--issue N] [--range 24h|7d|30d|month|all] [--json]
 
 Reads <logs>/usage.jsonl (one line per finished run, written by the daemon)
 and prints ccusage's columns (period, models, input, output, cache create,
 cache read, total tokens, cost) with a total row, then a bar chart of cost
 per day: the last 14 days, or this month's days with --month. --detail adds
-totals per issue; --issue N keeps only that issue's runs. --json prints the
-same numbers as one JSON object.
+totals per issue; --issue N keeps only that issue's runs; --range keeps the
+runs recorded in the last 24 hours, 7 or 30 days, or this month (default:
+all). --json prints the same numbers as one JSON object; the dashboard's
+/api/usage serves it too, built by the same build().
 
 The ledger is streamed: memory grows with the number of periods and issues,
 never with the number of runs. Costs are summed exactly (see adws/ledger.py)
@@ -34,7 +36,7 @@ import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from decimal import Decimal  # noqa: E402
-from typing import Any, Callable, Dict, Iterable, List, Optional  # noqa: E402
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union  # noqa: E402
 
 from pathlib import Path  # noqa: E402
 
@@ -44,7 +46,7 @@ from adws import config, ledger  # noqa: E402
 EX_CONFIG = 78
 CHART_DAYS = 14
 NO_DATE = "(no date)"
-TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
+KINDS = ("daily", "weekly", "monthly")
 
 
 # ---------------------------------------------------------------------------
@@ -75,18 +77,16 @@ class Totals:
         self.cache_creation_tokens = self.cache_read_tokens = self.total_tokens = 0
         self.cost = Decimal(0)
 
-    def add(self, rec: dict) -> None:
+    def add(self, run: ledger.Run) -> None:
         self.runs += 1
-        for model in _models(rec):
+        for model in run.models:
             self.models.setdefault(model, None)
-        parts = [ledger.tokens(rec, k) for k in TOKEN_KEYS]
-        self.input_tokens += parts[0]
-        self.output_tokens += parts[1]
-        self.cache_creation_tokens += parts[2]
-        self.cache_read_tokens += parts[3]
-        # total_tokens as recorded if present (the CLI's own figure), else the parts.
-        self.total_tokens += ledger.tokens(rec, "total_tokens") if "total_tokens" in rec else sum(parts)
-        self.cost += ledger.cost(rec)
+        self.input_tokens += run.input_tokens
+        self.output_tokens += run.output_tokens
+        self.cache_creation_tokens += run.cache_creation_tokens
+        self.cache_read_tokens += run.cache_read_tokens
+        self.total_tokens += run.total_tokens
+        self.cost += run.cost
 
     def as_json(self) -> Dict[str, Any]:
         return {"models": sorted(self.models), "runs": self.runs,
@@ -94,23 +94,6 @@ class Totals:
                 "cache_creation_tokens": self.cache_creation_tokens,
                 "cache_read_tokens": self.cache_read_tokens,
                 "total_tokens": self.total_tokens, "cost_usd": float(self.cost)}
-
-
-def _models(rec: dict) -> List[str]:
-    models = rec.get("models")
-    if isinstance(models, list):
-        return [m for m in models if isinstance(m, str)]
-    usage = rec.get("model_usage")
-    return [m for m in usage if isinstance(m, str)] if isinstance(usage, dict) else []
-
-
-def _issue(rec: dict) -> Optional[int]:
-    n = rec.get("issue")
-    if isinstance(n, int) and not isinstance(n, bool):
-        return n
-    if isinstance(n, str) and n.isdigit():
-        return int(n)
-    return None
 
 
 def period_of(kind: str) -> Callable[[str], str]:
@@ -134,11 +117,17 @@ def chart_range(kind: str, today: str) -> List[str]:
 
 
 class Report:
-    """One pass over the ledger: rows by period, totals by issue, cost by day."""
+    """One pass over the ledger: rows by period, totals by issue, cost by day.
 
-    def __init__(self, kind: str, today: str, issue: Optional[int] = None):
+    ``start`` (epoch seconds, see ledger.range_start) keeps only the runs
+    recorded at or after it; ``range_name`` is what the JSON calls it."""
+
+    def __init__(self, kind: str, today: str, issue: Optional[int] = None,
+                 start: Optional[float] = None, range_name: str = "all"):
         self.kind = kind
         self.issue = issue
+        self.start = start
+        self.range_name = range_name
         self.rows: Dict[str, Totals] = {}
         self.issues: Dict[Optional[int], Totals] = {}
         self.total = Totals()
@@ -146,18 +135,29 @@ class Report:
         self.daily_cost: Dict[str, Decimal] = {d: Decimal(0) for d in self.chart_days}
         self._period = period_of(kind)
 
-    def feed(self, records: Iterable[dict]) -> "Report":
+    def feed(self, records: Iterable[Union[dict, ledger.Run]],
+             each: Optional[Callable[[ledger.Run], None]] = None) -> "Report":
+        """Add ledger records (dicts as read, or Runs already made from
+        them). ``each`` is called with every run that counts: the
+        dashboard's charts see exactly the runs these totals count."""
         for rec in records:
-            n = _issue(rec)
-            if self.issue is not None and n != self.issue:
+            run = rec if isinstance(rec, ledger.Run) else ledger.Run.of(rec)
+            if self.issue is not None and run.issue != self.issue:
                 continue
-            day = ledger.record_day(rec)
+            if self.start is not None and (run.time is None or run.time < self.start):
+                continue
+            if each is not None:
+                each(run)
+            day = run.day
             key = self._period(day) if day else NO_DATE
-            self.rows.setdefault(key, Totals()).add(rec)
-            self.issues.setdefault(n, Totals()).add(rec)
-            self.total.add(rec)
+            for table, k in ((self.rows, key), (self.issues, run.issue)):
+                totals = table.get(k)
+                if totals is None:
+                    totals = table[k] = Totals()
+                totals.add(run)
+            self.total.add(run)
             if day in self.daily_cost:
-                self.daily_cost[day] += ledger.cost(rec)
+                self.daily_cost[day] += run.cost
         return self
 
     def sorted_rows(self):
@@ -169,7 +169,8 @@ class Report:
 
     def as_json(self, path: str, corrupt: int, detail: bool) -> Dict[str, Any]:
         out: Dict[str, Any] = {
-            "ledger": path, "period": self.kind, "issue": self.issue, "corrupt_lines": corrupt,
+            "ledger": path, "period": self.kind, "issue": self.issue, "range": self.range_name,
+            "corrupt_lines": corrupt,
             "rows": [dict(t.as_json(), period=k) for k, t in self.sorted_rows()],
             "total": self.total.as_json(),
             "chart": [{"date": d, "cost_usd": float(self.daily_cost[d])} for d in self.chart_days],
@@ -177,6 +178,15 @@ class Report:
         if detail:
             out["issues"] = [dict(t.as_json(), issue=n) for n, t in self.sorted_issues()]
         return out
+
+
+def build(records: Iterable[Union[dict, ledger.Run]], now: float, kind: str = "daily",
+           issue: Optional[int] = None, range_name: str = "all",
+           each: Optional[Callable[[ledger.Run], None]] = None) -> Report:
+    """The report --json prints and the dashboard's /api/usage serves: one
+    code path for both. Raises KeyError for a range not in ledger.RANGES."""
+    return Report(kind, ledger.local_day(now), issue, ledger.range_start(range_name, now),
+                  range_name).feed(records, each)
 
 
 # ---------------------------------------------------------------------------
@@ -216,8 +226,9 @@ def render(report: Report, console, detail: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    title = "{} usage{}".format(report.kind.capitalize(),
-                                " for issue #{}".format(report.issue) if report.issue is not None else "")
+    title = "{} usage{}{}".format(
+        report.kind.capitalize(), " for issue #{}".format(report.issue) if report.issue is not None else "",
+        ", " + ledger.RANGES[report.range_name] if report.range_name != "all" else "")
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
                   show_footer=True, pad_edge=False, padding=(0, 1), footer_style="bold")
     total = report.total
@@ -279,6 +290,10 @@ def show(args, path: str, scan, report: Report) -> None:
     if report.total.runs == 0:
         if args.issue is not None and scan.records:
             console.print("no runs recorded for issue #{} in {}".format(args.issue, path), soft_wrap=True)
+        elif args.range != "all" and scan.records:
+            console.print("no runs recorded in the {} in {}".format(ledger.RANGES[args.range], path)
+                          if args.range != "month" else "no runs recorded this month in {}".format(path),
+                          soft_wrap=True)
         else:
             console.print("no runs recorded yet in {}".format(path), soft_wrap=True)
     else:
@@ -301,6 +316,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     span.add_argument("--month", action="store_true", help="one row per month")
     parser.add_argument("--detail", action="store_true", help="add totals per issue")
     parser.add_argument("--issue", type=int, metavar="N", help="only runs for issue N")
+    parser.add_argument("--range", choices=list(ledger.RANGES), default="all",
+                        help="only runs recorded in the last 24 hours, 7 or 30 days, or this month")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -312,12 +329,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     kind = "weekly" if args.week else "monthly" if args.month else "daily"
     scan = ledger.read(path)
-    report = Report(kind, ledger.local_day(time.time()), args.issue).feed(scan)
+    result = build(scan, time.time(), kind, args.issue, args.range)
 
     if not args.json:
         _shared.require_rich("usage_report", __file__, sys.argv[1:] if argv is None else argv)
     try:
-        show(args, path, scan, report)
+        show(args, path, scan, result)
         sys.stdout.flush()
     except BrokenPipeError:  # `usage_report.py --json | head -3`
         return _shared.closed_pipe(0)

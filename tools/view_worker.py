@@ -11,7 +11,9 @@ The log is read line by line and each event is printed as soon as it is read,
 so a 200 MB log renders in constant memory. A line that is not JSON, or an
 event type this tool does not know, is shown as such; it never stops the view.
 Reading the events (and the usage sums in each attempt's footer) lives in
-adws/transcript.py, shared with the daemon; this file only draws.
+adws/transcript.py, shared with the daemon; this file only draws. The web
+dashboard (tools/dashboard.py) draws the same Viewer as HTML: it overrides
+only ``emit``, where each said (and redacted) line goes out.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 # Run as `python tools/view_worker.py` from any folder: the project root is not
 # on sys.path then (only tools/ is), and `adws` lives there; tools/ is added
@@ -230,9 +232,16 @@ class Viewer:
         # Every shown line passes here: a token the agent printed is cut
         # whichever event or field it sits in.
         renderable.plain = redact(renderable.plain)
-        # Wrap to the room left and prefix each row with the indent: rich's
-        # Padding would pad every row with blanks to a rectangle, and its own
-        # wrapping leaves a blank at the end of each wrapped row.
+        self.emit(renderable, indent)
+
+    def emit(self, renderable: Text, indent: int) -> None:
+        """Put one said (and redacted) line out: on the terminal here; the
+        dashboard's subclass writes HTML instead.
+
+        Wrap to the room left and prefix each row with the indent: rich's
+        Padding would pad every row with blanks to a rectangle, and its own
+        wrapping leaves a blank at the end of each wrapped row.
+        """
         width = max(20, self.console.width - indent)
         for row in renderable.wrap(self.console, width):
             if indent:
@@ -520,8 +529,10 @@ def read_lines(path: Path) -> Iterator[Tuple[bytes, bool]]:
                 yield line, False
 
 
-def follow(path: Path, viewer: Viewer, flush) -> None:
-    """Show the file and then whatever is appended, until Ctrl-C."""
+def follow(path: Path, viewer: Viewer, flush, stop: Callable[[], bool] = lambda: False) -> None:
+    """Show the file and then whatever is appended, until Ctrl-C, or until
+    ``stop()`` says so (asked between reads: the dashboard's live view ends
+    when the worker does)."""
     follower = transcript.TranscriptFollower(path)
     restarts = 0
     while True:
@@ -537,6 +548,8 @@ def follow(path: Path, viewer: Viewer, flush) -> None:
         if pairs:
             flush()
         if not follower.behind:
+            if stop():  # asked only once caught up: nothing written before it is left unshown
+                return
             time.sleep(FOLLOW_INTERVAL)
 
 
