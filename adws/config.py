@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,23 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "keep_trees_days": (14, _NUM),
         "keep_logs_days": (90, _NUM),
     },
+    # Opt-in: without the section, cluster_enabled is False and nothing is
+    # claimed (adws/claims.py). config.toml documents it commented out.
+    "cluster": {
+        "node": ("", _STR),  # "" = this machine's hostname
+        "lease_ttl": (600, _NUM),
+        "claim_ref_prefix": ("refs/tac/claims/", _STR),
+    },
 }
+
+# Sections whose presence switches a feature on: the shipped config.toml
+# documents their keys commented out.
+OPT_IN_SECTIONS = ("cluster",)
+
+# A claim is renewed every lease_ttl / 3 and its worker stopped once 2/3 of
+# the lease passed unrenewed: the last third must cover the clock difference
+# between nodes (seconds, with NTP) and the stop itself.
+MIN_LEASE_TTL = 10
 
 
 # A key's Config field is the key itself, except where a bare name would
@@ -130,6 +147,10 @@ class Config:
     logs: Path
     keep_trees_days: float
     keep_logs_days: float
+    node: str
+    lease_ttl: float
+    claim_ref_prefix: str
+    cluster_enabled: bool  # [cluster] present: claim each issue on the remote before running it
 
     @property
     def owner(self) -> str:
@@ -256,6 +277,11 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     if not re.fullmatch(r"[A-Za-z0-9._/-]*", prefix) or ".." in prefix:
         raise ConfigError(f"{name}: [repo] branch_prefix may hold only letters, digits and . _ / -, got {prefix!r}")
 
+    named = "cluster.node" in values
+    node = get("cluster", "node") if named else socket.gethostname()
+    if "cluster" in data:
+        _check_cluster(name, node, get("cluster", "lease_ttl"), get("cluster", "claim_ref_prefix"), named)
+
     base = path.parent
 
     def rel(p: str) -> Path:
@@ -272,5 +298,23 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
             elif isinstance(v, list):
                 v = list(v)
             fields[_FIELD.get((section, key), key)] = v
-    fields.update(repo=repo, label=label, branch_prefix=prefix)
+    fields.update(repo=repo, label=label, branch_prefix=prefix, node=node, cluster_enabled="cluster" in data)
     return Config(file=path, **fields)
+
+
+def _check_cluster(name: str, node: str, lease_ttl: float, ref_prefix: str, named: bool) -> None:
+    # The node name goes into claim commits, tasks.md ("Claimed by: pi-garage")
+    # and key=value log lines, so it is one plain word.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", node):
+        said = f"got {node!r}" if named else f"the hostname {node!r} is not usable; set it"
+        raise ConfigError(f"{name}: [cluster] node must be a name of letters, digits and . _ - "
+                          f"(at most 63), {said}")
+    if lease_ttl < MIN_LEASE_TTL:
+        raise ConfigError(f"{name}: [cluster] lease_ttl must be at least {MIN_LEASE_TTL} seconds, got {lease_ttl!r}")
+    # A prefix of git ref names (git check-ref-format's rules, kept to plain
+    # characters), ending in "/" so that <prefix>gh-<N> is a ref under it.
+    part = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+    if (not re.fullmatch(rf"refs/(?:{part}/)+", ref_prefix) or ".." in ref_prefix
+            or any(p.endswith((".", ".lock")) for p in ref_prefix.split("/"))):
+        raise ConfigError(f"{name}: [cluster] claim_ref_prefix must look like \"refs/tac/claims/\" "
+                          f"(under refs/, ending in /, letters, digits and . _ -), got {ref_prefix!r}")

@@ -19,9 +19,10 @@ from adws.config import Config
 
 
 class GitError(Exception):
-    def __init__(self, message: str, returncode: int = -1, stderr: str = ""):
+    def __init__(self, message: str, returncode: int = -1, stderr: str = "", stdout: str = ""):
         super().__init__(message)
         self.returncode, self.stderr = returncode, stderr  # git's own, for callers that read more than the last line
+        self.stdout = stdout  # what git printed before failing: `push --porcelain` says per ref what happened
 
 
 class PushRejected(GitError):
@@ -51,7 +52,7 @@ def git(args: Sequence[str], cwd: Path, timeout: float = 300) -> str:
         raise GitError(f"git {args[0]}: no answer in {timeout:.0f} s")
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise GitError(f"git {' '.join(args[:2])}: {last}", proc.returncode, proc.stderr)
+        raise GitError(f"git {' '.join(args[:2])}: {last}", proc.returncode, proc.stderr, proc.stdout)
     return proc.stdout
 
 
