@@ -136,6 +136,13 @@ def test_an_issue_someone_else_opened_with_the_label_and_marker_is_not_adopted(
     s.step(clock(), snap())
     assert s.number != fake and github.issue(s.number)["user"]["login"] == "operator"
 
+    # Should the list ever hold another author's issue (a GitHub that ignored
+    # `creator`), the author is checked here too.
+    github.answer_raw(ISSUES, [github.issue(fake)], method="GET")
+    other = StatusIssue(GitHub(REPO, env=client.env), state_path=tmp_path / "other.json")
+    other.step(clock(), snap())
+    assert other.number not in (None, fake)
+
 
 def test_the_task_poll_can_tell_the_status_issue_by_its_label(
         github: FakeGitHub, client: GitHub, tmp_path: Path, clock: Clock) -> None:
@@ -295,13 +302,14 @@ def test_a_ticked_box_in_a_comment_does_nothing(github: FakeGitHub, client: GitH
 def test_orders_from_someone_who_may_not_edit_are_refused(
         github: FakeGitHub, client: GitHub, tmp_path: Path, clock: Clock) -> None:
     """If GitHub ever let a less-privileged account edit the body, its
-    ticks, and any other tick in the same edit round, are refused."""
+    ticks, and any other tick since the last rewrite, are refused: every
+    editor counts, not only the last one."""
     github.set_permission("alice", "write")
     github.set_permission("mallory", "triage")  # reported as read
     s = make(client, tmp_path)
     s.step(clock(), snap())
-    tick(github, s.number, "retry gh-12")            # a writer ...
-    tick(github, s.number, "cancel gh-15", actor="mallory")  # ... and then someone who may not
+    tick(github, s.number, "cancel gh-15", actor="mallory")  # someone who may not edit ...
+    tick(github, s.number, "retry gh-12")                    # ... then a writer: the last editor
     assert s.step(clock.advance(30), snap()) == []
     body = github.issue(s.number)["body"]
     assert "[x]" not in body
@@ -423,17 +431,24 @@ def test_github_down_then_edits_and_alerts_are_delivered_once_each(
     assert any(c.startswith("⚠️ **Needs a person**") and "breaker open" in c for c in said)
 
 
-def test_a_failed_edit_is_tried_again_at_the_next_poll(github: FakeGitHub, client: GitHub,
-                                                       tmp_path: Path, clock: Clock) -> None:
+def test_a_failed_edit_or_comment_is_tried_again_at_the_next_poll(
+        github: FakeGitHub, client: GitHub, tmp_path: Path, clock: Clock) -> None:
+    """Reads work, writes fail (a 500 on each try): each is owed and made once."""
     s = make(client, tmp_path)
     s.step(clock(), snap())
+    n = s.number
     s.step(clock.advance(30), snap())
-    github.answer_raw(f"{ISSUES}/{s.number}", {"message": "Server Error"}, status=500, method="PATCH")
-    s.step(clock.advance(30), snap(spent_today=4.0))
-    assert "$4.00" not in github.issue(s.number)["body"]
-    github.answer_raw(f"{ISSUES}/{s.number}", None, method="PATCH")
-    s.step(clock.advance(30), snap(spent_today=4.0))
-    assert "today $4.00 of $5.00" in github.issue(s.number)["body"]
+    github.answer_raw(f"{ISSUES}/{n}", {"message": "Server Error"}, status=500, method="PATCH")
+    github.answer_raw(f"{ISSUES}/{n}/comments", {"message": "Server Error"}, status=500, method="POST")
+    for _ in range(3):
+        s.step(clock.advance(30), snap(spent_today=3.5, causes={"breaker": "breaker open"}))
+    assert "$3.50" not in github.issue(n)["body"] and comments(github, n) == []
+    github.answer_raw(f"{ISSUES}/{n}", None, method="PATCH")
+    github.answer_raw(f"{ISSUES}/{n}/comments", None, method="POST")
+    for _ in range(3):
+        s.step(clock.advance(30), snap(spent_today=3.5, causes={"breaker": "breaker open"}))
+    assert "today $3.50 of $5.00" in github.issue(n)["body"]
+    assert len(comments(github, n)) == 1 and "breaker open" in comments(github, n)[0]
 
 
 # -- the format -----------------------------------------------------------------------------
