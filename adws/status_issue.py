@@ -12,7 +12,7 @@ as `now` (wall-clock epoch seconds, as time.time()).
 
 The loop's side, once per poll::
 
-    status = StatusIssue(github, cfg, state_path=cfg.state_dir / STATE_FILE)
+    status = StatusIssue.from_config(github, cfg)  # once; state in cfg.state_dir / STATE_FILE
     orders = status.step(now, Snapshot(...))       # never raises GitHubError
     for order in orders:
         ...carry it out (pause, resume, retry, cancel, run next)...
@@ -406,10 +406,10 @@ class Alerts:
     "over" when it closes after an alert said it. `event` is a cause that
     does not last (the daemon restarted after a crash): an alert, no over."""
 
-    def __init__(self, every: float, state: Optional[Dict[str, dict]] = None):
+    def __init__(self, every: float):
         self.every = every
         # key -> {"open": bool, "text": str, "since": epoch, "posted": epoch|None, "said": bool}
-        self.causes: Dict[str, dict] = dict(state or {})
+        self.causes: Dict[str, dict] = {}
 
     def update(self, now: float, causes: Mapping[str, str]) -> List[Tuple[str, str, str]]:
         out: List[Tuple[str, str, str]] = []
