@@ -209,12 +209,8 @@ def render(snap: Snapshot, rev: int, updated: float, lines: Sequence[str] = ()) 
     if snap.pause_reason:
         out += [f"⏸️ Spawning paused: {_plain(snap.pause_reason)}", ""]
     out += [f"- [{'x' if snap.paused else ' '}] {PAUSE_BOX}", ""]
-
-    def section(title: str, count: int) -> None:
-        out.extend([f"### {title} ({count})"])
-
     if snap.active:
-        section("Active", len(snap.active))
+        out.append(f"### Active ({len(snap.active)})")
         for w in snap.active:
             detail = " · ".join(x for x in (_coarse_duration(w.elapsed), _coarse_usd(w.cost),
                                              _plain(w.stage)) if x)
@@ -222,7 +218,7 @@ def render(snap: Snapshot, rev: int, updated: float, lines: Sequence[str] = ()) 
                     f"  - [ ] {_box_text(CANCEL, w.issue)}"]
         out.append("")
     if snap.pending:
-        section("Pending", len(snap.pending))
+        out.append(f"### Pending ({len(snap.pending)})")
         for i, t in enumerate(snap.pending[:SHOW_PENDING]):
             out.append(f"- #{t.issue} {_code(t.title, TITLE_CHARS)}"
                        + (f" — {_code(t.note, REASON_CHARS)}" if t.note else ""))
@@ -233,7 +229,7 @@ def render(snap: Snapshot, rev: int, updated: float, lines: Sequence[str] = ()) 
         out.append("")
     for title, items in (("Blocked", snap.blocked), ("Failed", snap.failed)):
         if items:
-            section(title, len(items))
+            out.append(f"### {title} ({len(items)})")
             for t in items[:SHOW_ENDED]:
                 out += [f"- #{t.issue} {_code(t.title, TITLE_CHARS)}"
                         + (f" — {_code(t.note, REASON_CHARS)}" if t.note else ""),
