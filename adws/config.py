@@ -38,6 +38,10 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "poll_interval": (30, _NUM),
         "trusted_users": ([], _STRLIST),
         "progress_every": (300, _NUM),
+        "status_issue": (False, _BOOL),
+        "status_issue_title": ("TAC coordinator status", _STR),
+        "notify": ([], _STRLIST),
+        "notify_every": (21600, _NUM),
     },
     "repo": {
         "path": (".", _STR),
@@ -114,6 +118,10 @@ class Config:
     poll_interval: float
     trusted_users: List[str]
     progress_every: float
+    status_issue: bool
+    status_issue_title: str
+    notify: List[str]
+    notify_every: float
     repo_path: Path
     base_branch: str
     branch_prefix: str
@@ -273,6 +281,13 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
             raise ConfigError(f"{name}: [{section}] {key} must be 0 (off) or more")
     if get("workers", "max_attempts") < 1:
         raise ConfigError(f"{name}: [workers] max_attempts must be at least 1")
+    if not get("github", "status_issue_title").strip():
+        raise ConfigError(f"{name}: [github] status_issue_title must not be empty")
+    for login in get("github", "notify"):
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", login.lstrip("@")):
+            raise ConfigError(f"{name}: [github] notify holds {login!r}, which is not a GitHub login")
+    if get("github", "notify_every") < 0:
+        raise ConfigError(f"{name}: [github] notify_every must be 0 (every time) or more")
     prefix = get("repo", "branch_prefix")
     if not re.fullmatch(r"[A-Za-z0-9._/-]*", prefix) or ".." in prefix:
         raise ConfigError(f"{name}: [repo] branch_prefix may hold only letters, digits and . _ / -, got {prefix!r}")

@@ -139,6 +139,7 @@ class GitHub:
         self._feed: Dict[int, Tuple[str, str, str]] = {}
         self._feed_top: Optional[int] = None
         self._feed_etag = ""
+        self._login = ""
 
     # -- the one way in --------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, etag: str = "") -> Response:
@@ -419,6 +420,95 @@ class GitHub:
                 out.append((c["id"], str(c.get("created_at") or "")))
         return out
 
+    # -- the status issue (adws/status_issue.py) ---------------------------------
+    def login(self) -> str:
+        """The token's own account (GET /user), asked once per client."""
+        if not self._login:
+            resp = self.api("GET", "user")
+            self._login = str(_shape(resp.status, "GET", "user", resp.data, dict, ("login",))["login"])
+        return self._login
+
+    def issues_by(self, label: str, creator: str) -> List[dict]:
+        """Issues in any state carrying `label` and opened by `creator`
+        (pull requests left out), with the ETag of the last answer."""
+        path = (f"repos/{self.repo}/issues?state=all&labels={_quote(label)}"
+                f"&creator={_quote(creator)}&per_page=100")
+        items = _items("GET", path, self.get_conditional(path), ISSUE_KEYS + ("user",))
+        return [i for i in items if "pull_request" not in i]
+
+    def issue_conditional(self, number: int) -> dict:
+        """One issue, asked with the ETag of the last answer: unchanged, it
+        costs a 304 (not counted against the rate limit) and comes from the
+        cache. Any change to the issue (its body, a comment, a label) is a
+        new answer."""
+        path = f"repos/{self.repo}/issues/{number}"
+        etag, cached = self._etags.get(path, ("", None))
+        resp = self.api("GET", path, etag=etag)
+        if resp.status == 304 and cached is not None:
+            return cached
+        issue = _shape(resp.status, "GET", path, resp.data, dict, ISSUE_KEYS + ("user",))
+        if resp.headers.get("etag"):
+            self._etags[path] = (resp.headers["etag"], issue)
+        return issue
+
+    def create_issue(self, title: str, body: str, labels: List[str]) -> dict:
+        """Open an issue. Tried once, never again after a 5xx or a lost
+        connection (GitHub may have opened it all the same): the caller
+        looks for it before it opens another."""
+        path = f"repos/{self.repo}/issues"
+        resp = self.api("POST", path, body={"title": title, "body": body, "labels": labels})
+        return _shape(resp.status, "POST", path, resp.data, dict, ISSUE_KEYS + ("user",))
+
+    def edit_issue_body(self, number: int, body: str) -> dict:
+        """Replace an issue's body (a retried write: the same body twice is
+        one edit); returns the issue as GitHub now has it."""
+        path = f"repos/{self.repo}/issues/{number}"
+        resp = self._write("PATCH", path, {"body": body})
+        return _shape(resp.status, "PATCH", path, resp.data, dict, ISSUE_KEYS)
+
+    def body_edits(self, number: int, window: int = 20) -> dict:
+        """Who edited the issue's body, and when: GraphQL, because the REST
+        API has no editor of an issue body (its events and timeline record
+        a title change, `renamed`, never a body edit). One query (1 point of
+        GraphQL's own hourly budget) reads `window` edits from each end of
+        the history, so the answer does not depend on which end GitHub puts
+        the newest at. Returns {"edits": [(ISO time, login, type)] sorted
+        oldest first, "total": edits in the whole history, "complete": the
+        window held all of them, "editor": (login, type) or None,
+        "last_edited_at": ISO time or ""}. A deleted account is login "".
+        (Both ends hold the whole history while it is at most 2 * window long.)"""
+        name = self.repo.split("/", 1)[1]
+        query = ("query($owner: String!, $name: String!, $number: Int!) {"
+                 " repository(owner: $owner, name: $name) { issue(number: $number) {"
+                 " lastEditedAt editor { login __typename }"
+                 f" head: userContentEdits(first: {window}) {{ totalCount nodes {{ editedAt editor {{ login __typename }} }} }}"
+                 f" tail: userContentEdits(last: {window}) {{ totalCount nodes {{ editedAt editor {{ login __typename }} }} }}"
+                 " } } }")
+        resp = self.api("POST", "graphql", body={"query": query, "variables": {
+            "owner": self.owner, "name": name, "number": number}})
+        data = _shape(resp.status, "POST", "graphql", resp.data, dict)
+        errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
+        if errors:
+            kind = str(errors[0].get("type", ""))
+            status = {"NOT_FOUND": 404, "FORBIDDEN": 403, "RATE_LIMITED": 403}.get(kind, 0)
+            raise GitHubError(status, f"GraphQL: {_first_line(str(errors[0].get('message', kind)))}",
+                              unexpected=not status)
+        issue = ((data.get("data") or {}).get("repository") or {}).get("issue")
+        if not isinstance(issue, dict):
+            raise _unexpected(resp.status, "POST", "graphql", "no issue in the answer")
+        edits, total = set(), 0
+        for end in ("head", "tail"):
+            conn = issue.get(end)
+            if not isinstance(conn, dict) or not isinstance(conn.get("nodes"), list):
+                raise _unexpected(resp.status, "POST", "graphql", f"no {end} edits in the answer")
+            total = max(total, int(conn.get("totalCount") or 0))
+            for node in conn["nodes"]:
+                if isinstance(node, dict) and node.get("editedAt"):
+                    edits.add((str(node["editedAt"]),) + _actor(node.get("editor")))
+        return {"edits": sorted(edits), "total": total, "complete": total <= 2 * window,
+                "editor": _actor(issue["editor"]) if isinstance(issue.get("editor"), dict) else None,
+                "last_edited_at": str(issue.get("lastEditedAt") or "")}
+
     # -- writes: each retried after a 5xx or a failed connection ----------------
     def comment(self, number: int, body: str) -> int:
         path = f"repos/{self.repo}/issues/{number}/comments"
@@ -511,6 +601,12 @@ def _labelled_with(ev: dict, label: str) -> bool:
 def _who(ev: dict) -> Tuple[str, str, str]:
     actor = ev.get("actor") or {}  # null for a deleted account
     return (str(actor.get("login", "")), str(actor.get("type", "User")), str(ev.get("created_at", "")))
+
+
+def _actor(actor: Any) -> Tuple[str, str]:
+    """(login, type) of a GraphQL Actor; ("", "") for a deleted account."""
+    actor = actor if isinstance(actor, dict) else {}
+    return (str(actor.get("login") or ""), str(actor.get("__typename") or ""))
 
 
 def _first_line(text: str) -> str:

@@ -493,3 +493,75 @@ def test_a_missing_gh_is_said_once_and_not_retried(sleeps: Sleeps) -> None:
     assert str(info.value) == "no-such-gh: command not found (install gh: apt-get install gh)"
     assert info.value.status == 0 and info.value.unreachable and not info.value.transient
     assert sleeps.calls == []
+
+
+# -- the status issue's calls ----------------------------------------------------------------
+
+def test_one_issue_read_with_its_etag_costs_a_304_until_it_changes(github: FakeGitHub, client: GitHub) -> None:
+    n = github.add_issue("status", body="one", author="operator")
+    assert client.issue_conditional(n)["body"] == "one"
+    github.reset_requests()
+    assert client.issue_conditional(n)["body"] == "one"  # from the cache
+    assert [r.status for r in github.requests] == [304] and github.counted_requests() == 0
+    github.edit_issue(n, body="two", actor="alice")
+    assert client.issue_conditional(n)["body"] == "two"
+    client.comment(n, "a comment changes the issue too (its count, updated_at)")
+    github.reset_requests()
+    client.issue_conditional(n)
+    assert [r.status for r in github.requests] == [200]
+
+
+def test_issues_by_label_and_creator_in_any_state(github: FakeGitHub, client: GitHub) -> None:
+    mine = github.add_issue("dash", labels=["tac:status"], author="operator")
+    github.add_issue("not mine", labels=["tac:status"], author="mallory")
+    github.add_issue("no label", author="operator")
+    closed = github.add_issue("old dash", labels=["tac:status"], author="operator")
+    github.close_issue(closed)
+    assert client.login() == "operator"
+    assert sorted(i["number"] for i in client.issues_by("tac:status", client.login())) == [mine, closed]
+    github.reset_requests()
+    client.issues_by("tac:status", client.login())
+    assert [(r.path, r.status) for r in github.requests] == [(ISSUES, 304)]  # login asked once
+
+
+def test_creating_an_issue_is_tried_once_and_editing_its_body_again(
+        github: FakeGitHub, client: GitHub, sleeps: Sleeps) -> None:
+    github.fail_next(1, 502)
+    with pytest.raises(GitHubError) as info:
+        client.create_issue("dash", "body", ["tac:status"])
+    assert info.value.status == 502 and posts(github, ISSUES) == 1 and sleeps.calls == []
+    issue = client.create_issue("dash", "body", ["tac:status"])
+    assert [x["name"] for x in issue["labels"]] == ["tac:status"] and issue["user"]["login"] == "operator"
+    github.fail_next(1, 502)
+    assert client.edit_issue_body(issue["number"], "new body")["body"] == "new body"
+    assert sleeps.calls == [1.0]
+    assert github.issue(issue["number"])["body"] == "new body"
+
+
+def test_body_edits_name_each_editor_from_graphql(github: FakeGitHub, client: GitHub) -> None:
+    n = github.add_issue("dash", body="v1", author="operator")
+    assert client.body_edits(n) == {"edits": [], "total": 0, "complete": True, "editor": None,
+                                    "last_edited_at": ""}
+    github.edit_issue(n, body="v2", actor="alice")
+    client.edit_issue_body(n, "v3")
+    github.edit_issue(n, body="v4", actor="renovate[bot]")
+    got = client.body_edits(n)
+    assert [(login, kind) for _, login, kind in got["edits"]] == [
+        ("operator", "User"), ("alice", "User"), ("operator", "User"), ("renovate[bot]", "Bot")]
+    assert [when for when, _, _ in got["edits"]] == [t for _, t in github.body_edits(n)]
+    assert got["editor"] == ("renovate[bot]", "Bot") and got["complete"] and got["total"] == 4
+    assert [r.path for r in github.requests][-1] == "/graphql"
+
+    for i in range(30):  # a long history: both ends are read, the middle is not
+        github.edit_issue(n, body="v%d" % (i + 5), actor="alice")
+    got = client.body_edits(n, window=5)
+    assert len(got["edits"]) <= 10 and not got["complete"] and got["total"] == 34
+    assert got["edits"][-1][0] == github.body_edits(n)[-1][1]
+
+    with pytest.raises(GitHubError) as info:
+        client.body_edits(999)
+    assert info.value.status == 404 and "Could not resolve to an Issue" in str(info.value)
+    github.answer_raw("/graphql", {"data": {"repository": {"issue": {"lastEditedAt": None}}}})
+    with pytest.raises(GitHubError, match=r"POST /graphql: no head edits in the answer$") as info:
+        client.body_edits(n)
+    assert info.value.unexpected

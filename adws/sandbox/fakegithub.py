@@ -38,7 +38,13 @@ as on a private repository of a Free or Pro account), `create_pull(...,
 fork="someone")` (a PR from the fork someone/NAME), and `answer_raw` (any
 status and body for a path: an HTML page with 200, an object for a list).
 
-What it does not: GraphQL (so `gh issue list` / `gh pr list` cannot work),
+GraphQL answers one query only: an issue's body edit history
+(`lastEditedAt`, `editor`, `userContentEdits`), which the status issue needs
+to tell who ticked a box and which REST does not offer. Body edits through
+PATCH are the token's account's (`operator`); `edit_issue(..., actor=)` is a
+person's edit in the web page.
+
+What it does not: the rest of GraphQL (so `gh issue list` / `gh pr list` cannot work),
 search, merges, reviews, checks, assignees, milestones, reactions, gzip,
 unauthenticated access to public data, secondary rate limits. Every endpoint
 requires a token, and any token is accepted unless `set_tokens` says
@@ -208,7 +214,7 @@ class FakeGitHub:
             self._issues[number] = {
                 "id": self._new_id(), "number": number, "title": title, "body": body,
                 "state": "open", "labels": [], "author": author, "created": now,
-                "updated": now, "closed": None, "pull": None}
+                "updated": now, "closed": None, "pull": None, "edits": []}
             self._events[number] = []
             if is_pull:
                 self._issues[number]["pull"] = self._pull_fields("feature-%d" % number, "main", False)
@@ -239,12 +245,17 @@ class FakeGitHub:
 
     def edit_issue(self, number: int, title: Optional[str] = None,
                    body: Optional[str] = None, actor: str = "alice") -> None:
-        # actor is accepted for symmetry; GitHub records no event for edits.
+        """A person's edit in the web page. GitHub records no event for it;
+        a change of the body lands in the edit history (GraphQL's
+        userContentEdits) with `actor` as its editor, whoever that is: the
+        fake does not refuse an editor GitHub would (a test of the client's
+        own check needs such an edit)."""
         with self._lock:
             rec = self._get(number)
             rec["title"] = rec["title"] if title is None else title
-            rec["body"] = rec["body"] if body is None else body
             rec["updated"] = self._stamp(rec["updated"])
+            if body is not None:
+                self._edit_body(rec, body, actor)
 
     def close_issue(self, number: int) -> None:
         with self._lock:
@@ -294,6 +305,12 @@ class FakeGitHub:
     def issue_labels(self, number: int) -> List[str]:
         with self._lock:
             return list(self._get(number)["labels"])
+
+    def body_edits(self, number: int) -> List[Tuple[str, str]]:
+        """(editor login, ISO time) of each edit of the issue's body, oldest
+        first; the first is the body as opened, as in GitHub's history."""
+        with self._lock:
+            return [(e["editor"], _iso(e["at"])) for e in self._get(number)["edits"]]
 
     def comments(self, number: int) -> List[dict]:
         with self._lock:
@@ -367,6 +384,18 @@ class FakeGitHub:
                 out["commits"] = int(_git(self.origin_path, "rev-list", "--count",
                                           "%s..%s" % (out["base_sha"], out["sha"])) or 0)
         return out
+
+    def _edit_body(self, rec: dict, body: str, editor: str) -> None:
+        """Change the body and record the edit at the issue's (already
+        moved) updated_at; the first edit also records the body as opened
+        (GitHub's history starts with it)."""
+        if body == (rec["body"] or ""):
+            return  # GitHub records no edit that changes nothing
+        self._user(editor)
+        if not rec["edits"]:
+            rec["edits"].append({"at": rec["created"], "editor": rec["author"]})
+        rec["body"] = body
+        rec["edits"].append({"at": rec["updated"], "editor": editor})
 
     def _close(self, rec: dict, merged: bool = False) -> None:
         rec["state"], rec["updated"] = "closed", self._stamp(rec["updated"])
@@ -592,6 +621,8 @@ class FakeGitHub:
         if path == "/rate_limit" and method == "GET":
             rate = self._rate()
             return 200, {"resources": {"core": rate}, "rate": rate}, []
+        if path == "/graphql" and method == "POST":
+            return self._graphql(payload)
         m = (re.fullmatch(r"/repos/([^/]+)/([^/]+)(/.*)?", path)
              or re.fullmatch(r"/repositories/(\d+)()(/.*)?", path))
         if not m:
@@ -608,6 +639,49 @@ class FakeGitHub:
                 args = [unquote(g) for g in hit.groups()]
                 return getattr(self, "_api_" + handler)(query, payload, *args)
         raise _not_found()
+
+    def _graphql(self, payload: dict) -> Tuple[int, Any, List[Tuple[str, str]]]:
+        """The one GraphQL query the coordinator makes: an issue's body edit
+        history (the REST API has no editor of a body). Recognised by its
+        parts, not parsed: `repository(owner:, name:)`, `issue(number:)`,
+        and under it `lastEditedAt`, `editor` and any number of
+        `ALIAS: userContentEdits(first|last: N)`, each answered with
+        `totalCount` and `nodes` of {editedAt, editor {login, __typename}},
+        newest first. Arguments may be literals or $variables. GraphQL
+        answers 200 also for errors, with an `errors` list."""
+        query = str(payload.get("query") or "")
+        variables = payload.get("variables") or {}
+
+        def arg(name: str) -> Any:
+            m = re.search(r"\b%s\s*:\s*(\$\w+|\"[^\"]*\"|\d+)" % name, query)
+            if not m:
+                return None
+            v = m.group(1)
+            return variables.get(v[1:]) if v.startswith("$") else v.strip('"') if v.startswith('"') else int(v)
+        if "repository" not in query or "issue" not in query:
+            return 200, {"errors": [{"message": "fakegithub: only an issue's edit history is served"}]}, []
+        owner, name, number = arg("owner"), arg("name"), arg("number")
+        rec = self._issues.get(int(number)) if str(number).isdigit() else None
+        if ("%s/%s" % (owner, name)).lower() != self.repo.lower():
+            return 200, {"data": {"repository": None}, "errors": [{
+                "type": "NOT_FOUND", "path": ["repository"],
+                "message": "Could not resolve to a Repository with the name '%s/%s'." % (owner, name)}]}, []
+        if rec is None or rec["pull"]:
+            return 200, {"data": {"repository": {"issue": None}}, "errors": [{
+                "type": "NOT_FOUND", "path": ["repository", "issue"],
+                "message": "Could not resolve to an Issue with the number of %s." % number}]}, []
+
+        def actor(login: str) -> dict:
+            return {"login": login, "__typename": self._user(login)["type"]}
+        edits = [{"editedAt": _iso(e["at"]), "editor": actor(e["editor"])} for e in reversed(rec["edits"])]
+        issue: Dict[str, Any] = {
+            "lastEditedAt": edits[0]["editedAt"] if edits else None,
+            "editor": edits[0]["editor"] if edits else None}
+        for alias, end, count in re.findall(
+                r"(?:(\w+)\s*:\s*)?userContentEdits\s*\(\s*(first|last)\s*:\s*(\d+)\s*\)", query):
+            chosen = edits[:int(count)] if end == "first" else edits[-int(count):] if int(count) else []
+            issue[alias or "userContentEdits"] = {"totalCount": len(edits), "nodes": chosen}
+        return 200, {"data": {"repository": {"issue": issue}}}, []
 
     def _paginate(self, items: List[Any], query: Dict[str, str], sub: str, render: Any = None
                   ) -> Tuple[int, Any, List[Tuple[str, str]]]:
@@ -677,9 +751,8 @@ class FakeGitHub:
 
     def _api_patch_issue(self, q: dict, p: Any, n: str):
         rec = self._get(int(n))
-        for key in ("title", "body"):
-            if key in p:
-                rec[key] = p[key] or ""
+        if "title" in p:
+            rec["title"] = p["title"] or ""
         if "labels" in p:
             wanted = [x["name"] if isinstance(x, dict) else x for x in p["labels"]]
             for name in [x for x in rec["labels"] if x.lower() not in [w.lower() for w in wanted]]:
@@ -691,6 +764,8 @@ class FakeGitHub:
             if p.get("state") == "open":
                 rec["state"], rec["closed"] = "open", None
             rec["updated"] = self._stamp(rec["updated"])
+        if "body" in p:
+            self._edit_body(rec, p["body"] or "", self.operator)  # the token's account edits
         return 200, self._render_issue(rec), []
 
     def _api_list_events(self, q: dict, p: Any, n: str):
