@@ -303,6 +303,49 @@ def test_max_turns_exhaustion(claude_bin: str, repo: str, tmp_path: Any) -> None
     assert steps_used == 2
 
 
+#: Observed with 2.1.197: the exit status of a run that ends in error_max_budget_usd.
+MAX_BUDGET_EXIT_CODE = 1
+
+
+@real_cli
+@pytest.mark.parametrize("budget, turns", [("0.01", 1), ("0.12", 3)])
+def test_max_budget_usd_ends_the_run_after_the_turn_that_reaches_it(claude_bin: str, repo: str, tmp_path: Any,
+                                                                      budget: str, turns: int) -> None:
+    """--max-budget-usd X: after each model turn the CLI adds up its cost, and
+    once it is X or more it ends with result error_max_budget_usd, exit 1,
+    without running that turn's tools. adws/sandbox/scripted_worker.py
+    copies this; the coordinator's own per_run_usd stop is the other half."""
+    # Each turn reports 1,000 input and 2,000 output tokens: $0.055 at the
+    # CLI's prices for its default model, so 0.01 is reached by the first
+    # turn and 0.12 by the third ($0.11 after two is still under it).
+    script = [{"tool": "Bash", "input": {"command": "touch step%d" % i},
+               "usage": {"input_tokens": 1000, "output_tokens": 2000}} for i in range(1, 6)] + [{"text": "Done."}]
+    with FakeAnthropic(script) as fake:
+        rc, lines = run_claude(repo, fake, ["--max-budget-usd", budget, "--max-turns", "10"],
+                               log_path=str(tmp_path / "max_budget.jsonl"))
+        steps_used = fake.steps_used
+    events = _events_of(lines)
+    result = _result(events)
+    assert rc == MAX_BUDGET_EXIT_CODE, lines[-3:]
+    assert (result["subtype"], result["is_error"]) == ("error_max_budget_usd", True)
+    assert result["errors"] == ["Reached maximum budget ($%s)" % budget]
+    assert result["num_turns"] == turns and steps_used == turns
+    cost = result["total_cost_usd"]
+    assert isinstance(cost, float) and cost >= float(budget)
+    assert cost == pytest.approx(0.055 * turns)
+    assert cost == pytest.approx(sum(m["costUSD"] for m in result["modelUsage"].values()))
+    # Its usage leaves out the turn that reached the budget (a success's is
+    # the run's total); modelUsage counts every turn. The cost is the whole.
+    assert [result["usage"][k] for k in ("input_tokens", "output_tokens")] == [1000 * (turns - 1), 2000 * (turns - 1)]
+    (per_model,) = result["modelUsage"].values()
+    assert [per_model[k] for k in ("inputTokens", "outputTokens")] == [1000 * turns, 2000 * turns]
+    # The turn that reached the budget was printed but its tool never ran.
+    assert [e["type"] for e in events[-2:]] == ["assistant", "result"]
+    assert len(_tool_results(events)) == turns - 1
+    ran = sorted(f for f in os.listdir(repo) if f.startswith("step"))
+    assert ran == ["step%d" % i for i in range(1, turns)]
+
+
 @real_cli
 @pytest.mark.parametrize("down", ["closed_port", "refuse", "529", "500"])
 def test_api_down_retries_until_killed(claude_bin: str, repo: str, tmp_path: Any, down: str) -> None:

@@ -40,7 +40,8 @@ number), the prompt read on stdin is written there byte for byte, so a test
 can compare what the worker got with the prompt file the coordinator wrote.
 
 Of its arguments it honours `--max-budget-usd X` as the real CLI does
-(2.1.197, run against tests/fake_anthropic.py): after each model turn, once
+(2.1.197 against tests/fake_anthropic.py, pinned down by test_real_claude.py's
+test_max_budget_usd_ends_the_run_after_the_turn_that_reaches_it): after each model turn, once
 the cost so far is X or more, it prints that turn's assistant line, runs none
 of its tools, ends with a `result` of subtype `error_max_budget_usd`
 (is_error true, `errors: ["Reached maximum budget ($X)"]`, the cost so far as
@@ -146,13 +147,17 @@ def main() -> int:
                                        "input": {"command": tool}}], "usage": usage}})
         spent = round(cost * (t + 1) / turns, 6)  # rounded: $0.40 over 4 turns is $0.10 a turn, exactly
         if budget is not None and spent >= budget:
-            # The real CLI's shape, field for field where the coordinator
-            # reads one (its usage here is all zeros too; the cost is right).
+            # The real CLI's shape. Like it, `usage` leaves out the turn that
+            # reached the budget; modelUsage and the cost count every turn.
             emit({"type": "result", "subtype": "error_max_budget_usd", "duration_ms": 1000, "duration_api_ms": 900,
                   "is_error": True, "num_turns": t + 1, "stop_reason": "tool_use", "session_id": session,
                   "total_cost_usd": spent,
-                  "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                            "output_tokens": 0},
+                  "usage": {"input_tokens": usage["input_tokens"] * t, "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 0, "output_tokens": usage["output_tokens"] * t},
+                  "modelUsage": {model: {"inputTokens": usage["input_tokens"] * (t + 1),
+                                         "outputTokens": usage["output_tokens"] * (t + 1),
+                                         "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0,
+                                         "webSearchRequests": 0, "costUSD": spent}},
                   "permission_denials": [], "errors": [f"Reached maximum budget (${js_number(budget)})"]})
             return 1
         time.sleep(float(opts.get("turn_delay", 0)))
