@@ -205,11 +205,12 @@ BREAKAGES: List[Breakage] = [
     Breakage("etag-never-sent", G,
              '            argv += ["-H", f"If-None-Match: {etag}"]\n',
              "            pass\n",
-             ["tests/test_bench.py::test_quick_benchmark_runs_and_prints_its_table"]),
+             ["tests/test_e2e.py::test_an_unchanged_poll_sends_the_etag_and_is_a_free_304",
+              "tests/test_github_client.py::test_an_unchanged_list_costs_no_counted_request"]),
     Breakage("rate-limit-slowdown-removed", C,
              "            interval *= 4  # slow down before GitHub starts answering 403\n",
              "",
-             ["tests/test_bench.py::test_quick_benchmark_runs_and_prints_its_table"]),
+             ["tests/test_e2e.py::test_a_low_rate_limit_slows_the_polling_4x_and_the_status_line_says_so"]),
     Breakage("detail-key-case-on-slow-path", T,
              "    known = _BY_KEY.get(key.lower())",
              "    known = _BY_KEY.get(key)",
@@ -405,6 +406,22 @@ BREAKAGES: List[Breakage] = [
              '    return time.strftime(TIME_FORMAT + " %z", time.localtime(epoch))',
              '    return time.strftime(TIME_FORMAT, time.localtime(epoch))',
              ["tests/test_tasks.py::test_times_read_back_exactly_across_the_daylight_saving_change"]),
+
+    # -- the CLI's own budget, and what the polling costs -----------------------------------------
+    Breakage("result-subtype-not-in-the-reason", C,
+             "    if subtype and not stop_reason:",
+             "    if False:",
+             ["tests/test_lifecycle.py::test_a_run_the_cli_ends_at_its_budget_fails_with_the_clis_reason",
+              "tests/test_real_cli_e2e.py::test_real_cli_ends_at_per_run_usd_itself_and_the_task_fails_saying_so"]),
+    Breakage("max-budget-usd-in-cents", W,
+             'f"{cfg.per_run_usd:g}"',
+             'f"{cfg.per_run_usd * 100:g}"',
+             ["tests/test_lifecycle.py::test_a_run_the_cli_ends_at_its_budget_fails_with_the_clis_reason",
+              "tests/test_real_cli_e2e.py::test_real_cli_ends_at_per_run_usd_itself_and_the_task_fails_saying_so"]),
+    Breakage("slow-polling-not-in-the-status-line", C,
+             "        elif self.slow_poll:\n            parts.append(self.slow_poll)\n",
+             "",
+             ["tests/test_e2e.py::test_a_low_rate_limit_slows_the_polling_4x_and_the_status_line_says_so"]),
 ]
 
 # Must be caught: proves the copy's code is what the tests run.
