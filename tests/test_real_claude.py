@@ -347,6 +347,49 @@ def test_max_budget_usd_ends_the_run_after_the_turn_that_reaches_it(claude_bin: 
 
 
 @real_cli
+@pytest.mark.parametrize("mode, flags, bash_runs", [
+    # [workers] disallowed_tools, comma-joined as the coordinator passes it:
+    # the tools are gone even in bypass mode, and a call to one is refused.
+    ("bypass", ["--disallowedTools", "Bash,Write"], False),
+    # allowed_tools in bypass mode narrows nothing (docs/SECURITY.md, config.toml).
+    ("bypass", ["--allowedTools", "Read,Edit"], True),
+    # The real allow-list of docs/SECURITY.md: dontAsk in place of bypass
+    # refuses what the list leaves out, and runs what it names.
+    ("dontAsk", ["--allowedTools", "Read"], False),
+    ("dontAsk", ["--allowedTools", "Read,Bash"], True),
+])
+def test_tool_lists_as_the_coordinator_passes_them(claude_bin: str, repo: str, tmp_path: Any,
+                                                    mode: str, flags: List[str], bash_runs: bool) -> None:
+    script = [{"tool": "Bash", "input": {"command": "touch bash-ran"}},
+              {"tool": "Read", "input": {"file_path": os.path.join(repo, "README.md")}},
+              {"text": "Done."}]
+    base = ["-p", "--output-format", "stream-json", "--verbose"]
+    base += ["--dangerously-skip-permissions"] if mode == "bypass" else ["--permission-mode", "dontAsk"]
+    with FakeAnthropic(script) as fake:
+        proc = subprocess.Popen([claude_bin] + base + flags, cwd=repo, env=cli_base_env(fake.env()),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(b"Do the task.", timeout=120)
+        finally:
+            kill_process_tree(proc, grace=0)
+        offered = {t["name"] for t in fake.main_requests[0]["body"]["tools"]}
+    events = _events_of(out.decode().splitlines())
+    result = _result(events)
+    assert proc.returncode == 0 and result["subtype"] == "success", err[-500:]
+    assert os.path.exists(os.path.join(repo, "bash-ran")) == bash_runs
+    bash, read = _tool_results(events)
+    assert bash.get("is_error", False) is not bash_runs
+    assert not read.get("is_error") and "demo" in str(read["content"])  # the tool that stays allowed works
+    if "--disallowedTools" in flags:
+        assert not {"Bash", "Write"} & offered and {"Read", "Edit"} <= offered
+        assert "No such tool available: Bash" in str(bash["content"])
+    else:
+        assert "Bash" in offered  # offered; whether a call runs is the mode's and the list's say
+        assert [d["tool_name"] for d in result["permission_denials"]] == ([] if bash_runs else ["Bash"])
+
+
+@real_cli
 @pytest.mark.parametrize("down", ["closed_port", "refuse", "529", "500"])
 def test_api_down_retries_until_killed(claude_bin: str, repo: str, tmp_path: Any, down: str) -> None:
     """API unreachable / failing: system/api_retry events, no exit, no result; kill works.
