@@ -20,7 +20,8 @@ keyed by $TAC_ISSUE_NUMBER. Options (all optional):
     blocked: str          write BLOCKED.md whose first line is this reason
     sleep: float          seconds to sleep before the result (printing nothing: a stall)
     result: str|null      result subtype (default "success"; null = no result line)
-    cost: float           total_cost_usd of the result (default 0.01)
+    cost: float           total_cost_usd of the result (default 0.01); it accrues evenly
+                          over the turns, which is what --max-budget-usd is checked against
     after_result_sleep: float  seconds to hang after printing the result
     ignore_sigterm: bool  ignore SIGINT and SIGTERM (SIGKILL is the only way out)
     children: int         start this many `sleep 600` children in sessions of their own
@@ -40,6 +41,15 @@ If $TAC_PROMPT_COPY names a file ("{issue}" in the name becomes the issue
 number), the prompt read on stdin is written there byte for byte, so a test
 can compare what the worker got with the prompt file the coordinator wrote.
 
+Of its arguments it honours `--max-budget-usd X` as the real CLI does
+(2.1.197 against tests/fake_anthropic.py, pinned down by test_real_claude.py's
+test_max_budget_usd_ends_the_run_after_the_turn_that_reaches_it): after each model turn, once
+the cost so far is X or more, it prints that turn's assistant line, runs none
+of its tools, ends with a `result` of subtype `error_max_budget_usd`
+(is_error true, `errors: ["Reached maximum budget ($X)"]`, the cost so far as
+total_cost_usd) and exits with status 1. Commits, BLOCKED.md and the sleep
+that would have come after the last turn never happen.
+
 If $TAC_ARGV_COPY names a file ("{issue}" as above), the arguments the worker
 was started with (after the program name) are written there as a JSON list,
 so a test can prove that flags such as --max-budget-usd reach the CLI.
@@ -53,11 +63,28 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import List, Optional
 
 
 def emit(event: dict) -> None:
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
+
+
+def max_budget_usd(argv: List[str]) -> Optional[float]:
+    """The value of --max-budget-usd (or --max-budget-usd=X) in argv, or None."""
+    for i, arg in enumerate(argv):
+        if arg == "--max-budget-usd" and i + 1 < len(argv):
+            return float(argv[i + 1])
+        if arg.startswith("--max-budget-usd="):
+            return float(arg.split("=", 1)[1])
+    return None
+
+
+def js_number(x: float) -> str:
+    """A number as the CLI (JavaScript) prints it: 0.1, 0.05, 10 (not 10.0)."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def plan() -> dict:
@@ -116,11 +143,28 @@ def main() -> int:
     tool = opts.get("tool", "git status")
     usage = {"input_tokens": 100, "output_tokens": int(opts.get("output_tokens", 50)),
              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    budget = max_budget_usd(sys.argv[1:])
+    cost = float(opts.get("cost", 0.01))
     for t in range(turns):
         emit({"type": "assistant", "session_id": session, "parent_tool_use_id": None,
               "message": {"id": f"msg_{t}", "type": "message", "role": "assistant", "model": model,
                           "content": [{"type": "tool_use", "id": f"toolu_{t}", "name": "Bash",
                                        "input": {"command": tool}}], "usage": usage}})
+        spent = round(cost * (t + 1) / turns, 6)  # rounded: $0.40 over 4 turns is $0.10 a turn, exactly
+        if budget is not None and spent >= budget:
+            # The real CLI's shape. Like it, `usage` leaves out the turn that
+            # reached the budget; modelUsage and the cost count every turn.
+            emit({"type": "result", "subtype": "error_max_budget_usd", "duration_ms": 1000, "duration_api_ms": 900,
+                  "is_error": True, "num_turns": t + 1, "stop_reason": "tool_use", "session_id": session,
+                  "total_cost_usd": spent,
+                  "usage": {"input_tokens": usage["input_tokens"] * t, "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 0, "output_tokens": usage["output_tokens"] * t},
+                  "modelUsage": {model: {"inputTokens": usage["input_tokens"] * (t + 1),
+                                         "outputTokens": usage["output_tokens"] * (t + 1),
+                                         "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0,
+                                         "webSearchRequests": 0, "costUSD": spent}},
+                  "permission_denials": [], "errors": [f"Reached maximum budget (${js_number(budget)})"]})
+            return 1
         time.sleep(float(opts.get("turn_delay", 0)))
         emit({"type": "user", "session_id": session, "parent_tool_use_id": None,
               "message": {"role": "user", "content": [{"tool_use_id": f"toolu_{t}", "type": "tool_result",
@@ -140,7 +184,7 @@ def main() -> int:
     subtype = opts.get("result", "success")
     if subtype is not None:
         emit({"type": "result", "subtype": subtype, "is_error": subtype != "success", "duration_ms": 1000,
-              "num_turns": turns, "session_id": session, "total_cost_usd": float(opts.get("cost", 0.01)),
+              "num_turns": turns, "session_id": session, "total_cost_usd": cost,
               "usage": {"input_tokens": 100 * turns, "output_tokens": 50 * turns,
                         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}})
     time.sleep(float(opts.get("after_result_sleep", 0)))
