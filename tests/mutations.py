@@ -590,6 +590,20 @@ BREAKAGES: List[Breakage] = [
              "        elif self.slow_poll:\n            parts.append(self.slow_poll)\n",
              "",
              ["tests/test_e2e.py::test_a_low_rate_limit_slows_the_polling_4x_and_the_status_line_says_so"]),
+    # -- issue #13: throughput -------------------------------------------------------------
+    Breakage("slow-work-on-the-loop", C,
+             "        self.jobs = Jobs(threads, guard=self.guarded)\n",
+             "        self.jobs = Jobs(0, guard=self.guarded)\n",
+             ["tests/test_throughput.py::test_a_workers_exit_is_recorded_while_a_poll_hangs",
+              "tests/test_throughput.py::test_a_workers_exit_is_recorded_while_a_start_fetches_slowly"]),
+    Breakage("labellers-asked-one-issue-at-a-time", C,
+             "        if fresh:\n            github.labellers(self.cfg.label, fresh)\n",
+             "        if False:\n            github.labellers(self.cfg.label, fresh)\n",
+             ["tests/test_throughput.py::test_an_intake_of_1000_issues_queues_each_once_from_the_events_feed"]),
+    Breakage("pull-requests-looked-up-before-every-finish", C,
+             'if commits == 0 and blocked_reason is None else ""',
+             'if True else ""',
+             ["tests/test_throughput.py::test_a_plain_task_costs_exactly_its_writes"]),
 ]
 
 # Must be caught: proves the copy's code is what the tests run.

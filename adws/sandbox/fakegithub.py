@@ -35,8 +35,9 @@ Switches for what GitHub (or the way to it) does only sometimes:
 `set_tokens` (401 "Bad credentials" for any other token), `drafts_supported
 = False` (422 "Draft pull requests are not supported in this repository.",
 as on a private repository of a Free or Pro account), `create_pull(...,
-fork="someone")` (a PR from the fork someone/NAME), and `answer_raw` (any
-status and body for a path: an HTML page with 200, an object for a list).
+fork="someone")` (a PR from the fork someone/NAME), `answer_raw` (any
+status and body for a path: an HTML page with 200, an object for a list),
+and `delay` (an endpoint that answers only after a while: a GitHub that hangs).
 
 GraphQL answers one query only: an issue's body edit history
 (`lastEditedAt`, `editor`, `userContentEdits`), which the status issue needs
@@ -156,6 +157,7 @@ class FakeGitHub:
         # path pattern -> (status, body, content type): answers that are not GitHub's
         self._overrides: Dict[str, Tuple[int, bytes, str]] = {}
         self._tokens: Optional[set] = None  # None: any token is accepted
+        self._delays: List[Tuple[str, str, float]] = []  # (method or "", path pattern, seconds)
         # False: 422 for a draft PR, as on a private repository of a Free or Pro account
         self.drafts_supported = True
         self._rl_limit, self._rl_remaining = 5000, 5000
@@ -268,6 +270,14 @@ class FakeGitHub:
     def fail_next(self, count: int, status: int = 502) -> None:
         with self._lock:
             self._failures.extend([status] * count)
+
+    def delay(self, path_pattern: str, seconds: float, method: str = "") -> None:
+        """Answer requests whose path matches `path_pattern` (a regex, searched)
+        only after `seconds`: a GitHub that hangs on one endpoint. 0 ends it."""
+        with self._lock:
+            self._delays = [d for d in self._delays if d[:2] != (method, path_pattern)]
+            if seconds > 0:
+                self._delays.append((method, path_pattern, seconds))
 
     def answer_raw(self, path: str, body: Any, status: int = 200,
                    content_type: str = "application/json; charset=utf-8", method: str = "") -> None:
@@ -543,6 +553,12 @@ class FakeGitHub:
                 ) -> Tuple[int, List[Tuple[str, str]], bytes]:
         parts = urlsplit(target)  # absolute form (via proxy) or origin form
         path = re.sub(r"^/api/v3(?=/)", "", parts.path).rstrip("/") or "/"
+        # A slow endpoint: the wait is outside the lock, so other requests
+        # (the server answers each in a thread) go on meanwhile.
+        wait = max((s for m, pattern, s in list(self._delays)
+                    if (not m or m == method) and re.search(pattern, path)), default=0.0)
+        if wait:
+            time.sleep(wait)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         with self._lock:
             extra: List[Tuple[str, str]] = []
