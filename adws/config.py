@@ -67,6 +67,7 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "min_free_memory_mb": (1500, _INT),
         "min_free_disk_mb": (2048, _INT),
         "max_log_mb": (200, _NUM),
+        "job_threads": (4, _INT),
         "max_turns": (0, _INT),
         "pass_env": ([], _STRLIST),
         "allowed_tools": ([], _STRLIST),
@@ -142,6 +143,7 @@ class Config:
     min_free_memory_mb: int
     min_free_disk_mb: int
     max_log_mb: float
+    job_threads: int
     max_turns: int
     pass_env: List[str]
     allowed_tools: List[str]
@@ -275,7 +277,7 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     for key in ("startup_backoff", "retry_backoff"):
         if not get("workers", key) or any(v < 0 for v in get("workers", key)):
             raise ConfigError(f"{name}: [workers] {key} must be a non-empty list of seconds >= 0")
-    for section, key in (("workers", "failure_threshold"), ("workers", "min_free_disk_mb"),
+    for section, key in (("workers", "failure_threshold"), ("workers", "min_free_disk_mb"), ("workers", "job_threads"),
                          ("workers", "max_log_mb"), ("paths", "keep_trees_days"), ("paths", "keep_logs_days")):
         if get(section, key) < 0:
             raise ConfigError(f"{name}: [{section}] {key} must be 0 (off) or more")

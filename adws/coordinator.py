@@ -288,7 +288,6 @@ EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must 
 SPAWNING_PAUSED_START = "startup error while spawning is paused, not counted"
 FINISH_TRIES, FINISH_GIVE_UP_AFTER = 3, 3600.0  # a finish that keeps failing ends Blocked
 HOUSEKEEPING_EVERY = 3600.0
-JOB_THREADS = 4  # a poll, a start, a finish and a notice can be under way at once
 
 
 class Coordinator:
@@ -1686,7 +1685,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EX_OK if doctor(cfg, github) else EX_FAIL
     # The daemon runs slow git and gh work in a few threads; --once and
     # --dry-run do everything inline, in order, and then exit.
-    threads = 0 if args.once or args.dry_run else JOB_THREADS
+    threads = 0 if args.once or args.dry_run else cfg.job_threads
     coordinator = Coordinator(cfg, github, dry_run=args.dry_run, threads=threads)
     if args.dry_run:
         coordinator.tick(coordinator.clock(), force_poll=True)
