@@ -988,7 +988,9 @@ class Coordinator:
 
     def dispatch(self, now: float) -> None:
         block = self.spawn_block(now)
-        slots = self.max_concurrent - len(self.live_workers()) - len(self.starting)
+        # A worker whose finish is under way still holds its slot: its outcome
+        # (a failed run that pauses everything, say) must be known first.
+        slots = self.max_concurrent - len(self.workers) - len(self.starting)
         if slots <= 0:
             return
         # Next attempt is a wall-clock time in tasks.md: on the steady clock here.
