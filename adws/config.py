@@ -193,13 +193,18 @@ class Config:
 
     def transcript_path(self, issue: int) -> Path:
         """The worker's stream-json output, every attempt appended."""
-        return self.logs / f"gh-{issue}.jsonl"
+        return self.logs / transcript_name(issue)
 
     def stderr_path(self, issue: int) -> Path:
         return self.logs / f"gh-{issue}.stderr.log"
 
     def prompt_path(self, issue: int) -> Path:
         return self.logs / f"gh-{issue}.prompt.md"
+
+
+def transcript_name(issue: int) -> str:
+    """A transcript's file name in [paths] logs (the tools find it without a whole config)."""
+    return f"gh-{issue}.jsonl"
 
 
 def _check_type(value: Any, kind: str) -> bool:

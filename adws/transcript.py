@@ -34,8 +34,7 @@ Why the data is read the way it is (each point was seen in real output):
 
 Public API: ``RunSummary``, ``TranscriptFollower``, ``iter_events``,
 ``summarize``, ``key_argument``, ``ledger_record``; helpers ``parse_line``,
-``SummaryBuilder``, ``estimate_cost``, ``prices_for``, ``tool_label``,
-``format_usd``.
+``SummaryBuilder``, ``estimate_cost``, ``prices_for``, ``tool_label``.
 """
 from __future__ import annotations
 
@@ -105,13 +104,6 @@ def estimate_cost(model: str, input_tokens: int = 0, output_tokens: int = 0,
             + (cache_creation_tokens - one_hour) * p_write
             + one_hour * 2 * p_in
             + cache_read_tokens * p_read) / 1_000_000
-
-
-def format_usd(amount: Optional[float]) -> str:
-    """``$0.0017`` below a dollar, ``$2.46`` above; ``-`` for unknown."""
-    if amount is None:
-        return "-"
-    return "${:.4f}".format(amount) if abs(amount) < 1 else "${:.2f}".format(amount)
 
 
 # ---------------------------------------------------------------------------
