@@ -524,9 +524,7 @@ def test_a_worktrees_own_info_exclude_is_not_read_by_git(tree_cfg):
 def test_tac_is_kept_out_of_commits_even_by_git_add_all(tree_cfg, tmp_path, clone):
     cfg, tree = tree_cfg
     exclude = gitops.exclude_tac(tree)
-    assert exclude == clone / ".git" / "info" / "exclude" and (tree / ".tac").is_dir()
-    gitops.exclude_tac(tree)                                     # idempotent
-    assert exclude.read_text().count("/.tac/\n") == 1
+    assert (tree / ".tac").is_dir()
     # A worker that writes its plan and review, then commits with `git add -A`.
     run_worker(tree, tmp_path, {"stages": {"build": {"commit": "fix.txt", "add_all": True,
                                                      "write": {".tac/notes.md": "scratch"},
@@ -543,6 +541,9 @@ def test_tac_is_kept_out_of_commits_even_by_git_add_all(tree_cfg, tmp_path, clon
     (other / ".tac").mkdir()
     (other / ".tac" / "review.md").write_text("approve\n")
     assert git("status", "--porcelain", cwd=other) == ""
+    assert exclude == clone / ".git" / "info" / "exclude"
+    gitops.exclude_tac(other)                                    # idempotent
+    assert exclude.read_text().count("/.tac/\n") == 1
     # Forced in (`git add -f`): the branch says so, and the daemon must not push it as it is.
     git("add", "-f", ".tac/plan.md", cwd=tree)
     git("commit", "-q", "-m", "forced", cwd=tree)
