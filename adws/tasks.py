@@ -148,9 +148,10 @@ class StageRun:
         if not _ANY_STAGE_NAME.fullmatch(self.name) or self.outcome not in STAGE_OUTCOMES:
             raise ValueError(f"not a stage result tasks.md can record: {self.name!r} {self.outcome!r}")
         cost = float(self.cost) if isinstance(self.cost, (int, float)) else 0.0
-        cost = round(cost, 4) if cost == cost and 0 <= cost < 1e12 else 0.0
-        object.__setattr__(self, "cost", cost + 0.0)  # + 0.0: never -0.0
-        object.__setattr__(self, "seconds", max(0, int(self.seconds)))
+        # Out of range (NaN is in none, inf too) says nothing: 0. "+ 0.0": never -0.0.
+        object.__setattr__(self, "cost", (round(cost, 4) if 0 <= cost < 1e12 else 0.0) + 0.0)
+        seconds = float(self.seconds) if isinstance(self.seconds, (int, float)) else 0.0
+        object.__setattr__(self, "seconds", int(seconds) if 0 <= seconds < 1e12 else 0)
         if not _SESSION_RE.fullmatch(self.session or ""):
             object.__setattr__(self, "session", "")
 

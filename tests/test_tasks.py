@@ -346,7 +346,8 @@ def test_stage_results_as_the_daemon_records_them_read_back_equal():
     run = StageRun("review", "completed", 44.9, 0.123456789, "not a token!", "approve")
     assert (run.seconds, run.cost, run.session) == (44, 0.1235, "")
     assert run.value == "completed in 44s, $0.1235; approve"
-    assert StageRun("x", "stopped", 0, float("nan")).cost == 0.0
+    assert StageRun("x", "stopped", float("nan"), float("nan")) == StageRun("x", "stopped", 0, 0.0)
+    assert StageRun("x", "stopped", -5, -1.0) == StageRun("x", "stopped", float("inf"), float("inf"))
     doc = TaskFile([Task(3, "t", ACTIVE, stage_runs=[run, StageRun("plan", "completed", 7200, 12)])])
     assert "- Stage plan: completed in 2h 0m 0s, $12.00\n" in render(doc)
     roundtrip(doc)
