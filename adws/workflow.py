@@ -14,6 +14,8 @@ The rules:
   rules decide whether and when), a startup error too.
 - A run that ended Blocked (it wrote BLOCKED.md) stops the workflow: a plan
   that says the issue needs a human stops it before anything expensive runs.
+  It is the last line that counts: re-applying the label starts afresh, and
+  a person who re-queues the entry by hand deletes that line to go on.
 - `review` ends with a verdict, the first line of .tac/review.md:
   `approve`, or `changes: <summary>`. On `changes`, `build` runs again with
   the review in its prompt, then `review` again, at most `review_rounds`
