@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -170,6 +171,95 @@ def push_branch(cfg: Config, branch: str) -> None:
         raise  # the remote could not be reached, or git failed here
 
 
+# -- Workflow stages --------------------------------------------------------------
+# Stages pass text to each other in files under .tac/ in the worktree
+# (adws/prompt.py names them). Those files must never reach the pull request.
+
+TAC_DIR = ".tac"
+_EXCLUDE_LINE = "/" + TAC_DIR + "/"
+DIFF_LIMIT = 60_000
+
+
+def exclude_tac(tree: Path) -> Path:
+    """Make git ignore .tac/ in the worktree `tree`, so a worker's `git add
+    -A` leaves the stages' files out; returns the exclude file written.
+
+    A worktree's own $GIT_DIR/info/exclude is not read (git 2.39, tested in
+    tests/test_workflow.py): git reads the one in the common dir, which every
+    worktree of the clone shares. `git rev-parse --git-path info/exclude`
+    says which file that is. Idempotent: the line is added once."""
+    out = git(["rev-parse", "--git-path", "info/exclude"], tree, timeout=60).strip()
+    path = Path(out) if os.path.isabs(out) else Path(tree) / out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        text = ""
+    if _EXCLUDE_LINE not in text.splitlines():
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(("" if not text or text.endswith("\n") else "\n")
+                    + "# TAC coordinator: workflow stages pass files here; never committed\n" + _EXCLUDE_LINE + "\n")
+    (Path(tree) / TAC_DIR).mkdir(exist_ok=True)
+    return path
+
+
+def tac_committed(cfg: Config, branch: str) -> List[str]:
+    """Paths under .tac/ that any commit of `branch` (since the base) adds
+    or changes: a worker can still force them in (`git add -f`), and then
+    the branch must not be pushed as it is. Raises GitError when git cannot
+    say (the caller must then hold the branch, as with held_paths)."""
+    out = git(["log", "--format=", "--name-only", f"{cfg.remote}/{cfg.base_branch}..{branch}", "--", TAC_DIR],
+              cfg.repo_path)
+    return sorted({p for p in out.splitlines() if p.strip()})
+
+
+def diff_against_base(cfg: Config, branch: str, limit: int = DIFF_LIMIT) -> str:
+    """What a review reads: `git diff --stat` of `branch` against the base
+    (from their merge base, as a pull request shows it), then the diff
+    itself, at most `limit` bytes of it. Git's output is read only that far,
+    so a branch that adds a 1 GB file costs no memory. Bytes that are not
+    UTF-8 become U+FFFD. Raises GitError."""
+    span = f"{cfg.remote}/{cfg.base_branch}...{branch}"
+    flags = ["--no-color", "--no-ext-diff", "--no-textconv"]
+    stat, _ = _git_head(["diff", *flags, "--stat=120", span], cfg.repo_path, limit)
+    body, cut = _git_head(["diff", *flags, span], cfg.repo_path, limit)
+    text = body.decode("utf-8", "replace")
+    if cut:
+        text = text.rsplit("\n", 1)[0] + f"\n[... diff cut at {limit // 1000} KB: `git diff {span}` shows the rest ...]\n"
+    return stat.decode("utf-8", "replace") + "\n" + text
+
+
+def _git_head(args: Sequence[str], cwd: Path, limit: int, timeout: float = 120) -> Tuple[bytes, bool]:
+    """The first `limit` bytes git prints, and whether there was more (then
+    git is stopped). stderr goes to a file: a pipe nobody reads could fill
+    and hang git."""
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(["git", *args], cwd=str(cwd), stdout=subprocess.PIPE, stderr=err,
+                                    stdin=subprocess.DEVNULL, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        except FileNotFoundError:
+            raise GitError("git: command not found")
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            data = proc.stdout.read(limit + 1)
+            cut = len(data) > limit
+            if cut:
+                proc.kill()
+            proc.stdout.close()
+            returncode = proc.wait()
+        finally:
+            timer.cancel()
+        if cut:
+            return data[:limit], True
+        if returncode != 0:
+            err.seek(0)
+            stderr = err.read().decode("utf-8", "replace")
+            last = (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1]
+            raise GitError(f"git {' '.join(args[:2])}: {last}", returncode, stderr)
+        return data, False
+
+
 class Git:
     """The clone as the daemon uses it: the Coordinator holds one as `git`,
     and a test may hand it another (honcho's way with its process
@@ -212,3 +302,13 @@ class Git:
 
     def pushed(self, branch: str) -> bool:
         return pushed(self.cfg, branch)
+
+    def exclude_tac(self, tree: Path) -> Path:
+        with self._lock:  # the exclude file is the clone's, shared by every worktree
+            return exclude_tac(tree)
+
+    def tac_committed(self, branch: str) -> List[str]:
+        return tac_committed(self.cfg, branch)
+
+    def diff_against_base(self, branch: str, limit: int = DIFF_LIMIT) -> str:
+        return diff_against_base(self.cfg, branch, limit)

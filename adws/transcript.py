@@ -665,14 +665,17 @@ class TranscriptFollower:
 # ---------------------------------------------------------------------------
 
 def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: str, now: float,
-                  outcome: str = "") -> dict:
+                  outcome: str = "", stage: str = "", round: Optional[int] = None) -> dict:
     """One line of ``<logs>/usage.jsonl`` for a finished attempt (see adws/ledger.py).
 
     ``date`` is the local day (budgets are per day as the user sees it), ``ts``
     is UTC. ``cost_source`` says whether the CLI reported the cost or it is
-    this module's estimate (a run killed before its result).
+    this module's estimate (a run killed before its result). ``stage`` names
+    the workflow stage the run was (one line per stage run) and ``round`` the
+    follow-up round; each is left out when not given, so a one-stage run's
+    line is what it always was.
     """
-    return {
+    record = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "date": time.strftime("%Y-%m-%d", time.localtime(now)),
         "issue": issue,
@@ -695,3 +698,8 @@ def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: st
         "api_retries": summary.api_retries,
         "model_usage": summary.model_usage,
     }
+    if stage:
+        record["stage"] = stage
+    if round is not None:
+        record["round"] = round
+    return record

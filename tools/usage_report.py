@@ -2,7 +2,7 @@
 """Token use and cost from the ledger, by day, ISO week or month.
 
     python tools/usage_report.py [--config PATH] [--week|--month] [--detail]
-                                 [--issue N] [--range 24h|7d|30d|month|all] [--json]
+                                 [--issue N] [--range 24h|7d|30d|month|all] [--by stage] [--json]
 
 Reads <logs>/usage.jsonl (one line per finished run, written by the daemon)
 and prints ccusage's columns (period, models, input, output, cache create,
@@ -10,8 +10,11 @@ cache read, total tokens, cost) with a total row, then a bar chart of cost
 per day: the last 14 days, or this month's days with --month. --detail adds
 totals per issue; --issue N keeps only that issue's runs; --range keeps the
 runs recorded in the last 24 hours, 7 or 30 days, or this month (default:
-all). --json prints the same numbers as one JSON object; the dashboard's
-/api/usage serves it too, built by the same build().
+all). --by stage adds totals per workflow stage (plan, build, review, ...),
+so planning's cost shows beside building's; runs recorded without a stage
+(one-stage runs, older lines) count as "(none)". --json prints the same
+numbers as one JSON object; the dashboard's /api/usage serves it too, built
+by the same build().
 
 The ledger is streamed: memory grows with the number of periods and issues,
 never with the number of runs. Costs are summed exactly (see adws/ledger.py)
@@ -46,6 +49,7 @@ from adws import config, ledger  # noqa: E402
 EX_CONFIG = 78
 CHART_DAYS = 14
 NO_DATE = "(no date)"
+NO_STAGE = "(none)"
 KINDS = ("daily", "weekly", "monthly")
 
 
@@ -130,6 +134,7 @@ class Report:
         self.range_name = range_name
         self.rows: Dict[str, Totals] = {}
         self.issues: Dict[Optional[int], Totals] = {}
+        self.stages: Dict[str, Totals] = {}
         self.total = Totals()
         self.chart_days = chart_range(kind, today)
         self.daily_cost: Dict[str, Decimal] = {d: Decimal(0) for d in self.chart_days}
@@ -150,7 +155,7 @@ class Report:
                 each(run)
             day = run.day
             key = self._period(day) if day else NO_DATE
-            for table, k in ((self.rows, key), (self.issues, run.issue)):
+            for table, k in ((self.rows, key), (self.issues, run.issue), (self.stages, run.stage or NO_STAGE)):
                 totals = table.get(k)
                 if totals is None:
                     totals = table[k] = Totals()
@@ -167,7 +172,10 @@ class Report:
     def sorted_issues(self):
         return sorted(self.issues.items(), key=lambda kv: (-kv[1].cost, kv[0] is None, kv[0] or 0))
 
-    def as_json(self, path: str, corrupt: int, detail: bool) -> Dict[str, Any]:
+    def sorted_stages(self):
+        return sorted(self.stages.items(), key=lambda kv: (-kv[1].cost, kv[0] == NO_STAGE, kv[0]))
+
+    def as_json(self, path: str, corrupt: int, detail: bool, by: str = "") -> Dict[str, Any]:
         out: Dict[str, Any] = {
             "ledger": path, "period": self.kind, "issue": self.issue, "range": self.range_name,
             "corrupt_lines": corrupt,
@@ -177,6 +185,8 @@ class Report:
         }
         if detail:
             out["issues"] = [dict(t.as_json(), issue=n) for n, t in self.sorted_issues()]
+        if by == "stage":
+            out["stages"] = [dict(t.as_json(), stage=k if k != NO_STAGE else None) for k, t in self.sorted_stages()]
         return out
 
 
@@ -221,7 +231,7 @@ def bar(value: float, biggest: float, width: int) -> str:
     return "█" * full + (BLOCKS[part] if part else "")
 
 
-def render(report: Report, console, detail: bool) -> None:
+def render(report: Report, console, detail: bool, by: str = "") -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -263,6 +273,20 @@ def render(report: Report, console, detail: bool) -> None:
                        fmt(t.total_tokens), ledger.usd(float(t.cost)))
         console.print(it)
 
+    if by == "stage":
+        st = Table(title="By stage", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                   pad_edge=False, padding=(0, 1))
+        st.add_column("Stage", no_wrap=True)
+        st.add_column("Runs", **num)
+        st.add_column("Input", **num)
+        st.add_column("Output", **num)
+        st.add_column("Total tokens", **num)
+        st.add_column("Cost (USD)", **num)
+        for name, t in report.sorted_stages():
+            st.add_row(name, str(t.runs), fmt(t.input_tokens), fmt(t.output_tokens), fmt(t.total_tokens),
+                       ledger.usd(float(t.cost)))
+        console.print(st)
+
     days = report.chart_days
     costs = [float(report.daily_cost[d]) for d in days]
     biggest = max(costs) if costs else 0.0
@@ -282,7 +306,7 @@ def render(report: Report, console, detail: bool) -> None:
 def show(args, path: str, scan, report: Report) -> None:
     """The report as --json or as tables, on stdout."""
     if args.json:
-        json.dump(report.as_json(path, scan.corrupt, args.detail), sys.stdout, indent=1)
+        json.dump(report.as_json(path, scan.corrupt, args.detail, args.by), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return
     # markup/emoji off: titles and paths are data, "[WIP]" must print as is.
@@ -297,7 +321,7 @@ def show(args, path: str, scan, report: Report) -> None:
         else:
             console.print("no runs recorded yet in {}".format(path), soft_wrap=True)
     else:
-        render(report, console, args.detail)
+        render(report, console, args.detail, args.by)
     if scan.corrupt:
         console.print("{} corrupt line{} skipped in {}".format(
             scan.corrupt, "" if scan.corrupt == 1 else "s", path), style="dim", soft_wrap=True)
@@ -318,6 +342,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--issue", type=int, metavar="N", help="only runs for issue N")
     parser.add_argument("--range", choices=list(ledger.RANGES), default="all",
                         help="only runs recorded in the last 24 hours, 7 or 30 days, or this month")
+    parser.add_argument("--by", choices=["stage"], default="",
+                        help="also total by workflow stage (plan, build, review, ...)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 

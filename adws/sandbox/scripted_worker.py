@@ -9,7 +9,18 @@ by $TAC_SCRIPT:
 
     {"default": {...}, "7": {...}, "9": {"attempts": [{...first...}, {...second...}]}}
 
-keyed by $TAC_ISSUE_NUMBER. Options (all optional):
+keyed by $TAC_ISSUE_NUMBER. A workflow's stages get their own options, keyed
+by $TAC_STAGE (the coordinator sets it for every stage run):
+
+    {"7": {"stages": {"plan": {"plan": "# Plan: ..."},
+                      "build": {"commit": "fix.txt"},
+                      "review": {"runs": [{"review": "changes: add a test"}, {"review": "approve"}]}}}}
+
+A stage the script does not name runs the issue's other options. Within
+the options chosen, "attempts" picks by $TAC_ATTEMPT as before, and "runs"
+picks by how many times this issue's stage (or the issue, without a stage)
+ran before, counted in a file beside the script; the last entry repeats.
+Options (all optional):
     exit: int             exit status (default 0)
     stderr: str           a line written to stderr before anything else
     crash: bool           exit at once with `exit` (default 2) before any output: a startup error
@@ -30,6 +41,14 @@ keyed by $TAC_ISSUE_NUMBER. Options (all optional):
     tool: str             the Bash command shown in the tool call (default "git status")
     output_tokens: int    output tokens reported per turn (default 50): drives the running cost estimate
     turn_delay: float     seconds between turns
+    plan: str             write .tac/plan.md with this text (a plan stage's output)
+    review: str           write .tac/review.md with this text (its first line is the verdict)
+    write: {path: text}   write these files (folders made as needed), before any commit
+    add_all: bool         the commit takes `git add -A` (everything not ignored), as agents often do
+
+Of its arguments it also honours `--resume ID` (the session it reports is ID,
+as the real CLI's is when it continues one) and `--model M` (the model it
+reports, unless the script names one).
 
 If $TAC_TRACE names a file, each run appends `ISSUE PID START -` when it
 starts and `ISSUE PID START END` when it ends (epoch seconds), so a test can
@@ -87,6 +106,16 @@ def js_number(x: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def arg_value(argv: List[str], flag: str) -> Optional[str]:
+    """The value of `flag X` (or `flag=X`) in argv, or None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def plan() -> dict:
     path = os.environ.get("TAC_SCRIPT", "")
     script = {}
@@ -95,11 +124,31 @@ def plan() -> dict:
             script = json.load(f)
     issue = os.environ.get("TAC_ISSUE_NUMBER", "0")
     opts = script.get(issue, script.get("default", {}))
+    stage = os.environ.get("TAC_STAGE", "")
+    if stage and stage in opts.get("stages", {}):
+        opts = opts["stages"][stage]
     if "attempts" in opts:
         attempts = opts["attempts"]
         k = int(os.environ.get("TAC_ATTEMPT", "1")) - 1
         opts = attempts[min(k, len(attempts) - 1)]
+    if "runs" in opts:
+        runs = opts["runs"]
+        opts = runs[min(count_run(path, issue, stage), len(runs) - 1)]
     return opts
+
+
+def count_run(script: str, issue: str, stage: str) -> int:
+    """How many runs of this issue's stage came before this one (0 without
+    a script to keep the count beside)."""
+    if not script:
+        return 0
+    counter = os.path.join(os.path.dirname(os.path.abspath(script)), f".runs-{issue}-{stage or 'all'}")
+    fd = os.open(counter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b".")   # one byte per run, on an O_APPEND descriptor: concurrent runs both count
+    finally:
+        os.close(fd)
+    return os.path.getsize(counter) - 1
 
 
 def main() -> int:
@@ -127,8 +176,8 @@ def main() -> int:
     for _ in range(int(opts.get("children", 0))):
         # Like the CLI's Bash tool: each command in a session of its own.
         subprocess.Popen(["sleep", "600"], start_new_session=True)
-    session = str(uuid.uuid4())
-    model = opts.get("model", "claude-sonnet-4-6")
+    session = arg_value(sys.argv[1:], "--resume") or str(uuid.uuid4())
+    model = opts.get("model") or arg_value(sys.argv[1:], "--model") or "claude-sonnet-4-6"
     emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": session, "model": model,
           "tools": ["Bash", "Edit", "Read", "Write"], "permissionMode": "bypassPermissions",
           "claude_code_version": "scripted"})
@@ -169,13 +218,22 @@ def main() -> int:
         emit({"type": "user", "session_id": session, "parent_tool_use_id": None,
               "message": {"role": "user", "content": [{"tool_use_id": f"toolu_{t}", "type": "tool_result",
                                                        "content": "ok", "is_error": False}]}})
+    files = dict(opts.get("write") or {})
+    for key, name in (("plan", ".tac/plan.md"), ("review", ".tac/review.md")):
+        if key in opts:
+            files[name] = opts[key]
+    for name, text in files.items():
+        if os.path.dirname(name):
+            os.makedirs(os.path.dirname(name), exist_ok=True)
+        with open(name, "w", encoding="utf-8") as f:
+            f.write(text)
     if opts.get("commit"):
         name = opts["commit"]
         if os.path.dirname(name):
             os.makedirs(os.path.dirname(name), exist_ok=True)
         with open(name, "a", encoding="utf-8") as f:
             f.write(f"change for issue {os.environ.get('TAC_ISSUE_NUMBER')}\n")
-        subprocess.run(["git", "add", name], check=True)
+        subprocess.run(["git", "add", "-A"] if opts.get("add_all") else ["git", "add", name], check=True)
         subprocess.run(["git", "commit", "-q", "-m", f"Fix #{os.environ.get('TAC_ISSUE_NUMBER')}"], check=True)
     if opts.get("blocked"):
         with open("BLOCKED.md", "w", encoding="utf-8") as f:
