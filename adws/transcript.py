@@ -673,14 +673,17 @@ class TranscriptFollower:
 # ---------------------------------------------------------------------------
 
 def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: str, now: float,
-                  outcome: str = "") -> dict:
+                  outcome: str = "", round: int = 0) -> dict:
     """One line of ``<logs>/usage.jsonl`` for a finished attempt (see adws/ledger.py).
 
     ``date`` is the local day (budgets are per day as the user sees it), ``ts``
     is UTC. ``cost_source`` says whether the CLI reported the cost or it is
-    this module's estimate (a run killed before its result).
+    this module's estimate (a run killed before its result). ``round`` (2
+    and up) marks a follow-up run on the task's pull request (adws/followup.py);
+    the first run's line has no ``round``, as every line written before
+    follow-ups existed.
     """
-    return {
+    record = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "date": time.strftime("%Y-%m-%d", time.localtime(now)),
         "issue": issue,
@@ -703,3 +706,6 @@ def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: st
         "api_retries": summary.api_retries,
         "model_usage": summary.model_usage,
     }
+    if round > 1:
+        record["round"] = round
+    return record
