@@ -546,10 +546,10 @@ class GitHub:
         """One pull request (head sha and ref, state, merged), asked with
         the ETag of the last answer: unchanged, a 304 from the cache."""
         path = f"repos/{self.repo}/pulls/{number}"
-        etag, cached = self._etags.get(path, ("", None))
-        resp = self.api("GET", path, etag=etag)
-        if resp.status == 304 and cached is not None:
-            return cached
+        known = self._etags.get(path)
+        resp = self.api("GET", path, etag=known[0] if known else "")
+        if known and resp.status == 304:
+            return known[1]
         pr = _shape(resp.status, "GET", path, resp.data, dict, PULL_KEYS + ("state", "updated_at"))
         if resp.headers.get("etag"):
             self._etags[path] = (resp.headers["etag"], pr)
