@@ -271,10 +271,10 @@ class Decision:
     pr: Optional[dict] = None
 
 
-def epoch(iso: str) -> float:
+def epoch(when: str) -> float:
     """Seconds since the epoch of a GitHub time ("2026-12-04T10:00:00Z")."""
     try:
-        return float(calendar.timegm(time.strptime(iso.strip(), "%Y-%m-%dT%H:%M:%SZ")))
+        return float(calendar.timegm(time.strptime(when.strip(), "%Y-%m-%dT%H:%M:%SZ")))
     except (ValueError, AttributeError):
         return 0.0
 
@@ -331,13 +331,19 @@ class Watcher:
         return cls(github, trusted, cfg.followup_trigger, cfg.followup_quiet, cfg.followup_max_rounds)
 
     def poll(self, watched: Iterable[Watch], now: float) -> List[Decision]:
-        """One decision per watch. Costs one conditional request when no
-        watched PR changed (a 304 when nothing in the repository did), plus
+        """One decision per watch. Costs nothing with nothing to watch, one
+        conditional request when no watched PR changed (a 304 when nothing
+        in the repository did), plus
         at most three conditional reads per watched PR that changed, plus a
         trust check per new author (cached by the client). Raises
         GitHubError; nothing is lost then, the next poll reads again."""
         watched = list(watched)
         self.dropped = []
+        if not watched:  # nothing to watch: not even the free request
+            for table in (self._listed, self._read, self._items, self._edited):
+                table.clear()
+            self.github.forget_pulls_except(())
+            return []
         listed = self.github.pulls_by_update("all", newer_than=self._top)
         for pr in listed:
             self._listed[pr["number"]] = pr
