@@ -105,6 +105,15 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "default": (BUILD, _STR),
         "review_rounds": (1, _INT),
     },
+    # Follow-up runs that answer reviews on the coordinator's own pull
+    # requests (adws/followup.py).
+    "followup": {
+        "enabled": (True, _BOOL),
+        "trigger": ("@tac", _STR),
+        "quiet": (60, _NUM),
+        "max_rounds": (3, _INT),
+        "template": ("followup_template.md", _STR),
+    },
     # Opt-in: without the section, cluster_enabled is False and nothing is
     # claimed (adws/claims.py). config.toml documents it commented out.
     "cluster": {
@@ -167,7 +176,10 @@ MIN_LEASE_TTL = 10
 # A key's Config field is the key itself, except where a bare name would
 # be ambiguous.
 _FIELD = {("repo", "path"): "repo_path", ("paths", "tasks"): "tasks_path", ("paths", "template"): "template_path",
-          ("workflow", "default"): "default_workflow"}
+          ("workflow", "default"): "default_workflow",
+          ("followup", "enabled"): "followup_enabled", ("followup", "trigger"): "followup_trigger",
+          ("followup", "quiet"): "followup_quiet", ("followup", "max_rounds"): "followup_max_rounds",
+          ("followup", "template"): "followup_template_path"}
 
 
 @dataclass
@@ -240,6 +252,12 @@ class Config:
         supervision checks need no second code path."""
         return replace(self, command=stage.argv_command, template_path=stage.template_path,
                        max_turns=stage.max_turns, per_run_usd=stage.per_run_usd, timeout=stage.timeout)
+    # [followup]: defaults here too, so a Config made by hand (a test's) need not name them.
+    followup_enabled: bool = True
+    followup_trigger: str = "@tac"
+    followup_quiet: float = 60.0
+    followup_max_rounds: int = 3
+    followup_template_path: Path = Path("followup_template.md")
 
     @property
     def owner(self) -> str:
@@ -377,6 +395,15 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     for login in get("github", "notify"):
         if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", login.lstrip("@")):
             raise ConfigError(f"{name}: [github] notify holds {login!r}, which is not a GitHub login")
+    trigger = get("followup", "trigger")
+    if not trigger.strip() or trigger != trigger.strip() or "\n" in trigger:
+        raise ConfigError(f"{name}: [followup] trigger must be a phrase on one line with no space around it, "
+                          f"e.g. \"@tac\", got {trigger!r}")
+    if get("followup", "quiet") < 0:
+        raise ConfigError(f"{name}: [followup] quiet must be 0 or more seconds")
+    if get("followup", "max_rounds") < 1:
+        raise ConfigError(f"{name}: [followup] max_rounds must be at least 1 (enabled = false turns "
+                          "follow-ups off)")
     if get("github", "notify_every") < 0:
         raise ConfigError(f"{name}: [github] notify_every must be 0 (every time) or more")
     prefix = get("repo", "branch_prefix")
@@ -397,7 +424,7 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     for section, keys in CONFIG_SCHEMA.items():
         for key, (_, kind) in keys.items():
             v = get(section, key)
-            if (section == "paths" and kind == _STR) or (section, key) == ("repo", "path"):
+            if (section == "paths" and kind == _STR) or (section, key) in (("repo", "path"), ("followup", "template")):
                 v = rel(v)
             elif kind == _NUM:
                 v = float(v)

@@ -65,6 +65,11 @@ _DETAILS = (
     ("Comment", "comment_id", "int"), ("Body SHA", "body_sha", "str"),
     ("Earlier runs", "earlier_runs", "count"), ("Finished", "finished", "str"),
     ("GitHub", "outbox", "str"),
+    # Follow-ups on the task's pull request (adws/followup.py owns these values).
+    ("Round", "round", "str"), ("Pushed", "pushed", "str"),
+    ("Watch since", "watch_since", "str"), ("Watch seen", "watch_seen", "str"),
+    ("Pending", "pending", "str"), ("Handled", "handled", "str"),
+    ("Answer", "answer_id", "int"), ("Held", "held", "str"), ("Follow-ups", "followups", "str"),
 )
 _BY_KEY = {key.lower(): (attr, kind) for key, attr, kind in _DETAILS}
 # The key exactly as render() writes it after "-" (" PID"): the fast path for
@@ -207,6 +212,17 @@ class Task:
     workflow: str = ""         # "": the one-stage "build" workflow, as before workflows existed
     stage: Optional[StageAt] = None   # the stage running now; cleared when the task leaves Active
     stage_runs: List[StageRun] = field(default_factory=list)  # every stage run's result, in order
+    # Follow-ups (issue #14): answering reviews on the task's pull request.
+    # The values are written and read by adws/followup.py (Watch.of, fields).
+    round: str = ""            # "2 of 4": round 1 is the first run; shown while a follow-up runs, kept after
+    pushed: str = ""           # the last sha the coordinator pushed to the PR's branch
+    watch_since: str = ""      # GitHub time: comments older than this are not for the follow-ups
+    watch_seen: str = ""       # the PR's updated_at when last read with nothing pending: unchanged, no read
+    pending: str = ""          # "r101=3fa2c1d0e9b8 c202=...": trusted comments read, not yet answered
+    handled: str = ""          # the same for comments answered (or refused) in a round
+    answer_id: Optional[int] = None  # the PR comment that answers the current round, edited in place
+    held: str = ""             # "<sha> <GitHub time>": a head held for others' agent-config changes
+    followups: str = ""        # why the PR is no longer watched ("stopped: PR merged"); "" = watched
     extra: List[Tuple[str, str]] = field(default_factory=list)  # unknown or unparseable "- Key: value"
     # A person's lines found under this entry, kept verbatim and rendered after
     # its details. They travel with the entry when it moves.

@@ -665,14 +665,14 @@ class TranscriptFollower:
 # ---------------------------------------------------------------------------
 
 def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: str, now: float,
-                  outcome: str = "", stage: str = "", round: Optional[int] = None) -> dict:
+                  outcome: str = "", stage: str = "", round: int = 0) -> dict:
     """One line of ``<logs>/usage.jsonl`` for a finished attempt (see adws/ledger.py).
 
     ``date`` is the local day (budgets are per day as the user sees it), ``ts``
     is UTC. ``cost_source`` says whether the CLI reported the cost or it is
     this module's estimate (a run killed before its result). ``stage`` names
     the workflow stage the run was (one line per stage run) and ``round`` the
-    follow-up round; each is left out when not given, so a one-stage run's
+    follow-up round (2 and up; adws/followup.py); each is left out when not given, so a one-stage run's
     line is what it always was.
     """
     record = {
@@ -700,6 +700,6 @@ def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: st
     }
     if stage:
         record["stage"] = stage
-    if round is not None:
+    if round > 1:
         record["round"] = round
     return record

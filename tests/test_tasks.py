@@ -480,6 +480,12 @@ _stage_run = st.builds(
 _prose = st.builds(str.__add__, _letter, st.text(st.characters(exclude_characters="\n\r"), max_size=30))
 
 
+# The follow-up fields' own shape ("r101=3fa2c1d0e9b8 c202=..."), and anything else.
+_digests = st.one_of(st.text(), st.lists(st.builds("{}{}={}".format, st.sampled_from("vrc"), st.integers(0, 10 ** 9),
+                                                  st.text("0123456789abcdef", min_size=12, max_size=12)),
+                                        max_size=4).map(" ".join))
+
+
 @st.composite
 def task_files(draw):
     found = []
@@ -496,6 +502,10 @@ def task_files(draw):
             next_attempt=draw(st.text()), completed=draw(st.text()), pr=draw(st.text()),
             reason=draw(_nasty_text), comment_id=draw(_int), body_sha=draw(st.text()),
             workflow=draw(st.text()), stage=draw(_stage_at), stage_runs=draw(st.lists(_stage_run, max_size=4)),
+            round=draw(st.one_of(st.text(), st.builds("{} of {}".format, st.integers(1, 9), st.integers(1, 9)))),
+            pushed=draw(st.text()), watch_since=draw(st.text()), watch_seen=draw(st.text()),
+            pending=draw(_digests), handled=draw(_digests), answer_id=draw(_int),
+            held=draw(st.text()), followups=draw(_nasty_text),
             extra=draw(st.lists(st.tuples(_extra_key, _nasty_text), max_size=3)),
             notes=draw(st.lists(_prose, max_size=2))))
     found.sort(key=lambda t: SECTIONS.index(t.state))   # render groups by section

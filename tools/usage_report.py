@@ -8,7 +8,9 @@ Reads <logs>/usage.jsonl (one line per finished run, written by the daemon)
 and prints ccusage's columns (period, models, input, output, cache create,
 cache read, total tokens, cost) with a total row, then a bar chart of cost
 per day: the last 14 days, or this month's days with --month. --detail adds
-totals per issue; --issue N keeps only that issue's runs; --range keeps the
+totals per issue; --issue N keeps only that issue's runs and lists each of
+them: its first run, retries, and each follow-up round on its pull request
+(a ledger line's `round`); --range keeps the
 runs recorded in the last 24 hours, 7 or 30 days, or this month (default:
 all). --by stage adds totals per workflow stage (plan, build, review, ...),
 so planning's cost shows beside building's; runs recorded without a stage
@@ -139,6 +141,9 @@ class Report:
         self.chart_days = chart_range(kind, today)
         self.daily_cost: Dict[str, Decimal] = {d: Decimal(0) for d in self.chart_days}
         self._period = period_of(kind)
+        # One issue's runs one by one (a handful): only with an issue filter,
+        # so memory never grows with the whole ledger.
+        self.runs: List[ledger.Run] = []
 
     def feed(self, records: Iterable[Union[dict, ledger.Run]],
              each: Optional[Callable[[ledger.Run], None]] = None) -> "Report":
@@ -161,6 +166,8 @@ class Report:
                     totals = table[k] = Totals()
                 totals.add(run)
             self.total.add(run)
+            if self.issue is not None:
+                self.runs.append(run)
             if day in self.daily_cost:
                 self.daily_cost[day] += run.cost
         return self
@@ -187,7 +194,21 @@ class Report:
             out["issues"] = [dict(t.as_json(), issue=n) for n, t in self.sorted_issues()]
         if by == "stage":
             out["stages"] = [dict(t.as_json(), stage=k if k != NO_STAGE else None) for k, t in self.sorted_stages()]
+        if self.issue is not None:
+            out["runs"] = [{"time": run_time(r), "run": run_label(r), "attempt": r.attempt, "round": r.round,
+                            "outcome": r.outcome, "total_tokens": r.total_tokens, "cost_usd": float(r.cost)}
+                           for r in self.runs]
         return out
+
+
+def run_label(run: ledger.Run) -> str:
+    """"first run" for the task's own run(s), "round N" for a follow-up
+    on its pull request (adws/followup.py)."""
+    return "round {}".format(run.round) if run.round else "first run"
+
+
+def run_time(run: ledger.Run) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(run.time)) if run.time is not None else ""
 
 
 def build(records: Iterable[Union[dict, ledger.Run]], now: float, kind: str = "daily",
@@ -286,6 +307,19 @@ def render(report: Report, console, detail: bool, by: str = "") -> None:
             st.add_row(name, str(t.runs), fmt(t.input_tokens), fmt(t.output_tokens), fmt(t.total_tokens),
                        ledger.usd(float(t.cost)))
         console.print(st)
+    if report.issue is not None and report.runs:
+        rt = Table(title="Runs of issue #{}".format(report.issue), title_justify="left", title_style="bold",
+                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        rt.add_column("Ended", no_wrap=True)
+        rt.add_column("Run", no_wrap=True)
+        rt.add_column("Attempt", **num)
+        rt.add_column("Outcome", overflow="fold")
+        rt.add_column("Total tokens", **num)
+        rt.add_column("Cost (USD)", **num)
+        for r in report.runs:
+            rt.add_row(run_time(r), run_label(r), str(r.attempt) if r.attempt is not None else "",
+                       r.outcome or "", fmt(r.total_tokens), ledger.usd(float(r.cost)))
+        console.print(rt)
 
     days = report.chart_days
     costs = [float(report.daily_cost[d]) for d in days]

@@ -72,11 +72,25 @@ that would have come after the last turn never happen.
 If $TAC_ARGV_COPY names a file ("{issue}" as above), the arguments the worker
 was started with (after the program name) are written there as a JSON list,
 so a test can prove that flags such as --max-budget-usd reach the CLI.
+In both names "{round}" becomes $TAC_ROUND (1 when unset), so each round of
+a follow-up keeps its own copy.
+
+Follow-up rounds (adws/followup.py): with $TAC_ROUND set to 2 or more, the
+options come from the issue's "rounds" list when it has one (round 2 takes
+the first entry; past its end, the last), and after its commit and
+BLOCKED.md the worker writes the answers file `.tac/answers.json` (not
+committed) with one entry per item in the prompt (`<review-comment id="r101"`): done
+when the round commits, with the note `note` (default "Done in this
+round." or "Nothing to change."). `answers: false` writes none;
+`answers: "TEXT"` writes TEXT as it is (a malformed file). As the real CLI
+does (seen with CLI 2.1.197 against a local Messages API), `--resume ID` in its arguments
+makes ID the session id of every line it prints.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,6 +130,35 @@ def arg_value(argv: List[str], flag: str) -> Optional[str]:
     return None
 
 
+def follow_up_round() -> int:
+    try:
+        return int(os.environ.get("TAC_ROUND", "") or 1)
+    except ValueError:
+        return 1
+
+
+def copy_name(template: str) -> str:
+    return (template.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0"))
+            .replace("{round}", str(follow_up_round())))
+
+
+def write_answers(opts: dict, prompt: bytes) -> None:
+    """The answers file of a follow-up round (see the module docstring)."""
+    answers = opts.get("answers", True)
+    if answers is False:
+        return
+    os.makedirs(".tac", exist_ok=True)
+    with open(os.path.join(".tac", "answers.json"), "w", encoding="utf-8") as f:
+        if isinstance(answers, str):
+            f.write(answers)
+            return
+        done = bool(opts.get("commit"))
+        note = opts.get("note", "Done in this round." if done else "Nothing to change.")
+        ids = re.findall(r'<(?:review|review-comment|pr-comment) id="([vrc][0-9]+)"', prompt.decode("utf-8", "replace"))
+        json.dump({"summary": opts.get("summary", "Scripted follow-up."),
+                   "answers": {k: {"done": done, "note": note} for k in dict.fromkeys(ids)}}, f)
+
+
 def plan() -> dict:
     path = os.environ.get("TAC_SCRIPT", "")
     script = {}
@@ -134,6 +177,9 @@ def plan() -> dict:
     if "runs" in opts:
         runs = opts["runs"]
         opts = runs[min(count_run(path, issue, stage), len(runs) - 1)]
+    if follow_up_round() >= 2 and opts.get("rounds"):
+        rounds = opts["rounds"]
+        opts = rounds[min(follow_up_round() - 2, len(rounds) - 1)]
     return opts
 
 
@@ -155,12 +201,12 @@ def main() -> int:
     opts = plan()
     argv_path = os.environ.get("TAC_ARGV_COPY", "")
     if argv_path:
-        with open(argv_path.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0")), "w", encoding="utf-8") as f:
+        with open(copy_name(argv_path), "w", encoding="utf-8") as f:
             json.dump(sys.argv[1:], f)
     prompt = sys.stdin.buffer.read()  # the prompt, as the CLI reads it
     copy_path = os.environ.get("TAC_PROMPT_COPY", "")
     if copy_path:
-        with open(copy_path.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0")), "wb") as f:
+        with open(copy_name(copy_path), "wb") as f:
             f.write(prompt)
     failing = opts.get("fail_while") and os.path.exists(opts["fail_while"])
     if opts.get("stderr") and (failing or not opts.get("fail_while")):
@@ -238,6 +284,8 @@ def main() -> int:
     if opts.get("blocked"):
         with open("BLOCKED.md", "w", encoding="utf-8") as f:
             f.write(opts["blocked"] + "\n\nMore detail for the human.\n")
+    if follow_up_round() >= 2:
+        write_answers(opts, prompt)
     time.sleep(float(opts.get("sleep", 0)))
     subtype = opts.get("result", "success")
     if subtype is not None:
