@@ -465,28 +465,7 @@ def parse(text: str, filename: str = "tasks.md") -> Tuple[TaskFile, List[str]]:
 
 
 def _parse(text: str, filename: str) -> Tuple[TaskFile, List[str]]:
-    doc = TaskFile(title="")
-    problems: List[str] = []
-    unsaid = 0
-
-    def report(n: int, what: str, line: str) -> None:
-        nonlocal unsaid
-        if len(problems) >= MAX_PROBLEMS:  # a file of garbage must not become a log of garbage
-            unsaid += 1
-            return
-        shown = line if len(line) <= 120 else line[:117] + "..."
-        problems.append(f"{filename}:{n}: {what}, kept as is: {shown!r}")
-
-    title_seen = status_seen = False
-    section: Optional[str] = None     # None: preamble; "": an unknown section
-    other: List[str] = []
-    last_known = ""
-    entered = set()
-    anchor: Optional[Task] = None     # last entry of this section: strays go under it
-    task: Optional[Task] = None       # entry whose "- Key: value" lines we are reading
-    keys: set = set()
-    first: Dict[int, int] = {}
-
+    reader = _Reader(filename)
     if text.startswith("\ufeff"):
         text = text[1:]               # the byte-order mark some Windows editors add
     for n, line in enumerate(text.split("\n"), 1):
@@ -497,92 +476,132 @@ def _parse(text: str, filename: str) -> Tuple[TaskFile, List[str]]:
         lead = stripped[:1]
         m = _SECTION_RE.fullmatch(line) if lead == "#" else None
         if m:
-            task = anchor = None
-            name = _KNOWN.get(" ".join(m.group(1).split()).lower())
-            if name is None:
-                section, other = "", [line]
-                doc.others.append((last_known, other))
-                report(n, "unknown section", line)
-                continue
-            if name in entered:
-                problems.append(f"{filename}:{n}: second '## {name}' heading, merged into the first")
-            section = last_known = name
-            entered.add(name)
-            continue
+            reader.heading(n, line, m)
+        elif reader.section is None:
+            reader.preamble(n, line)
+        elif reader.section == "":
+            reader.unknown_section(n, line)
+        elif lead:                    # blank lines are only layout
+            reader.body(n, line, stripped, lead)
+    return reader.done()
 
-        if section is None:
-            t, s = _TITLE_RE.fullmatch(line), _STATUS_RE.fullmatch(line)
-            if t and not title_seen:
-                doc.title, title_seen = _unescape((t.group(1) or "").strip()), True
-            elif s and not status_seen:
-                doc.status, status_seen = _unescape(s.group(1).strip()), True
-            elif s:   # the daemon owns this line and rewrites it: a second copy is stale
-                problems.append(f"{filename}:{n}: second status line dropped: {line!r}")
-            else:
-                doc.preamble.append(line)
-                if line.strip():
-                    report(n, "text before the first section", line)
-            continue
 
-        if section == "":
-            other.append(line)
-            if _ENTRY_RE.fullmatch(line):
-                report(n, "entry outside the known sections", line)
-            continue
+class _Reader:
+    """One pass over tasks.md, line by line: where it is (preamble, a known
+    section, an unknown one), the entry whose details it is reading, and
+    what it did not understand."""
 
-        if not lead:
-            continue                  # blank lines are only layout
+    def __init__(self, filename: str) -> None:
+        self.doc = TaskFile(title="")
+        self.filename = filename
+        self.problems: List[str] = []
+        self.unsaid = 0
+        self.title_seen = self.status_seen = False
+        self.section: Optional[str] = None  # None: preamble; "": an unknown section
+        self.other: List[str] = []
+        self.last_known = ""
+        self.entered: set = set()
+        self.anchor: Optional[Task] = None  # last entry of this section: strays go under it
+        self.task: Optional[Task] = None    # entry whose "- Key: value" lines we are reading
+        self.keys: set = set()
+        self.first: Dict[int, int] = {}
+
+    def report(self, n: int, what: str, line: str) -> None:
+        if len(self.problems) >= MAX_PROBLEMS:  # a file of garbage must not become a log of garbage
+            self.unsaid += 1
+            return
+        shown = line if len(line) <= 120 else line[:117] + "..."
+        self.problems.append(f"{self.filename}:{n}: {what}, kept as is: {shown!r}")
+
+    def heading(self, n: int, line: str, m: "re.Match") -> None:
+        self.task = self.anchor = None
+        name = _KNOWN.get(" ".join(m.group(1).split()).lower())
+        if name is None:
+            self.section, self.other = "", [line]
+            self.doc.others.append((self.last_known, self.other))
+            self.report(n, "unknown section", line)
+            return
+        if name in self.entered:
+            self.problems.append(f"{self.filename}:{n}: second '## {name}' heading, merged into the first")
+        self.section = self.last_known = name
+        self.entered.add(name)
+
+    def preamble(self, n: int, line: str) -> None:
+        doc = self.doc
+        t, s = _TITLE_RE.fullmatch(line), _STATUS_RE.fullmatch(line)
+        if t and not self.title_seen:
+            doc.title, self.title_seen = _unescape((t.group(1) or "").strip()), True
+        elif s and not self.status_seen:
+            doc.status, self.status_seen = _unescape(s.group(1).strip()), True
+        elif s:   # the daemon owns this line and rewrites it: a second copy is stale
+            self.problems.append(f"{self.filename}:{n}: second status line dropped: {line!r}")
+        else:
+            doc.preamble.append(line)
+            if line.strip():
+                self.report(n, "text before the first section", line)
+
+    def unknown_section(self, n: int, line: str) -> None:
+        self.other.append(line)
+        if _ENTRY_RE.fullmatch(line):
+            self.report(n, "entry outside the known sections", line)
+
+    def body(self, n: int, line: str, stripped: str, lead: str) -> None:
+        """A non-blank line in a known section: an entry, one of its
+        details, or a stray kept under the entry before it."""
         m = _ENTRY_RE.fullmatch(line) if lead == "[" else None
         if m:
-            task = anchor = _entry(m, section)
-            keys = set()
-            doc.tasks.append(task)
-            if task.issue in first:
-                report(n, f"{task.name} listed again (first at line {first[task.issue]})", line)
-            first.setdefault(task.issue, n)
-            continue
+            task = self.task = self.anchor = _entry(m, self.section)
+            self.keys = set()
+            self.doc.tasks.append(task)
+            if task.issue in self.first:
+                self.report(n, f"{task.name} listed again (first at line {self.first[task.issue]})", line)
+            self.first.setdefault(task.issue, n)
+            return
+        task = self.task
         # "- Key: value": the key runs to the first colon.
         key, colon, value = stripped[1:].partition(":") if lead == "-" else ("", "", "")
         if task is not None and colon:
             spec = _EXACT.get(key)
             v = value[1:]
-            if (spec is not None and spec[0] not in keys and value[:1] == " " and v
+            if (spec is not None and spec[0] not in self.keys and value[:1] == " " and v
                     and not v[0].isspace() and not v[-1].isspace() and "\\" not in v
                     and (spec[1] == "str" or (v.isascii() and v.isdigit()))):
                 setattr(task, spec[0], v if spec[1] == "str" else int(v))
-                keys.add(spec[0])
-                continue
+                self.keys.add(spec[0])
+                return
         # No canonical key starts with "[" or "g", so the fast path above
         # never hides a malformed entry line.
         maybe_entry = lead in "[*gG" or (lead == "-" and stripped[1:].lstrip()[:1] in ("[", "g", "G"))
         if maybe_entry and _ENTRYISH_RE.match(line):
-            task = None               # its "- Key: value" lines are not ours either
-            report(n, "malformed entry", line)
+            self.task = None          # its "- Key: value" lines are not ours either
+            self.report(n, "malformed entry", line)
         elif task is not None and colon and key.strip():
-            err = _detail(task, key, value, keys)
+            err = _detail(task, key, value, self.keys)
             if err:
-                report(n, err, line)
-            continue
+                self.report(n, err, line)
+            return
         elif colon and task is None:
-            report(n, "detail line outside an entry", line)
+            self.report(n, "detail line outside an entry", line)
         else:
-            report(n, f"unexpected text in '## {section}'", line)
-        if anchor is not None:
-            anchor.notes.append(line)
+            self.report(n, f"unexpected text in '## {self.section}'", line)
+        if self.anchor is not None:
+            self.anchor.notes.append(line)
         else:
-            doc.heads.setdefault(section, []).append(line)
+            self.doc.heads.setdefault(self.section, []).append(line)
 
-    if unsaid:
-        problems.append(f"{filename}: and {unsaid:,} more lines it did not understand, kept as they are")
-    doc.title = doc.title if title_seen else DEFAULT_TITLE
-    # Render writes sections in SECTIONS order; list things in that order now,
-    # so that a document read back from render() equals this one.
-    doc.tasks.sort(key=lambda t: SECTIONS.index(t.state))
-    doc.others.sort(key=lambda o: SECTIONS.index(o[0]) + 1 if o[0] else 0)
-    doc.preamble = _trim(doc.preamble)
-    for _, lines in doc.others:
-        lines[1:] = _trim(lines[1:], lead=False)
-    return doc, problems
+    def done(self) -> Tuple[TaskFile, List[str]]:
+        doc, problems = self.doc, self.problems
+        if self.unsaid:
+            problems.append(f"{self.filename}: and {self.unsaid:,} more lines it did not understand, kept as they are")
+        doc.title = doc.title if self.title_seen else DEFAULT_TITLE
+        # Render writes sections in SECTIONS order; list things in that order now,
+        # so that a document read back from render() equals this one.
+        doc.tasks.sort(key=lambda t: SECTIONS.index(t.state))
+        doc.others.sort(key=lambda o: SECTIONS.index(o[0]) + 1 if o[0] else 0)
+        doc.preamble = _trim(doc.preamble)
+        for _, lines in doc.others:
+            lines[1:] = _trim(lines[1:], lead=False)
+        return doc, problems
 
 
 def _trim(lines: List[str], lead: bool = True) -> List[str]:

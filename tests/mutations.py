@@ -396,7 +396,7 @@ BREAKAGES: List[Breakage] = [
              "    if False:\n        places.append(",
              ["tests/test_unattended.py::test_a_second_coordinator_on_the_same_clone_is_refused_whatever_its_tasks_md"]),
     Breakage("every-problem-of-a-huge-file-logged", T,
-             "        if len(problems) >= MAX_PROBLEMS:",
+             "        if len(self.problems) >= MAX_PROBLEMS:",
              "        if False:",
              ["tests/test_unattended.py::test_a_huge_damaged_tasks_md_is_reported_once_in_a_few_lines_and_work_goes_on"]),
     Breakage("archive-bypasses-the-lifecycle", C,
