@@ -14,7 +14,7 @@ import socket
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from adws.tasks import STAGE_NAME_RE
 
@@ -326,6 +326,53 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     pass need_repo=False, so a transcript can be read before [github] is set."""
     path = Path(path).resolve()
     name = str(path)
+    data = _read_toml(path, name)
+    values, tables = _read_values(name, data)
+
+    def get(section: str, key: str) -> Any:
+        default = CONFIG_SCHEMA[section][key][0]
+        return values.get(f"{section}.{key}", default)
+
+    repo, label, prefix = _check_values(name, get, need_repo)
+
+    named = "cluster.node" in values
+    node = get("cluster", "node") if named else socket.gethostname()
+    if "cluster" in data:
+        _check_cluster(name, node, get("cluster", "lease_ttl"), get("cluster", "claim_ref_prefix"), named)
+
+    base = path.parent
+
+    def rel(p: str) -> Path:
+        return (base / os.path.expanduser(p)).resolve()
+
+    fields = {}
+    for section, keys in CONFIG_SCHEMA.items():
+        for key, (_, kind) in keys.items():
+            v = get(section, key)
+            if (section == "paths" and kind == _STR) or (section, key) in (("repo", "path"), ("followup", "template")):
+                v = rel(v)
+            elif kind == _NUM:
+                v = float(v)
+            elif isinstance(v, list):
+                v = list(v)
+            fields[_FIELD.get((section, key), key)] = v
+    fields.update(repo=repo, label=label, branch_prefix=prefix, node=node, cluster_enabled="cluster" in data)
+    stages = _stages(name, tables["stages"], fields, rel)
+    workflows = _workflows(name, tables["workflows"], stages)
+    default = fields["default_workflow"]
+    if default not in workflows:
+        raise ConfigError(f"{name}: [workflow] default names no workflow: {default!r} "
+                          f"(defined: {', '.join(workflows)})")
+    # The shipped templates are checked when the default workflow runs them;
+    # otherwise when a stage starts (an issue labelled for that workflow).
+    for stage in workflows[default]:
+        if stage.name != BUILD and not stage.template_path.is_file():
+            raise ConfigError(f"{name}: [workflow] default {default!r}: stage {stage.name}'s template "
+                              f"{stage.template_path} not found (set [stages.{stage.name}] template)")
+    return Config(file=path, workflows=workflows, stages=stages, **fields)
+
+
+def _read_toml(path: Path, name: str) -> Dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -338,7 +385,12 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
         raise ConfigError(f"{name}: not UTF-8 text")
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{name}: {e}")  # tomllib names the line and column
+    return data
 
+
+def _read_values(name: str, data: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Dict[str, Any]]]]:
+    """Every key the file sets, as "section.key", checked against the
+    schema's sections, keys and types; and the [workflows.*]/[stages.*] tables."""
     values: Dict[str, Any] = {}
     tables: Dict[str, Dict[str, Dict[str, Any]]] = {"workflows": {}, "stages": {}}
     for section, body in data.items():
@@ -358,11 +410,12 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
             if not _check_type(value, kind):
                 raise ConfigError(f"{name}: [{section}] {key} must be a {kind}, got {value!r}")
             values[f"{section}.{key}"] = value
+    return values, tables
 
-    def get(section: str, key: str) -> Any:
-        default = CONFIG_SCHEMA[section][key][0]
-        return values.get(f"{section}.{key}", default)
 
+def _check_values(name: str, get: Callable[[str, str], Any], need_repo: bool) -> Tuple[str, str, str]:
+    """The checks across keys and of their ranges; returns the repository,
+    the label and the branch prefix as they will be used."""
     repo = get("github", "repo") or ("" if need_repo else "-/-")
     if not repo:
         raise ConfigError(f"{name}: [github] repo is required, e.g. repo = \"acme/widgets\"")
@@ -409,44 +462,9 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     prefix = get("repo", "branch_prefix")
     if not re.fullmatch(r"[A-Za-z0-9._/-]*", prefix) or ".." in prefix:
         raise ConfigError(f"{name}: [repo] branch_prefix may hold only letters, digits and . _ / -, got {prefix!r}")
-
-    named = "cluster.node" in values
-    node = get("cluster", "node") if named else socket.gethostname()
-    if "cluster" in data:
-        _check_cluster(name, node, get("cluster", "lease_ttl"), get("cluster", "claim_ref_prefix"), named)
-
-    base = path.parent
-
-    def rel(p: str) -> Path:
-        return (base / os.path.expanduser(p)).resolve()
-
-    fields = {}
-    for section, keys in CONFIG_SCHEMA.items():
-        for key, (_, kind) in keys.items():
-            v = get(section, key)
-            if (section == "paths" and kind == _STR) or (section, key) in (("repo", "path"), ("followup", "template")):
-                v = rel(v)
-            elif kind == _NUM:
-                v = float(v)
-            elif isinstance(v, list):
-                v = list(v)
-            fields[_FIELD.get((section, key), key)] = v
-    fields.update(repo=repo, label=label, branch_prefix=prefix, node=node, cluster_enabled="cluster" in data)
-    stages = _stages(name, tables["stages"], fields, rel)
-    workflows = _workflows(name, tables["workflows"], stages)
-    default = fields["default_workflow"]
-    if default not in workflows:
-        raise ConfigError(f"{name}: [workflow] default names no workflow: {default!r} "
-                          f"(defined: {', '.join(workflows)})")
-    # The shipped templates are checked when the default workflow runs them;
-    # otherwise when a stage starts (an issue labelled for that workflow).
-    for stage in workflows[default]:
-        if stage.name != BUILD and not stage.template_path.is_file():
-            raise ConfigError(f"{name}: [workflow] default {default!r}: stage {stage.name}'s template "
-                              f"{stage.template_path} not found (set [stages.{stage.name}] template)")
-    if fields["review_rounds"] < 0:
+    if get("workflow", "review_rounds") < 0:
         raise ConfigError(f"{name}: [workflow] review_rounds must be 0 (never build again) or more")
-    return Config(file=path, workflows=workflows, stages=stages, **fields)
+    return repo, label, prefix
 
 
 # -- Workflows and stages -------------------------------------------------------
