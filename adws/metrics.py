@@ -183,7 +183,33 @@ def health(data: dict, now: float,
     degraded: List[str] = []
     warning: List[str] = []
 
-    gh = _dict(data.get("github"))
+    _github_reasons(_dict(data.get("github")), now, degraded, warning)
+
+    block = data.get("spawn_block")
+    if isinstance(block, str) and block:
+        degraded.append(block)
+
+    polled = _num(data.get("last_poll_at"))
+    since_poll = now - (polled if polled is not None else (_num(data.get("started_at")) or now))
+    if since_poll > poll_stale_after(data):
+        warning.append("no poll of GitHub for {}".format(human_duration(since_poll)) if polled is not None
+                       else "no poll of GitHub since the start, {} ago".format(human_duration(since_poll)))
+
+    if data.get("paused") is True:
+        reason = data.get("pause_reason")
+        warning.append("paused by user" + (": " + reason if isinstance(reason, str) and reason else ""))
+
+    warning += _spend_warnings(_dict(data.get("spend")))
+
+    if degraded:
+        return DEGRADED, "; ".join(degraded)
+    if warning:
+        return WARNING, "; ".join(warning)
+    return OK, ""
+
+
+def _github_reasons(gh: dict, now: float, degraded: List[str], warning: List[str]) -> None:
+    """What metrics.json's "github" says, added to the level it belongs to."""
     state = gh.get("state")
     error = gh.get("error") if isinstance(gh.get("error"), str) else ""
     if state == "unreachable":
@@ -204,21 +230,10 @@ def health(data: dict, now: float,
             text += ", resets in " + human_duration(reset - now)
         warning.append(text)
 
-    block = data.get("spawn_block")
-    if isinstance(block, str) and block:
-        degraded.append(block)
 
-    polled = _num(data.get("last_poll_at"))
-    since_poll = now - (polled if polled is not None else (_num(data.get("started_at")) or now))
-    if since_poll > poll_stale_after(data):
-        warning.append("no poll of GitHub for {}".format(human_duration(since_poll)) if polled is not None
-                       else "no poll of GitHub since the start, {} ago".format(human_duration(since_poll)))
-
-    if data.get("paused") is True:
-        reason = data.get("pause_reason")
-        warning.append("paused by user" + (": " + reason if isinstance(reason, str) and reason else ""))
-
-    sp = _dict(data.get("spend"))
+def _spend_warnings(sp: dict) -> List[str]:
+    """A warning per budget more than BUDGET_WARNING_FRACTION spent."""
+    warning: List[str] = []
     for label, spent_key, budget_key in (("daily", "today_usd", "daily_usd"),
                                          ("monthly", "month_usd", "monthly_usd")):
         spent, budget = _num(sp.get(spent_key)), _num(sp.get(budget_key))
@@ -227,9 +242,4 @@ def health(data: dict, now: float,
         if spent > BUDGET_WARNING_FRACTION * budget:
             warning.append("{} budget {:.0f}% used ({} of {})".format(
                 label, 100 * spent / budget, usd(spent), usd(budget)))
-
-    if degraded:
-        return DEGRADED, "; ".join(degraded)
-    if warning:
-        return WARNING, "; ".join(warning)
-    return OK, ""
+    return warning
