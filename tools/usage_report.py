@@ -282,44 +282,32 @@ def render(report: Report, console, detail: bool, by: str = "") -> None:
                       fmt(t.cache_read_tokens), fmt(t.total_tokens), ledger.usd(float(t.cost)))
     console.print(table)
 
-    if detail:
-        it = Table(title="By issue", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                   pad_edge=False, padding=(0, 1))
-        it.add_column("Issue", no_wrap=True)
-        it.add_column("Runs", **num)
-        it.add_column("Total tokens", **num)
-        it.add_column("Cost (USD)", **num)
-        for n, t in report.sorted_issues():
-            it.add_row("#{}".format(n) if n is not None else "?", str(t.runs),
-                       fmt(t.total_tokens), ledger.usd(float(t.cost)))
-        console.print(it)
+    def section(title: str, columns: List[str], rows) -> None:
+        """A small table under the main one: its first column (and "Run",
+        "Outcome") as text, the rest numbers."""
+        sub = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                    pad_edge=False, padding=(0, 1))
+        for i, col in enumerate(columns):
+            kind = dict(no_wrap=True) if i == 0 or col == "Run" else (
+                dict(overflow="fold") if col == "Outcome" else num)
+            sub.add_column(col, **kind)
+        for row in rows:
+            sub.add_row(*row)
+        console.print(sub)
 
+    if detail:
+        section("By issue", ["Issue", "Runs", "Total tokens", "Cost (USD)"],
+                [("#{}".format(n) if n is not None else "?", str(t.runs), fmt(t.total_tokens), ledger.usd(float(t.cost)))
+                 for n, t in report.sorted_issues()])
     if by == "stage":
-        st = Table(title="By stage", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                   pad_edge=False, padding=(0, 1))
-        st.add_column("Stage", no_wrap=True)
-        st.add_column("Runs", **num)
-        st.add_column("Input", **num)
-        st.add_column("Output", **num)
-        st.add_column("Total tokens", **num)
-        st.add_column("Cost (USD)", **num)
-        for name, t in report.sorted_stages():
-            st.add_row(name, str(t.runs), fmt(t.input_tokens), fmt(t.output_tokens), fmt(t.total_tokens),
-                       ledger.usd(float(t.cost)))
-        console.print(st)
+        section("By stage", ["Stage", "Runs", "Input", "Output", "Total tokens", "Cost (USD)"],
+                [(name, str(t.runs), fmt(t.input_tokens), fmt(t.output_tokens), fmt(t.total_tokens),
+                  ledger.usd(float(t.cost))) for name, t in report.sorted_stages()])
     if report.issue is not None and report.runs:
-        rt = Table(title="Runs of issue #{}".format(report.issue), title_justify="left", title_style="bold",
-                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-        rt.add_column("Ended", no_wrap=True)
-        rt.add_column("Run", no_wrap=True)
-        rt.add_column("Attempt", **num)
-        rt.add_column("Outcome", overflow="fold")
-        rt.add_column("Total tokens", **num)
-        rt.add_column("Cost (USD)", **num)
-        for r in report.runs:
-            rt.add_row(run_time(r), run_label(r), str(r.attempt) if r.attempt is not None else "",
-                       r.outcome or "", fmt(r.total_tokens), ledger.usd(float(r.cost)))
-        console.print(rt)
+        section("Runs of issue #{}".format(report.issue),
+                ["Ended", "Run", "Attempt", "Outcome", "Total tokens", "Cost (USD)"],
+                [(run_time(r), run_label(r), str(r.attempt) if r.attempt is not None else "", r.outcome or "",
+                  fmt(r.total_tokens), ledger.usd(float(r.cost))) for r in report.runs])
 
     days = report.chart_days
     costs = [float(report.daily_cost[d]) for d in days]
