@@ -119,6 +119,21 @@ def test_existing_pr_for_the_branch_completes_the_task(project, github):
     assert project.task(n).pr.endswith(f"/pull/{pr}")
 
 
+def test_a_run_without_commits_looks_at_one_page_of_recent_pull_requests(project, github):
+    """A run with nothing to push may have opened its PR itself: the daemon
+    looks among the 100 most recently updated, one page, however many PRs
+    the repository has (a run with commits never looks: the 422 tells)."""
+    for i in range(150):
+        github.create_pull(f"other/{i}", title=f"busy repo {i}")
+    n = project.issue("Nothing to push")
+    project.script({"default": {"turns": 1}})
+    project.write_config(workers={"max_attempts": 1})
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.FAILED, message="failed")
+    pulls = [r for r in github.requests if r.method == "GET" and "/pulls" in r.path]
+    assert len(pulls) == 1 and pulls[0].path == "/repos/acme/widgets/pulls", [r.path for r in pulls]
+
+
 def test_a_pr_older_than_the_recent_hundred_is_found_after_the_422(project, github):
     """The branch's PR exists but is not among the 100 most recently updated
     that one poll reads: creating it again gets GitHub's 422 "already
