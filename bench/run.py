@@ -2,7 +2,7 @@
 """Benchmark: what the coordinator costs while idle, and how fast it reacts.
 
     python bench/run.py            the full run (a few minutes)
-    python bench/run.py --quick    fewer samples, smaller sizes (under a minute; CI runs this)
+    python bench/run.py --quick    fewer samples, smaller sizes (about two minutes; the test suite runs this)
     python bench/run.py --json     the same figures as one JSON object
 
 It starts the real daemon (`python adws/coordinator.py`) against a fake
@@ -25,7 +25,15 @@ same fake, and the table gives naive ÷ ours:
 - the dashboard (tools/dashboard.py) over a 10,000-run ledger and 100 tasks:
   the overview's time and the server's RSS, next to the same server reading
   the whole ledger again for every page; the issue page of the big log,
-  streamed, and the server's peak RSS meanwhile.
+  streamed, and the server's peak RSS meanwhile;
+- throughput (issue #13), each daemon against a fake of its own: N newly
+  labelled issues queued (who applied the label read from the events feed),
+  counted requests by kind, next to the client's per-issue events calls; the
+  daemon's peak RSS with N tasks; a worker's exit acted on while a poll
+  hangs and while a start fetches from a slow remote, next to the same
+  daemon doing that work on its loop (job_threads = 0); N quick tasks at
+  max_concurrent 2: counted requests per task by endpoint and the
+  coordinator's time per task, both ways.
 
 Benchmarks are not tests: nothing here judges a number. The exit status is
 non-zero only when the benchmark itself broke (the daemon died, a state it
@@ -44,9 +52,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -78,37 +88,68 @@ class BenchError(Exception):
 
 FULL = dict(idle_window=60.0, pending=(0, 10, 100), cycles=10, fast_poll=1.0, hups=5, branches=(10, 100),
             pr_cycles=3, runs=10, latency_poll=2.0, task_sizes=(100, 1000, 10000), parse_repeats=5,
-            status_runs=10, log_mb=200, retry_window=10.0, ledger_runs=10000, pages=20)
+            status_runs=10, log_mb=200, retry_window=10.0, ledger_runs=10000, pages=20,
+            intake_issues=1000, rss_runs=10, hang=20.0, loop_sleep=3.0, loop_runs=3, loop_intake=1000,
+            overhead_tasks=200)
 QUICK = dict(idle_window=10.0, pending=(0, 10, 30), cycles=3, fast_poll=0.5, hups=3, branches=(10,),
              pr_cycles=2, runs=3, latency_poll=1.0, task_sizes=(100, 1000, 10000), parse_repeats=2,
-             status_runs=3, log_mb=10, retry_window=3.0, ledger_runs=10000, pages=3)
+             status_runs=3, log_mb=10, retry_window=3.0, ledger_runs=10000, pages=3,
+             intake_issues=50, rss_runs=2, hang=2.0, loop_sleep=2.0, loop_runs=1, loop_intake=300,
+             overhead_tasks=8)
 
 
 # ---------------------------------------------------------------------------
 # The fake, timed: who asked what, answered when
 # ---------------------------------------------------------------------------
 
+class _TimedLog(list):
+    """The fake's request log: each record, as the fake appends it (under
+    its lock, once answered), is also noted in `timed` with the time and
+    the token of the request being answered in this thread."""
+
+    def __init__(self, fake: "TimedFake"):
+        super().__init__()
+        self.fake = fake
+
+    def append(self, record: RequestRecord) -> None:
+        super().append(record)
+        self.fake.timed.append((time.time(), getattr(self.fake.local, "token", ""), record))
+
+
 class TimedFake(FakeGitHub):
     """FakeGitHub that also notes when it answered each request and which
     token sent it: the daemon's gh uses token "x", the naive variants run by
-    this script use tokens of their own, so one fake serves both."""
+    this script use tokens of their own, so one fake serves both. It notes
+    arrivals too, so a request the fake holds back (delay()) is seen in
+    flight; the fake answers each request in a thread of its own, and a
+    held-back one holds up no other."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timed: List[Tuple[float, str, RequestRecord]] = []
+        self.arrived: List[Tuple[float, str, str, str]] = []  # (time, token, method, path)
+        self.local = threading.local()
+        self._requests = _TimedLog(self)
 
     def _handle(self, method: str, target: str, headers: Any, raw: bytes):
+        token = ((headers.get("Authorization") or "").split()[-1:] or [""])[0]
+        self.local.token = token
+        path = re.sub(r"^/api/v3(?=/)", "", urlsplit(target).path).rstrip("/") or "/"
         with self._lock:
-            before = len(self._requests)
-            answer = super()._handle(method, target, headers, raw)
-            token = (headers.get("Authorization") or "").split()[-1:] or [""]
-            now = time.time()
-            self.timed += [(now, token[0], r) for r in self._requests[before:]]
-        return answer
+            self.arrived.append((time.time(), token, method, path))
+        return super()._handle(method, target, headers, raw)
 
     def since(self, t0: float, token: str = "x") -> List[Tuple[float, RequestRecord]]:
         with self._lock:
             return [(t, r) for t, who, r in self.timed if t >= t0 and who == token]
+
+    def in_flight(self, at: float, method: str, path: str, token: str = "x") -> int:
+        """Requests for method+path that had arrived by `at` and were not yet answered."""
+        with self._lock:
+            came = sum(1 for t, who, m, p in self.arrived if t <= at and who == token and m == method and p == path)
+            done = sum(1 for t, who, r in self.timed if t <= at and who == token and r.method == method
+                       and r.path == path)
+        return came - done
 
 
 def is_poll(r: RequestRecord) -> bool:
@@ -188,25 +229,38 @@ class Daemon:
         self.proc: Optional[subprocess.Popen] = None
 
     def write_config(self, label: str = LABEL, poll_interval: float = 30, max_concurrent: int = 1,
-                     broken: bool = False) -> None:
+                     broken: bool = False, job_threads: Optional[int] = None,
+                     progress_every: Optional[float] = None) -> None:
+        """The config; job_threads and progress_every, when not given, are
+        left to the daemon's defaults (4 threads, a progress edit every 300 s)."""
         lines = ["[github]", f"repo = {json.dumps(REPO)}", f"label = {json.dumps(label)}",
                  f"poll_interval = {json.dumps(poll_interval)}",
+                 *([f"progress_every = {json.dumps(progress_every)}"] if progress_every is not None else []),
                  "[repo]", f"path = {json.dumps(str(self.rig.clone))}",
                  "[workers]", f"command = {json.dumps([sys.executable, str(WORKER)])}",
                  f"max_concurrent = {max_concurrent}", "startup_grace = 0.5", "min_free_memory_mb = 0",
-                 "timeout = 600"]
+                 "timeout = 600", *([f"job_threads = {job_threads}"] if job_threads is not None else [])]
         if broken:
             lines.append("polling_interval = 5")  # an unknown key: the daemon must refuse the file
         self.config_path.write_text("\n".join(lines) + "\n")
 
-    def start(self, healthy: bool = True) -> "Daemon":
-        """Start it and wait for its first poll (healthy: and metrics.json
-        saying the poll went well)."""
+    def script(self, script: Dict[str, Any]) -> None:
+        """What the scripted worker does (adws/sandbox/scripted_worker.py), read at each worker's start."""
+        (self.dir / "script.json").write_text(json.dumps(script))
+
+    def launch(self) -> float:
+        """Start the process; returns when."""
         t = time.time()
         out = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, str(COORDINATOR), "--config", str(self.config_path)],
                                      env=self.env, stdout=out, stderr=subprocess.STDOUT)
         out.close()
+        return t
+
+    def start(self, healthy: bool = True) -> "Daemon":
+        """Start it and wait for its first poll (healthy: and metrics.json
+        saying the poll went well)."""
+        t = self.launch()
         self.wait(self.ready if healthy else lambda: self.polls_after(t), 60, "the first poll")
         return self
 
@@ -257,20 +311,22 @@ class Daemon:
 
     def trace_times(self, issue: int) -> Tuple[Optional[float], Optional[float]]:
         """(start, end) of the scripted worker's run for `issue`, from $TAC_TRACE."""
+        return self.traces().get(issue, (None, None))
+
+    def traces(self) -> Dict[int, Tuple[float, Optional[float]]]:
+        """issue -> (start, end) of the scripted worker's last run of it, from $TAC_TRACE."""
         try:
             lines = self.trace.read_text().splitlines()
         except OSError:
-            return None, None
-        start = end = None
+            return {}
+        runs: Dict[int, Tuple[float, Optional[float]]] = {}
         for line in lines:
             fields = line.split()
             if len(fields) != 4:
                 continue  # being written as we read
             n, _pid, t0, t1 = fields
-            if int(n) == issue:
-                start = float(t0)
-                end = None if t1 == "-" else float(t1)
-        return start, end
+            runs[int(n)] = (float(t0), None if t1 == "-" else float(t1))
+        return runs
 
     def stop(self) -> Optional[int]:
         if self.proc is not None and self.proc.poll() is None:
@@ -305,6 +361,12 @@ def _pids_with_env(mark: bytes) -> List[int]:
 # ---------------------------------------------------------------------------
 # /proc: memory and CPU of one process
 # ---------------------------------------------------------------------------
+
+def peak_rss_mb(pid: int) -> Tuple[float, float]:
+    """(VmRSS, VmHWM) in MB: the resident set now and its high-water mark."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
 
 def proc_sample(pid: int) -> Dict[str, float]:
     """RSS in MB; CPU seconds of the process itself and of its reaped
@@ -925,6 +987,341 @@ def measure_dashboard(rig: Rig, size: Dict[str, Any], out: Dict[str, Any], big_l
 
 
 # ---------------------------------------------------------------------------
+# Throughput (issue #13): intake, a loop that never waits, cost per task
+# ---------------------------------------------------------------------------
+
+FAST = {"turns": 1, "commit": "x.txt"}  # a worker that finishes at once
+LIST_RE = "^" + re.escape(LIST_PATH) + "$"
+# Endpoints as endpoint() names them.
+LIST_EP, FEED_EP = "GET /repos/{o}/{r}/issues", "GET /repos/{o}/{r}/issues/events"
+ISSUE_EVENTS_EP, PERMISSION_EP = "GET /repos/{o}/{r}/issues/{n}/events", "GET /repos/{o}/{r}/collaborators/{login}/permission"
+INTAKE_KINDS = (("list pages", LIST_EP), ("feed pages", FEED_EP), ("per-issue events", ISSUE_EVENTS_EP),
+                ("permission checks", PERMISSION_EP))
+
+
+def endpoint(r: RequestRecord) -> str:
+    """"METHOD /repos/{o}/{r}/..." with numbers, logins and label names as
+    placeholders. A list's later pages (/repositories/ID/...) count as the list."""
+    path = re.sub(r"^/repositories/\d+", "/repos/{o}/{r}", r.path).replace(f"/repos/{REPO}", "/repos/{o}/{r}")
+    path = re.sub(r"/(issues|pulls)/\d+", r"/\1/{n}", path)
+    path = re.sub(r"/comments/\d+", "/comments/{id}", path)
+    path = re.sub(r"/collaborators/[^/]+", "/collaborators/{login}", path)
+    path = re.sub(r"/labels/[^/]+$", "/labels/{name}", path)
+    return f"{r.method} {path}"
+
+
+def by_endpoint(records: List[RequestRecord]) -> Dict[str, int]:
+    """Counted requests per endpoint, most first."""
+    counts: Dict[str, int] = {}
+    for r in records:
+        if r.counted:
+            counts[endpoint(r)] = counts.get(endpoint(r), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def intake_kinds(records: List[RequestRecord]) -> Dict[str, int]:
+    """Counted requests by what an intake asks: list pages, feed pages,
+    per-issue events, permission checks, other."""
+    counts = by_endpoint(records)
+    out = {name: counts.pop(ep, 0) for name, ep in INTAKE_KINDS}
+    out["other"] = sum(counts.values())
+    return out
+
+
+def watch_tasks(d: "Daemon", until: Callable[[tasks.TaskFile], bool], timeout: float, what: str,
+                each: Optional[Callable[[tasks.TaskFile, float], None]] = None) -> float:
+    """Stat tasks.md every 2 ms and parse it when it changed (the daemon
+    replaces it whole, by rename); `each(doc, seen_at)` sees every version.
+    Returns when `until(doc)` first held."""
+    deadline, seen = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            st = os.stat(d.tasks_path)
+            key: Any = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key is not None and key != seen:
+            seen, now = key, time.time()
+            doc = d.tasks()
+            if each is not None:
+                each(doc, now)
+            if until(doc):
+                return now
+        else:
+            d.alive()
+            time.sleep(0.002)
+    d.alive()
+    raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}\n--- log ---\n{d.log_tail()}")
+
+
+def add_issues(rig: Rig, n: int, title: str) -> List[int]:
+    return [rig.fake.add_issue(f"{title} {i + 1}", "Add a line.", labels=[LABEL], author="alice") for i in range(n)]
+
+
+def intake_look_ups(rig: Rig, token: str, feed: bool) -> Dict[str, Any]:
+    """The look-ups of an intake, made by the daemon's GitHub client with
+    its own token: the listing, who applied the label to each issue (feed:
+    from the events feed first, as the daemon does; else one per-issue
+    events call each, the naive way) and whether they may."""
+    gh = coordinator.GitHub(REPO, env=rig.gh_env(token))
+    t, c = time.time(), time.perf_counter()
+    listing = gh.labelled_issues(LABEL)
+    if feed:
+        gh.labellers(LABEL, listing)
+    trusted = 0
+    for issue in listing:
+        who = gh.labeller(issue["number"], LABEL, issue.get("updated_at", ""))
+        if who and gh.permission(who[0]) in ("admin", "write", "maintain"):
+            trusted += 1
+    wall = time.perf_counter() - c
+    records = [r for _, r in rig.fake.since(t, token)]
+    return {"wall_s": wall, "trusted": trusted, "requests": len(records),
+            "counted": sum(1 for r in records if r.counted), "by_kind": intake_kinds(records)}
+
+
+def measure_intake(size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """N newly labelled issues and a PAUSE file, so nothing starts: the
+    daemon from its start to all N queued in tasks.md, the requests it made
+    by kind; beside it the same look-ups made the naive way (one per-issue
+    events call each) by the client, against the same fake. Then the
+    daemon's peak RSS with the N tasks in tasks.md, after a few ran."""
+    n, ran = size["intake_issues"], size["rss_runs"]
+    rig = Rig()
+    try:
+        add_issues(rig, n, "Bulk task")
+        d = rig.daemon("intake", paused=True, poll_interval=30, max_concurrent=2)
+        d.script({"default": FAST})
+        t0 = d.launch()
+        queued_at = watch_tasks(d, lambda doc: len(doc.in_state(tasks.PENDING)) == n, 60 + n / 10,
+                                f"{n} issues queued")
+        mine = [(t, r) for t, r in rig.fake.since(t0) if t <= queued_at]
+        if not mine:
+            raise BenchError("the intake daemon queued issues without asking GitHub")
+        counted = [r for _, r in mine if r.counted]
+        rss_queued, peak_queued = peak_rss_mb(d.pid)
+        ours = intake_look_ups(rig, "intake-ours", feed=True)
+        naive = intake_look_ups(rig, "intake-naive", feed=False)
+        if not ours["trusted"] == naive["trusted"] == n:
+            raise BenchError(f"the look-ups trusted {ours['trusted']} (feed) and {naive['trusted']} (per issue)"
+                             f" of {n} issues")
+        # Now let some of them run: the peak RSS with N tasks is the daemon's working size, not its idle one.
+        (d.dir / "PAUSE").unlink()
+        os.kill(d.pid, signal.SIGHUP)
+        watch_tasks(d, lambda doc: len(doc.in_state(tasks.COMPLETED)) >= ran, 60 + 10 * ran,
+                    f"{ran} of the {n} tasks to complete")
+        rss, peak = peak_rss_mb(d.pid)
+        if d.stop() != 0:
+            raise BenchError(f"the intake coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
+    finally:
+        rig.close()
+    out["intake"] = {"issues": n, "queued_s": queued_at - t0, "first_request_s": mine[0][0] - t0,
+                     "requests": len(mine), "counted": len(counted), "by_kind": intake_kinds(counted),
+                     "by_endpoint": by_endpoint(counted), "floor_list_pages": -(-n // 100),
+                     "floor_feed_pages": -(-n // 100), "ours_look_ups": ours, "naive_look_ups": naive,
+                     "rss_queued_mb": rss_queued, "peak_rss_queued_mb": peak_queued, "ran": ran,
+                     "rss_mb": rss, "peak_rss_mb": peak}
+
+
+def slow_fetch(clone: Path, origin: Path, seconds: Optional[float]) -> None:
+    """Fetching from origin takes `seconds` (pushing does not): git's ext::
+    transport runs git-upload-pack (%S) after a sleep. None: origin as it was."""
+    if seconds is None:
+        git("remote", "set-url", "origin", str(origin), cwd=clone)
+        return
+    git("config", "protocol.ext.allow", "always", cwd=clone)
+    git("remote", "set-url", "origin", f"ext::sh -c sleep% {seconds:g};exec% %S% {origin}", cwd=clone)
+    git("remote", "set-url", "--push", "origin", str(origin), cwd=clone)
+
+
+def exit_while_poll_hangs(rig: Rig, size: Dict[str, Any], threads: int) -> List[float]:
+    """Worker exit -> tasks.md Completed while GitHub holds the poll of the
+    issue list for `hang` seconds; one issue at a time."""
+    hang = size["hang"]
+    d = rig.daemon(f"poll-hangs-{threads}", poll_interval=0.5, job_threads=threads)
+    d.script({"default": {"commit": "fix.txt", "sleep": size["loop_sleep"]}})
+    d.start()
+    lat = []
+    for i in range(size["loop_runs"]):
+        n = rig.fake.add_issue(f"Ends while a poll hangs {i + 1}", "Add a line.", labels=[LABEL], author="alice")
+        d.wait(lambda: d.trace_times(n)[0], 30, f"gh-{n} to start", step=0.005)
+        rig.fake.delay(LIST_RE, hang)
+        try:
+            end = d.wait(lambda: d.trace_times(n)[1], 60, f"gh-{n} to exit", step=0.005)
+            if not rig.fake.in_flight(end, "GET", LIST_PATH):
+                raise BenchError(f"no poll was held up when gh-{n}'s worker exited: the figure would mean nothing")
+            lat.append(_watch_state(d, n, hang + 60) - end)
+        finally:
+            rig.fake.delay(LIST_RE, 0)
+        d.wait(lambda: not rig.fake.in_flight(time.time(), "GET", LIST_PATH), hang + 30, "the held poll to return")
+    if d.stop() != 0:
+        raise BenchError(f"the poll-hangs coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
+    return lat
+
+
+def exit_while_fetch_is_slow(rig: Rig, size: Dict[str, Any], threads: int) -> List[float]:
+    """Worker exit -> tasks.md Completed while the start of a second issue
+    fetches from a remote that takes `hang` seconds."""
+    hang = size["hang"]
+    d = rig.daemon(f"fetch-slow-{threads}", poll_interval=0.5, max_concurrent=2, job_threads=threads)
+    d.start()
+    lat = []
+    for i in range(size["loop_runs"]):
+        first = rig.fake.add_issue(f"Already running {i + 1}", "Add a line.", author="alice")
+        d.script({"default": FAST, str(first): {"commit": "fix.txt", "sleep": size["loop_sleep"]}})
+        rig.fake.label_issue(first, LABEL, "alice")
+        d.wait(lambda: d.trace_times(first)[0], 30, f"gh-{first} to start", step=0.005)
+        slow_fetch(rig.clone, rig.origin, hang)
+        try:
+            second = rig.fake.add_issue(f"Starts from a slow remote {i + 1}", "Add a line.", labels=[LABEL],
+                                        author="alice")
+            fetching = d.wait(lambda: (d.tasks().governing(second) or tasks.Task(0, "")).state == tasks.ACTIVE
+                              and time.time(), 30, f"gh-{second} to start fetching", step=0.005)
+            end = d.wait(lambda: d.trace_times(first)[1], 60, f"gh-{first} to exit", step=0.005)
+            began = d.trace_times(second)[0]
+            if fetching > end or (began is not None and began < end):
+                raise BenchError(f"gh-{second} was not fetching when gh-{first}'s worker exited: "
+                                 "the figure would mean nothing")
+            lat.append(_watch_state(d, first, hang + 60) - end)
+        finally:
+            slow_fetch(rig.clone, rig.origin, None)
+        _watch_state(d, second, hang + 60)
+    if d.stop() != 0:
+        raise BenchError(f"the slow-fetch coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
+    return lat
+
+
+def exit_while_intake(size: Dict[str, Any], threads: int) -> List[float]:
+    """Worker exit -> tasks.md Completed while the daemon takes in N newly
+    labelled issues: the worker waits for a file, which this script writes
+    once the poll that finds them has reached the fake (a SIGHUP asks for
+    it). A fresh project each run, so each intake is N new issues."""
+    n, lat = size["loop_intake"], []
+    for i in range(size["loop_runs"]):
+        rig = Rig()
+        try:
+            first = rig.fake.add_issue(f"Ends during an intake {i + 1}", "Add a line.", labels=[LABEL], author="alice")
+            d = rig.daemon(f"intake-exit-{threads}", poll_interval=30, job_threads=threads)
+            release = d.dir / "release"
+            d.script({"default": {"commit": "fix.txt", "wait_for": str(release)}})
+            d.start()
+            d.wait(lambda: d.trace_times(first)[0], 30, f"gh-{first} to start", step=0.005)
+            add_issues(rig, n, "Bulk task")
+            t = time.time()
+            os.kill(d.pid, signal.SIGHUP)  # a poll at once: the intake
+            d.wait(lambda: any(at >= t and who == "x" and (m, p) == ("GET", LIST_PATH)
+                               for at, who, m, p in list(rig.fake.arrived)), 30, "the intake's poll", step=0.002)
+            release.write_text("end now\n")
+            seen: Dict[str, float] = {}
+
+            def note(doc: tasks.TaskFile, at: float) -> None:
+                if len(doc.tasks) > n:
+                    seen.setdefault("queued", at)
+                if (doc.governing(first) or tasks.Task(0, "")).state == tasks.COMPLETED:
+                    seen.setdefault("completed", at)
+            watch_tasks(d, lambda doc: len(seen) == 2, 60 + n / 10, f"gh-{first} completed and {n} queued", each=note)
+            end = d.trace_times(first)[1]
+            if end is None or seen["queued"] < end:
+                raise BenchError(f"the intake of {n} issues was over before gh-{first}'s worker exited: "
+                                 "the figure would mean nothing")
+            lat.append(seen["completed"] - end)
+            if d.stop() != 0:
+                raise BenchError(f"the intake-exit coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
+        finally:
+            rig.close()
+    return lat
+
+
+def measure_loop(size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """A worker's exit acted on (tasks.md Completed) while something slow
+    is under way (an intake of N issues, a poll GitHub holds, a start that
+    fetches from a slow remote): ours runs slow git and gh work in job threads
+    (job_threads = 4), the naive daemon on its loop (job_threads = 0)."""
+    result: Dict[str, Any] = {"hang_s": size["hang"], "runs": size["loop_runs"], "worker_sleep_s": size["loop_sleep"]}
+    result["intake_issues"] = size["loop_intake"]
+    for name, scenario in (("intake", None), ("poll_hangs", exit_while_poll_hangs),
+                           ("fetch_slow", exit_while_fetch_is_slow)):
+        result[name] = {}
+        for variant, threads in (("ours", 4), ("naive", 0)):
+            if scenario is None:
+                lat = exit_while_intake(size, threads)
+            else:
+                rig = Rig()
+                try:
+                    lat = scenario(rig, size, threads)
+                finally:
+                    rig.close()
+            result[name][variant] = {"job_threads": threads, "runs_s": lat, "median_s": statistics.median(lat),
+                                     "max_s": max(lat)}
+    out["loop"] = result
+
+
+def measure_per_task(size: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """N queued tasks (a PAUSE file until all are queued), a worker that
+    finishes at once, max_concurrent 2, no progress edits: the wall time
+    from un-pausing to the last Completed, the workers' own time from
+    $TAC_TRACE, what each task spent outside its worker (Active ->
+    Completed in tasks.md), and every counted request of the run by
+    endpoint; ours (job_threads 4) next to job_threads 0. The daemon's peak
+    RSS at the end."""
+    n, slots, poll = size["overhead_tasks"], 2, 2.0
+    result: Dict[str, Any] = {"tasks": n, "max_concurrent": slots, "poll_interval_s": poll}
+    for variant, threads in (("ours", 4), ("naive", 0)):
+        rig = Rig()
+        try:
+            issues = add_issues(rig, n, "Quick task")
+            d = rig.daemon(f"per-task-{threads}", paused=True, poll_interval=poll, max_concurrent=slots,
+                           job_threads=threads, progress_every=0)
+            d.script({"default": FAST})
+            launched = d.launch()
+            watch_tasks(d, lambda doc: len(doc.in_state(tasks.PENDING)) == n, 60 + n / 10, f"{n} tasks queued")
+            active: Dict[int, float] = {}
+            completed: Dict[int, float] = {}
+
+            def note(doc: tasks.TaskFile, at: float) -> None:
+                for t in doc.tasks:
+                    if t.state == tasks.ACTIVE:
+                        active.setdefault(t.issue, at)
+                    elif t.state == tasks.COMPLETED:
+                        completed.setdefault(t.issue, at)
+            t0 = time.time()
+            (d.dir / "PAUSE").unlink()
+            os.kill(d.pid, signal.SIGHUP)  # a reload polls and dispatches at once
+            last = watch_tasks(d, lambda doc: len(doc.in_state(tasks.COMPLETED)) == n, 60 + 5 * n,
+                               f"{n} tasks completed", each=note)
+            # Every issue told (the notices follow the outcome), then the poll that sees it.
+            told = d.wait(lambda: all("tac:done" in rig.fake.issue_labels(i) for i in issues) and time.time(),
+                          60 + n, "every issue told", step=0.1)
+            d.next_poll(told)
+            time.sleep(0.3)  # that poll's other pages
+            records = [r for _, r in rig.fake.since(launched)]
+            rss, peak = peak_rss_mb(d.pid)
+            runs = d.traces()
+            if d.stop() != 0:
+                raise BenchError(f"the per-task coordinator did not exit cleanly on SIGTERM\n{d.log_tail()}")
+        finally:
+            rig.close()
+        if sorted(runs) != sorted(issues) or any(end is None for _, end in runs.values()):
+            raise BenchError(f"{len(runs)} worker runs traced for {n} tasks")
+        wall = last - t0
+        workers = sum(end - start for start, end in runs.values())
+        outside = [completed[i] - active[i] - (runs[i][1] - runs[i][0]) for i in issues if i in active]
+        if len(outside) < n / 2:
+            raise BenchError(f"only {len(outside)} of {n} tasks were seen Active in tasks.md")
+        counted = by_endpoint(records)
+        polls = sum(v for k, v in counted.items() if k in (LIST_EP, FEED_EP))
+        total = sum(counted.values())
+        result[variant] = {
+            "job_threads": threads, "wall_s": wall, "workers_s": workers, "wall_per_task_s": wall / n,
+            "overhead_per_task_s": (wall - workers / slots) / n,
+            "outside_worker_median_s": statistics.median(outside), "outside_worker_max_s": max(outside),
+            "counted": total, "counted_per_task": total / n, "polls_counted_per_task": polls / n,
+            "own_counted_per_task": (total - polls) / n,
+            "by_endpoint_per_task": {k: v / n for k, v in counted.items()}, "by_endpoint": counted,
+            "rss_mb": rss, "peak_rss_mb": peak}
+    out["per_task"] = result
+
+
+# ---------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------
 
@@ -1053,6 +1450,48 @@ def rows_for(r: Dict[str, Any]) -> List[Tuple[str, str, str, str]]:
         f"{d['transcript_rss_before_mb']:.0f} → {d['transcript_peak_rss_mb']:.0f} MB",
         f"{v['naive_max_rss_mb']:.0f} MB (whole file in memory)",
         _ratio(v["naive_max_rss_mb"], d["transcript_peak_rss_mb"]))
+
+    it, lp, pt = r["intake"], r["loop"], r["per_task"]
+    n = it["issues"]
+    section("Throughput (issue #13): intake, a loop that never waits, cost per task")
+    k, nk = it["by_kind"], it["naive_look_ups"]["by_kind"]
+    other = f", {k['other']} other" if k["other"] else ""
+    add(f"Intake of {n:,} newly labelled issues (PAUSE file): counted requests; the floor is "
+        f"{it['floor_list_pages']} list pages + {it['floor_feed_pages']} feed pages + 1 trust check per labeller",
+        f"{it['counted']} ({k['list pages']} list + {k['feed pages']} feed pages, {k['permission checks']} trust "
+        f"check{'s' if k['permission checks'] != 1 else ''}, {k['per-issue events']} per issue{other})",
+        f"{it['naive_look_ups']['counted']} ({nk['list pages']} list pages, {nk['per-issue events']} per-issue "
+        f"events, {nk['permission checks']} trust check{'s' if nk['permission checks'] != 1 else ''})",
+        _ratio(it["naive_look_ups"]["counted"], it["counted"]))
+    add(f"Intake of {n:,} issues: daemon start → all queued in tasks.md",
+        f"{_s(it['queued_s'])} (the look-ups alone {_s(it['ours_look_ups']['wall_s'])})",
+        f"{_s(it['naive_look_ups']['wall_s'])} (the look-ups alone, per-issue events)",
+        _ratio(it["naive_look_ups"]["wall_s"], it["ours_look_ups"]["wall_s"]))
+    add(f"Daemon peak RSS (VmHWM) with {n:,} tasks in tasks.md: queued → after {it['ran']} ran",
+        f"{it['peak_rss_queued_mb']:.1f} → {it['peak_rss_mb']:.1f} MB")
+    for key, what in (("intake", f"while {lp['intake_issues']:,} newly labelled issues are taken in"),
+                      ("poll_hangs", f"while a poll hangs {lp['hang_s']:g} s"),
+                      ("fetch_slow", f"while a start fetches from a remote that takes {lp['hang_s']:g} s")):
+        ours, naive = lp[key]["ours"], lp[key]["naive"]
+        add(f"Worker exit → tasks.md Completed {what} (median / max of {lp['runs']})",
+            f"{_s(ours['median_s'])} / {_s(ours['max_s'])}",
+            f"{_s(naive['median_s'])} / {_s(naive['max_s'])} (job_threads = 0: on the loop)",
+            _ratio(naive["median_s"], ours["median_s"]))
+    o, nv = pt["ours"], pt["naive"]
+    add(f"Counted requests per completed task, {pt['tasks']} tasks, no progress edits, poll every "
+        f"{pt['poll_interval_s']:g} s",
+        f"{o['counted_per_task']:.2f} ({o['own_counted_per_task']:.2f} the task's own + "
+        f"{o['polls_counted_per_task']:.2f} list and feed polls)",
+        f"{nv['counted_per_task']:.2f} (job_threads = 0)")
+    add(f"Coordinator overhead per task, {pt['tasks']} tasks at max_concurrent {pt['max_concurrent']}, worker ends at "
+        f"once: (wall − workers' time ÷ {pt['max_concurrent']}) ÷ tasks",
+        f"{_s(o['overhead_per_task_s'])} (all in {_s(o['wall_s'])})",
+        f"{_s(nv['overhead_per_task_s'])} (all in {_s(nv['wall_s'])}; job_threads = 0)",
+        _ratio(nv["overhead_per_task_s"], o["overhead_per_task_s"]))
+    add("Each task's Active → Completed minus its worker's own time (median / max)",
+        f"{_s(o['outside_worker_median_s'])} / {_s(o['outside_worker_max_s'])}",
+        f"{_s(nv['outside_worker_median_s'])} / {_s(nv['outside_worker_max_s'])} (job_threads = 0)",
+        _ratio(nv["outside_worker_median_s"], o["outside_worker_median_s"]))
     return rows
 
 
@@ -1099,6 +1538,13 @@ def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Di
         big_log = measure_viewer(rig, size, out)
         progress(f"the dashboard: a {size['ledger_runs']:,}-run ledger, then the {size['log_mb']} MB log")
         measure_dashboard(rig, size, out, big_log)
+        progress(f"intake of {size['intake_issues']:,} labelled issues: the daemon, then the look-ups both ways")
+        measure_intake(size, out)
+        progress(f"worker exit during a {size['loop_intake']:,}-issue intake, while a poll hangs and while a fetch "
+                 f"takes {size['hang']:g} s, job_threads 4 and 0")
+        measure_loop(size, out)
+        progress(f"{size['overhead_tasks']} quick tasks at max_concurrent 2, job_threads 4 and 0")
+        measure_per_task(size, out)
     finally:
         rig.close()
         if keep:
@@ -1108,7 +1554,7 @@ def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Di
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes (about two minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (daemon logs) for a look")
     args = parser.parse_args(argv)

@@ -30,6 +30,8 @@ Options (all optional):
     commit: str           write this file name and `git commit` it
     blocked: str          write BLOCKED.md whose first line is this reason
     sleep: float          seconds to sleep before the result (printing nothing: a stall)
+    wait_for: str         then wait (printing nothing) until this file exists: an end a benchmark
+                          times to the moment it wants
     result: str|null      result subtype (default "success"; null = no result line)
     cost: float           total_cost_usd of the result (default 0.01); it accrues evenly
                           over the turns, which is what --max-budget-usd is checked against
@@ -287,6 +289,8 @@ def main() -> int:
     if follow_up_round() >= 2:
         write_answers(opts, prompt)
     time.sleep(float(opts.get("sleep", 0)))
+    while opts.get("wait_for") and not os.path.exists(opts["wait_for"]):
+        time.sleep(0.005)
     subtype = opts.get("result", "success")
     if subtype is not None:
         emit({"type": "result", "subtype": subtype, "is_error": subtype != "success", "duration_ms": 1000,
