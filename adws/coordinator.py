@@ -1559,6 +1559,8 @@ class Coordinator:
     def next_wake(self, now: float) -> float:
         """Seconds to sleep: short while workers need watching, else until
         the next poll or the next backoff expiry. SIGCHLD cuts it short."""
+        if self.jobs.finished():
+            return 0.05  # a job ended during the tick: its wake-up went with the tick's SIGCHLDs
         if self.workers or self.starting:
             return 1.0
         # Each tick sends WATCHDOG=1: under a systemd watchdog an idle

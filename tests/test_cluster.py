@@ -170,36 +170,45 @@ def test_twelve_issues_on_three_nodes_each_run_exactly_once(cluster, github, git
 
 
 def test_three_nodes_starting_at_the_same_instant_start_one_worker(cluster, github, shim):
-    """20 rounds, each a new issue and the three coordinators started at once
-    (--once: poll, read the claims, take, start). A claim's push is held back
-    0.3 s, so that the three have read the claims before any take
-    lands: the git server's lease alone decides, and exactly one starts."""
-    env = {"TAC_TAKE_DELAY": "0.3", "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
-    # The workers run on (nothing to finish between rounds); the lease outlives the test.
-    nodes = cluster(["pi-a", "pi-b", "pi-c"], cluster={"lease_ttl": 300}, env=env, workers={"max_concurrent": 20})
+    """20 rounds, each a new issue that the three running coordinators are
+    told to poll for at the same instant (SIGHUP: poll now). A claim's push
+    is held back 0.25 s, so that the three have read the claims before any
+    take lands: the git server's lease alone decides, and one starts."""
+    env = {"TAC_TAKE_DELAY": "0.25", "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
+    # The workers run on (nothing to finish between rounds), the lease outlives
+    # the test, and nothing polls but the SIGHUP.
+    nodes = cluster(["pi-a", "pi-b", "pi-c"], cluster={"lease_ttl": 300}, env=env, workers={"max_concurrent": 25},
+                    github_cfg={"poll_interval": 600})
     for node in nodes:
         node.script({"default": {"sleep": 120}})
+    procs = [node.start() for node in nodes]
+    wait_for(nodes, lambda: all((node.dir / "metrics.json").exists() for node in nodes), message="all three up")
     raced, t0 = 0, time.time()
     for r in range(20):
         n = nodes[0].issue(f"Race {r}")
-        procs = [subprocess.Popen(node.argv("--once"), env=node.env, stdout=subprocess.DEVNULL,
-                                  stderr=open(node.dir / "once.log", "a")) for node in nodes]
-        assert [p.wait(60) for p in procs] == [0, 0, 0]
+        for p in procs:
+            p.send_signal(signal.SIGHUP)
+
+        def settled():
+            states = [node.task(n) for node in nodes]
+            return sum(1 for t in states if t and t.state == tasks.ACTIVE and t.pid) == 1 and \
+                sum(1 for t in states if t and t.state == tasks.PENDING and t.claimed_by) == 2 and \
+                n in trace_runs(cluster.trace)  # its worker is up
+        wait_for(nodes, settled, timeout=20, message=f"round {r} decided")
         starts = trace_runs(cluster.trace).get(n, {})
         assert len(starts) == 1, (r, starts)
-        winner = [node for node in nodes if node.state(n) == tasks.ACTIVE]
-        assert len(winner) == 1, [(node.name, node.task(n)) for node in nodes]
-        losers = [node for node in nodes if node is not winner[0]]
+        winner, = [node for node in nodes if node.state(n) == tasks.ACTIVE]
+        losers = [node for node in nodes if node is not winner]
         for node in losers:
-            t = node.task(n)
-            assert t.state == tasks.PENDING and re.fullmatch(rf"{winner[0].name} until \d\d:\d\d", t.claimed_by), t
-        lost = sum(f"gh-{n} not started here: gh-{n} is claimed by {winner[0].name}" in (node.dir / "once.log").read_text()
-                   for node in losers)
-        raced += lost == 2
+            assert re.fullmatch(rf"{winner.name} until \d\d:\d\d", node.task(n).claimed_by), node.task(n)
+        raced += all(f"gh-{n} not started here: gh-{n} is claimed by {winner.name}" in node.log_text()
+                     for node in losers)
     print(f"\n20 rounds in {time.time() - t0:.1f} s; in {raced} of them all three took and the lease decided")
     assert raced >= 10  # the race was on the git server's lease, not decided by an earlier read
+    time.sleep(1)
+    assert all(len(r) == 1 for r in trace_runs(cluster.trace).values())  # nobody started later either
     for node in nodes:
-        text = (node.dir / "once.log").read_text()
+        text = node.log_text()
         assert "startup error" not in text and "could not start" not in text
         m = json.loads((node.dir / "metrics.json").read_text())
         assert m["counters"]["startup_errors"] == 0 and m["breaker"]["state"] == "closed"
