@@ -12,9 +12,11 @@ import os
 import re
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from adws.tasks import STAGE_NAME_RE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +32,16 @@ class ConfigError(Exception):
 # (section, key) -> (default, type check, description). The shipped
 # config.toml documents every key; this table is what the daemon enforces.
 _INT, _NUM, _STR, _BOOL, _STRLIST, _INTLIST = "integer", "number", "string", "boolean", "list of strings", "list of integers"
+
+# Built-in workflows. "build" is one worker run, exactly what the
+# coordinator did before workflows existed: its template is [paths] template.
+# "plan-build-review" adds the shipped stages/plan.md and stages/review.md,
+# found beside this project's code, so it works with any config file (one
+# written before workflows existed too).
+BUILD = "build"
+BUILTIN_STAGES = ("plan", BUILD, "review")
+BUILTIN_WORKFLOWS = {BUILD: (BUILD,), "plan-build-review": BUILTIN_STAGES}
+SHIPPED_STAGES = Path(__file__).resolve().parent.parent / "stages"
 
 CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
     "github": {
@@ -67,6 +79,7 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "min_free_memory_mb": (1500, _INT),
         "min_free_disk_mb": (2048, _INT),
         "max_log_mb": (200, _NUM),
+        "job_threads": (4, _INT),
         "max_turns": (0, _INT),
         "pass_env": ([], _STRLIST),
         "allowed_tools": ([], _STRLIST),
@@ -85,6 +98,22 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
         "keep_trees_days": (14, _NUM),
         "keep_logs_days": (90, _NUM),
     },
+    # The workflow an issue runs when no trusted `workflow:<name>` label picks
+    # one; the workflows and stages themselves are tables ([workflows.<name>],
+    # [stages.<name>]) checked against WORKFLOW_SCHEMA and STAGE_SCHEMA below.
+    "workflow": {
+        "default": (BUILD, _STR),
+        "review_rounds": (1, _INT),
+    },
+    # Follow-up runs that answer reviews on the coordinator's own pull
+    # requests (adws/followup.py).
+    "followup": {
+        "enabled": (True, _BOOL),
+        "trigger": ("@tac", _STR),
+        "quiet": (60, _NUM),
+        "max_rounds": (3, _INT),
+        "template": ("followup_template.md", _STR),
+    },
     # Opt-in: without the section, cluster_enabled is False and nothing is
     # claimed (adws/claims.py). config.toml documents it commented out.
     "cluster": {
@@ -98,6 +127,46 @@ CONFIG_SCHEMA: Dict[str, Dict[str, Tuple[Any, str]]] = {
 # documents their keys commented out.
 OPT_IN_SECTIONS = ("cluster",)
 
+# [workflows.<name>] and [stages.<name>]: one table per workflow or stage.
+# A stage key left out takes the value of the [workers] or [budget] key of
+# the same name (None below), so a stage is only what differs.
+WORKFLOW_SCHEMA: Dict[str, Tuple[Any, str]] = {
+    "stages": (None, _STRLIST),
+}
+STAGE_SCHEMA: Dict[str, Tuple[Any, str]] = {
+    "template": (None, _STR),        # default: [paths] template (build), the shipped one (plan, review), else stages/<name>.md
+    "model": ("", _STR),             # "" = the CLI's own choice; else passed as --model
+    "max_turns": (None, _INT),       # [workers] max_turns
+    "per_run_usd": (None, _NUM),     # [budget] per_run_usd
+    "timeout": (None, _NUM),         # [workers] timeout
+    "command": (None, _STRLIST),     # [workers] command
+    "resume": (False, _BOOL),        # continue the previous stage's CLI session (--resume)
+}
+TABLE_SECTIONS = {"workflows": WORKFLOW_SCHEMA, "stages": STAGE_SCHEMA}
+# "blocked" is what adws/workflow.next_stage says when a workflow stops.
+RESERVED_STAGE_NAMES = ("blocked",)
+_WORKFLOW_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,59}")  # also a label: workflow:<name>
+_MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]{0,199}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage as a worker runs it, every value resolved: what the
+    [stages.<name>] table says, else the [workers]/[budget] default."""
+    name: str
+    template_path: Path
+    model: str                 # "" = the CLI's default model
+    max_turns: int             # 0 = no limit
+    per_run_usd: float         # 0 = no limit
+    timeout: float
+    command: Tuple[str, ...]
+    resume: bool
+
+    @property
+    def argv_command(self) -> List[str]:
+        """The stage's command with its model: what [workers] command is for Config.for_stage."""
+        return list(self.command) + (["--model", self.model] if self.model else [])
+
 # A claim is renewed every lease_ttl / 3 and its worker stopped once 2/3 of
 # the lease passed unrenewed: the last third must cover the clock difference
 # between nodes (seconds, with NTP) and the stop itself.
@@ -106,7 +175,11 @@ MIN_LEASE_TTL = 10
 
 # A key's Config field is the key itself, except where a bare name would
 # be ambiguous.
-_FIELD = {("repo", "path"): "repo_path", ("paths", "tasks"): "tasks_path", ("paths", "template"): "template_path"}
+_FIELD = {("repo", "path"): "repo_path", ("paths", "tasks"): "tasks_path", ("paths", "template"): "template_path",
+          ("workflow", "default"): "default_workflow",
+          ("followup", "enabled"): "followup_enabled", ("followup", "trigger"): "followup_trigger",
+          ("followup", "quiet"): "followup_quiet", ("followup", "max_rounds"): "followup_max_rounds",
+          ("followup", "template"): "followup_template_path"}
 
 
 @dataclass
@@ -142,6 +215,7 @@ class Config:
     min_free_memory_mb: int
     min_free_disk_mb: int
     max_log_mb: float
+    job_threads: int
     max_turns: int
     pass_env: List[str]
     allowed_tools: List[str]
@@ -158,7 +232,32 @@ class Config:
     node: str
     lease_ttl: float
     claim_ref_prefix: str
+    default_workflow: str
+    review_rounds: int
     cluster_enabled: bool  # [cluster] present: claim each issue on the remote before running it
+    # Every workflow by name, its stages resolved and in order; "build" is
+    # always there (one stage). `stages` holds every defined stage by name.
+    workflows: Dict[str, List[Stage]]
+    stages: Dict[str, Stage]
+
+    def workflow(self, name: str = "") -> List[Stage]:
+        """A workflow's stages; "" is the default. Raises KeyError for a
+        name this config does not define (a label naming an unknown one)."""
+        return self.workflows[name or self.default_workflow]
+
+    def for_stage(self, stage: Stage) -> "Config":
+        """This config as one stage's worker sees it: the stage's command
+        (with --model), template, max_turns, per_run_usd and timeout in
+        place of the global ones, so worker_argv(), build_prompt() and the
+        supervision checks need no second code path."""
+        return replace(self, command=stage.argv_command, template_path=stage.template_path,
+                       max_turns=stage.max_turns, per_run_usd=stage.per_run_usd, timeout=stage.timeout)
+    # [followup]: defaults here too, so a Config made by hand (a test's) need not name them.
+    followup_enabled: bool = True
+    followup_trigger: str = "@tac"
+    followup_quiet: float = 60.0
+    followup_max_rounds: int = 3
+    followup_template_path: Path = Path("followup_template.md")
 
     @property
     def owner(self) -> str:
@@ -191,13 +290,18 @@ class Config:
 
     def transcript_path(self, issue: int) -> Path:
         """The worker's stream-json output, every attempt appended."""
-        return self.logs / f"gh-{issue}.jsonl"
+        return self.logs / transcript_name(issue)
 
     def stderr_path(self, issue: int) -> Path:
         return self.logs / f"gh-{issue}.stderr.log"
 
     def prompt_path(self, issue: int) -> Path:
         return self.logs / f"gh-{issue}.prompt.md"
+
+
+def transcript_name(issue: int) -> str:
+    """A transcript's file name in [paths] logs (the tools find it without a whole config)."""
+    return f"gh-{issue}.jsonl"
 
 
 def _check_type(value: Any, kind: str) -> bool:
@@ -236,9 +340,14 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
         raise ConfigError(f"{name}: {e}")  # tomllib names the line and column
 
     values: Dict[str, Any] = {}
+    tables: Dict[str, Dict[str, Dict[str, Any]]] = {"workflows": {}, "stages": {}}
     for section, body in data.items():
+        if section in TABLE_SECTIONS:
+            tables[section] = _read_tables(name, section, body)
+            continue
         if section not in CONFIG_SCHEMA:
-            raise ConfigError(f"{name}: unknown section [{section}] (known: {', '.join(CONFIG_SCHEMA)})")
+            known = ", ".join(list(CONFIG_SCHEMA) + [f"{s}.<name>" for s in TABLE_SECTIONS])
+            raise ConfigError(f"{name}: unknown section [{section}] (known: {known})")
         if not isinstance(body, dict):
             raise ConfigError(f"{name}: {section} must be a [section], not a value")
         for key, value in body.items():
@@ -275,7 +384,7 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     for key in ("startup_backoff", "retry_backoff"):
         if not get("workers", key) or any(v < 0 for v in get("workers", key)):
             raise ConfigError(f"{name}: [workers] {key} must be a non-empty list of seconds >= 0")
-    for section, key in (("workers", "failure_threshold"), ("workers", "min_free_disk_mb"),
+    for section, key in (("workers", "failure_threshold"), ("workers", "min_free_disk_mb"), ("workers", "job_threads"),
                          ("workers", "max_log_mb"), ("paths", "keep_trees_days"), ("paths", "keep_logs_days")):
         if get(section, key) < 0:
             raise ConfigError(f"{name}: [{section}] {key} must be 0 (off) or more")
@@ -286,6 +395,15 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     for login in get("github", "notify"):
         if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", login.lstrip("@")):
             raise ConfigError(f"{name}: [github] notify holds {login!r}, which is not a GitHub login")
+    trigger = get("followup", "trigger")
+    if not trigger.strip() or trigger != trigger.strip() or "\n" in trigger:
+        raise ConfigError(f"{name}: [followup] trigger must be a phrase on one line with no space around it, "
+                          f"e.g. \"@tac\", got {trigger!r}")
+    if get("followup", "quiet") < 0:
+        raise ConfigError(f"{name}: [followup] quiet must be 0 or more seconds")
+    if get("followup", "max_rounds") < 1:
+        raise ConfigError(f"{name}: [followup] max_rounds must be at least 1 (enabled = false turns "
+                          "follow-ups off)")
     if get("github", "notify_every") < 0:
         raise ConfigError(f"{name}: [github] notify_every must be 0 (every time) or more")
     prefix = get("repo", "branch_prefix")
@@ -306,7 +424,7 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
     for section, keys in CONFIG_SCHEMA.items():
         for key, (_, kind) in keys.items():
             v = get(section, key)
-            if (section == "paths" and kind == _STR) or (section, key) == ("repo", "path"):
+            if (section == "paths" and kind == _STR) or (section, key) in (("repo", "path"), ("followup", "template")):
                 v = rel(v)
             elif kind == _NUM:
                 v = float(v)
@@ -314,7 +432,116 @@ def load_config(path: Path, need_repo: bool = True) -> Config:
                 v = list(v)
             fields[_FIELD.get((section, key), key)] = v
     fields.update(repo=repo, label=label, branch_prefix=prefix, node=node, cluster_enabled="cluster" in data)
-    return Config(file=path, **fields)
+    stages = _stages(name, tables["stages"], fields, rel)
+    workflows = _workflows(name, tables["workflows"], stages)
+    default = fields["default_workflow"]
+    if default not in workflows:
+        raise ConfigError(f"{name}: [workflow] default names no workflow: {default!r} "
+                          f"(defined: {', '.join(workflows)})")
+    # The shipped templates are checked when the default workflow runs them;
+    # otherwise when a stage starts (an issue labelled for that workflow).
+    for stage in workflows[default]:
+        if stage.name != BUILD and not stage.template_path.is_file():
+            raise ConfigError(f"{name}: [workflow] default {default!r}: stage {stage.name}'s template "
+                              f"{stage.template_path} not found (set [stages.{stage.name}] template)")
+    if fields["review_rounds"] < 0:
+        raise ConfigError(f"{name}: [workflow] review_rounds must be 0 (never build again) or more")
+    return Config(file=path, workflows=workflows, stages=stages, **fields)
+
+
+# -- Workflows and stages -------------------------------------------------------
+
+def _read_tables(name: str, section: str, body: Any) -> Dict[str, Dict[str, Any]]:
+    """[<section>.<name>] tables: each key known and of its type."""
+    schema = TABLE_SECTIONS[section]
+    if not isinstance(body, dict):
+        raise ConfigError(f"{name}: {section} must be tables like [{section}.<name>], not a value")
+    out: Dict[str, Dict[str, Any]] = {}
+    for item, table in body.items():
+        where = f"[{section}.{item}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: [{section}] {item} must be a table {where}, not a value")
+        pattern = STAGE_NAME_RE if section == "stages" else _WORKFLOW_NAME_RE
+        if not pattern.fullmatch(item):
+            raise ConfigError(f"{name}: {where}: a {section[:-1]} name is lowercase letters, digits, - and _, "
+                              f"starting with a letter (at most {40 if section == 'stages' else 60})")
+        for key, value in table.items():
+            if key not in schema:
+                raise ConfigError(f"{name}: unknown key {where} {key} (known: {', '.join(schema)})")
+            if not _check_type(value, schema[key][1]):
+                raise ConfigError(f"{name}: {where} {key} must be a {schema[key][1]}, got {value!r}")
+        out[item] = table
+    return out
+
+
+def _stages(name: str, tables: Dict[str, Dict[str, Any]], fields: Dict[str, Any], rel) -> Dict[str, Stage]:
+    """Every stage resolved: the built-in ones, changed by their tables if
+    any, then the file's own. A template the file names (or a stage of its
+    own implies: stages/<name>.md) must exist; the built-in defaults are
+    checked where [paths] template always was: --check, and at each start."""
+    stages: Dict[str, Stage] = {}
+    for stage in list(BUILTIN_STAGES) + [s for s in tables if s not in BUILTIN_STAGES]:
+        table = tables.get(stage, {})
+        where = f"[stages.{stage}]"
+        if stage in RESERVED_STAGE_NAMES:
+            raise ConfigError(f"{name}: {where}: {stage!r} is a reserved word, not a stage name")
+        if "template" in table or stage not in BUILTIN_STAGES:
+            template = rel(table.get("template", f"stages/{stage}.md"))
+            if not template.is_file():
+                said = "template" if "template" in table else "template (default stages/<name>.md)"
+                raise ConfigError(f"{name}: {where} {said}: {template} not found")
+        elif stage == BUILD:
+            template = fields["template_path"]
+        else:
+            template = SHIPPED_STAGES / f"{stage}.md"
+        model = table.get("model", "")
+        if model and not _MODEL_RE.fullmatch(model):
+            raise ConfigError(f"{name}: {where} model must be a model name or alias such as \"opus\", got {model!r}")
+        command = table.get("command", fields["command"])
+        if not command:
+            raise ConfigError(f"{name}: {where} command must not be empty")
+        timeout = float(table.get("timeout", fields["timeout"]))
+        if timeout <= 0:
+            raise ConfigError(f"{name}: {where} timeout must be greater than 0")
+        max_turns = table.get("max_turns", fields["max_turns"])
+        per_run_usd = float(table.get("per_run_usd", fields["per_run_usd"]))
+        for key, value in (("max_turns", max_turns), ("per_run_usd", per_run_usd)):
+            if value < 0:
+                raise ConfigError(f"{name}: {where} {key} must be 0 (no limit) or more")
+        stages[stage] = Stage(stage, template, model, max_turns, per_run_usd, timeout, tuple(command),
+                              table.get("resume", False))
+    return stages
+
+
+def _workflows(name: str, tables: Dict[str, Dict[str, Any]], stages: Dict[str, Stage]) -> Dict[str, List[Stage]]:
+    """Every workflow's stages. Exactly one "build" (the stage whose commits
+    become the pull request, and the one a "changes" review runs again);
+    "plan" only before it, "review" only after it; no stage twice."""
+    flows: Dict[str, List[Stage]] = {flow: [stages[s] for s in names] for flow, names in BUILTIN_WORKFLOWS.items()}
+    for flow, table in tables.items():
+        where = f"[workflows.{flow}] stages"
+        if flow in BUILTIN_WORKFLOWS:
+            raise ConfigError(f"{name}: [workflows.{flow}] is built in ({', '.join(BUILTIN_WORKFLOWS[flow])}) "
+                              f"and cannot be redefined; give yours another name")
+        names = table.get("stages")
+        if not names:
+            raise ConfigError(f"{name}: {where} must list the workflow's stages, e.g. [\"plan\", \"build\"]")
+        for stage in names:
+            if stage not in stages:
+                raise ConfigError(f"{name}: {where} names an unknown stage {stage!r} (defined: "
+                                  f"{', '.join(stages)}; define it with [stages.{stage}])")
+        twice = sorted({s for s in names if names.count(s) > 1})
+        if twice:
+            raise ConfigError(f"{name}: {where} lists {', '.join(twice)} twice (a review round runs build "
+                              f"again by itself: see [workflow] review_rounds)")
+        if BUILD not in names:
+            raise ConfigError(f"{name}: {where} must include \"build\": the stage whose commits become the "
+                              f"pull request")
+        b = names.index(BUILD)
+        if "plan" in names[b:] or "review" in names[:b]:
+            raise ConfigError(f"{name}: {where} must put \"plan\" before \"build\" and \"review\" after it")
+        flows[flow] = [stages[s] for s in names]
+    return flows
 
 
 def _check_cluster(name: str, node: str, lease_ttl: float, ref_prefix: str, named: bool) -> None:

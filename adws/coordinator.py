@@ -17,7 +17,8 @@ This file is the daemon, read top to bottom:
                                    signals, orphans); what may start: adws/gates.py
     6. Policy                   pure decisions: retries, backoff, outcomes (the prompt: adws/prompt.py)
     7. The coordinator          tick(now): housekeeping, reap, supervise, finish, poll,
-                                   notify, dispatch, publish (disk retention: adws/retention.py)
+                                   notify, dispatch, publish (disk retention: adws/retention.py),
+                                   the status issue (-> adws/steering.py, adws/status_issue.py)
     8. Doctor (--check)         -> adws/doctor.py
     9. Signals, systemd, main()
 
@@ -72,6 +73,8 @@ from adws.outbox import DONE_LABELS, Outbox  # noqa: E402,F401
 # Tokens must never reach a log line, an issue comment or a terminal; the
 # patterns are shared with tools/view_worker.py.
 from adws.redact import redact  # noqa: E402
+from adws.steering import Steering  # noqa: E402
+from adws.status_issue import is_status_issue  # noqa: E402
 from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa: E402
 # The seams, each a module of its own: git and worktrees, worker processes,
 # the prompt. Their names are used here (and by the tests) as this module's.
@@ -285,13 +288,12 @@ def stop_reason_for(w: Worker, cfg: Config, now: float, summary: Any, stop_file:
 
 
 # ===========================================================================
-# 7. The coordinator: tick(now) = reap, supervise, finish, poll, notify, dispatch, publish
+# 7. The coordinator: tick(now) = reap, supervise, finish, poll, notify, dispatch, publish, status issue
 # ===========================================================================
 EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must re-apply the label"
 SPAWNING_PAUSED_START = "startup error while spawning is paused, not counted"
 FINISH_TRIES, FINISH_GIVE_UP_AFTER = 3, 3600.0  # a finish that keeps failing ends Blocked
 HOUSEKEEPING_EVERY = 3600.0
-JOB_THREADS = 4  # a poll, a start, a finish and a notice can be under way at once
 
 
 class Coordinator:
@@ -364,6 +366,10 @@ class Coordinator:
         self._archived_day = ""
         self._housekept_at = 0.0
         self._loaded: Tuple[Optional[bytes], tasks.TaskFile] = (None, tasks.TaskFile())  # load()'s cache
+        self.health: Tuple[str, str] = (metrics.OK, "")  # (level, reason) as write_metrics last judged
+        # The status issue (opt-in, [github] status_issue): adws/steering.py
+        self.steering = Steering(self, entry_fields)
+        self.steering.status = self.steering.issue_for(cfg, self.github)
 
     # -- helpers -----------------------------------------------------------------
     def wall(self, t: float) -> float:
@@ -448,7 +454,9 @@ class Coordinator:
         4. poll GitHub when due (a job) and reconcile the queue with it
         5. deliver owed comments and label swaps (once per poll)
         6. dispatch pending tasks into free slots
-        7. publish: tasks.md status line, metrics.json, systemd"""
+        7. publish: tasks.md status line, metrics.json, systemd
+        8. the status issue after each poll (a job): shown, alerts posted,
+           the boxes people ticked carried out on the loop (adws/steering.py)"""
         self._offset = self._wall() - self.clock()
         if local_time(self.wall(now))[:10] != self._archived_day:
             self.guarded("archive", self.archive, now)
@@ -470,6 +478,7 @@ class Coordinator:
                 self.guarded("outbox", self.deliver_outbox, now)
             self.guarded("dispatch", self.dispatch, now)
         self.guarded("publish", self.publish, now, polled)
+        self.guarded("status issue", self.steering.step, now)
 
     def guarded(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         """The error boundary of one tick step (or one task's part of it):
@@ -907,6 +916,10 @@ class Coordinator:
     def fetch_queue(self, github: GitHub, now: float) -> Tuple[List[dict], List["Decision"]]:
         """Off the loop: the listing and what it means for tasks.md."""
         listing = github.labelled_issues(self.cfg.label)
+        for i in listing:
+            if is_status_issue(i):  # the dashboard is never a task, whoever labels it
+                self.say_once(("status issue", i["number"]), "gh-%d skipped: it is the status issue", i["number"])
+        listing = [i for i in listing if not is_status_issue(i)]
         return listing, self.intake(github, listing, now)
 
     def poll_done(self, github: GitHub, now: float, result: Any, error: Optional[BaseException]) -> None:
@@ -988,8 +1001,7 @@ class Coordinator:
                     continue
             if not self.trusted(n, who, github):
                 continue
-            entry = dict(title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
-                         body_sha=_body_sha(issue), earlier_runs=run_number(task) - 1 if task is not None else 0)
+            entry = entry_fields(issue, task)
             changes.append(Decision(n, functools.partial(tasks.transition, issue=n, to=PENDING,
                                                          expect=(tasks.NEW,) + tasks.TERMINAL, **entry),
                                     f"gh-{n} queued {{p{entry['priority']}}} labelled by {who[0] if who else '?'}"
@@ -1051,7 +1063,9 @@ class Coordinator:
 
     def dispatch(self, now: float) -> None:
         block = self.spawn_block(now)
-        slots = self.max_concurrent - len(self.live_workers()) - len(self.starting)
+        # A worker whose finish is under way still holds its slot: its outcome
+        # (a failed run that pauses everything, say) must be known first.
+        slots = self.max_concurrent - len(self.workers) - len(self.starting)
         if slots <= 0:
             return
         # Next attempt is a wall-clock time in tasks.md: on the steady clock here.
@@ -1384,6 +1398,7 @@ class Coordinator:
         }
         level, reason = metrics.health(data, wall(now))
         data["health"] = {"level": level, "reason": reason}
+        self.health = (level, reason)
         try:
             metrics.write(self.cfg.metrics_path, data)
         except OSError as e:
@@ -1543,10 +1558,12 @@ class Coordinator:
         spend = self.spend if new.ledger_path == old.ledger_path else ledger.SpendTracker(new.ledger_path,
                                                                                           self.wall(now))
         cap = worker_cap(new.max_concurrent)
+        status = self.steering.issue_for(new, github)
         # Built: now applied, all of it.
         if github is not gh:
             self.issues, self.listing_ok, self.next_poll_at = {}, False, 0.0  # that listing was another repository's
         self.cfg, self.github, self.spend, self.max_concurrent = new, github, spend, cap
+        self.steering.status = status
         self.git.cfg = self.outbox.cfg = new
         self.outbox.github = github
         self.gates.reconfigure(new)
@@ -1596,6 +1613,15 @@ def _owe_notice(n: int, now: float) -> Callable[[tasks.TaskFile], Optional[Task]
                 fields["reason"] = f"moved to {t.state} in tasks.md"  # else the issue is told "Failed: " and nothing
         return tasks.amend(doc, n, expect=tasks.TERMINAL, **fields)
     return change
+
+
+def entry_fields(issue: dict, task: Optional[Task]) -> Dict[str, Any]:
+    """A fresh Pending entry for `issue` as GitHub has it now, queued by a
+    trusted label (intake) or a retry order (adws/steering.py): its Body SHA
+    stands for the text so approved, and a task that ran before keeps its
+    branch numbers going."""
+    return dict(title=_one_line(issue.get("title", "")), priority=priority_of(issue.get("labels")),
+                body_sha=_body_sha(issue), earlier_runs=run_number(task) - 1 if task is not None else 0)
 
 
 def _FIXED_WHILE_RUNNING(old: Config, new: Config) -> List[Tuple[str, Any, Any]]:
@@ -1789,6 +1815,7 @@ class Daemon:
             if self.stop:
                 sd_notify("STOPPING=1")  # `systemctl status` says deactivating at once
                 self.c.publish_stopped(self.c.clock())
+                self.c.steering.mark_stopped()  # a clean stop: no crash to tell at the next start
                 return EX_OK
             now = self.c.clock()
             self.c.tick(now, force_poll=poll_now)
@@ -1846,7 +1873,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EX_OK if doctor(cfg, github) else EX_FAIL
     # The daemon runs slow git and gh work in a few threads; --once and
     # --dry-run do everything inline, in order, and then exit.
-    threads = 0 if args.once or args.dry_run else JOB_THREADS
+    threads = 0 if args.once or args.dry_run else cfg.job_threads
     coordinator = Coordinator(cfg, github, dry_run=args.dry_run, threads=threads)
     if args.dry_run:
         coordinator.tick(coordinator.clock(), force_poll=True)
@@ -1862,6 +1889,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     coordinator.subreaper = become_subreaper()
     log.info("coordinator started pid=%d repo=%s label=%s max_concurrent=%d tasks=%s",
              os.getpid(), cfg.repo, cfg.label, coordinator.max_concurrent, cfg.tasks_path)
+    if not args.once:
+        coordinator.steering.mark_running(coordinator.clock())  # says a crash on the status issue
     coordinator.recover(coordinator.clock())
     if args.once:
         coordinator.tick(coordinator.clock(), force_poll=True)

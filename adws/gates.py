@@ -269,6 +269,25 @@ class Gates:
         log.info("spawning resumed: %s", why)
         return True
 
+    def pause(self, why: str) -> None:
+        """A person's pause given from afar (the status issue's box): the
+        PAUSE file, as if they had touched it at the Pi, so it holds across
+        a restart and shows wherever the pause is looked for."""
+        write_atomic(self.cfg.pause_path, (why + "\nRemove this file, or untick the box on the status issue, "
+                                                 "to resume.\n").encode("utf-8"))
+        log.info("spawning paused: %s", why)
+
+    def unpause(self, why: str) -> None:
+        """Lift every pause a person can lift: PAUSE (the failure breaker's
+        too) and SIGUSR1's."""
+        if not self.resume(why):
+            try:
+                self.cfg.pause_path.unlink()
+            except FileNotFoundError:
+                pass
+            log.info("spawning resumed: %s", why)
+        self.paused_by_signal = False
+
     def sigusr1(self) -> None:
         """SIGUSR1 resumes after the failure breaker, else toggles a pause."""
         if self.resume("SIGUSR1"):

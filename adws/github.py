@@ -140,6 +140,7 @@ class GitHub:
         self._feed_top: Optional[int] = None
         self._feed_etag = ""
         self._login = ""
+        self._pull_numbers: set = set()  # PRs whose conversation is cached (forget_pulls_except)
 
     # -- the one way in --------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, etag: str = "") -> Response:
@@ -509,6 +510,101 @@ class GitHub:
                 "editor": _actor(issue["editor"]) if isinstance(issue.get("editor"), dict) else None,
                 "last_edited_at": str(issue.get("lastEditedAt") or "")}
 
+    # -- pull requests and their reviews (adws/followup.py) ---------------------
+    # The follow-up watch reads, per poll, one conditional list of pull
+    # requests sorted by update: nothing changed anywhere, a free 304. A new
+    # review, review comment or conversation comment, a push, a close or a
+    # merge moves a PR's updated_at and so brings it to the top; only the PRs
+    # whose updated_at moved are read further, each with conditional requests
+    # of its own. So an idle poll costs nothing, and a busy one costs what
+    # changed, never what exists.
+
+    def pulls_by_update(self, state: str = "all", newer_than: str = "") -> List[dict]:
+        """Pull requests (`state` open, closed or all) most recently updated
+        first, with the ETag of the last answer. The first page (100) is
+        always read; later pages only while every PR read so far is newer
+        than `newer_than` (an updated_at): more than 100 PRs changed since
+        that time, and the changed ones may lie further down. With state
+        "all" this is recent_pulls()'s very request, so the two share one
+        cached answer."""
+        path = f"repos/{self.repo}/pulls?state={_quote(state)}&sort=updated&direction=desc&per_page=100"
+        keys = PULL_KEYS + ("state", "updated_at")
+        pulls = _items("GET", path, self.get_conditional(path, pages=1), keys)
+        link = self._etags.get(path, ("", ([], "")))[1][1]
+        page = pulls
+        while newer_than and page and link and all(str(p["updated_at"]) > newer_than for p in page):
+            nxt = _next_link(link)
+            if not nxt:
+                break
+            resp = self.api("GET", nxt)
+            page = _items("GET", nxt, _shape(resp.status, "GET", nxt, resp.data, list), keys)
+            link = resp.headers.get("link", "")
+            pulls = pulls + page
+        return pulls
+
+    def pull(self, number: int) -> dict:
+        """One pull request (head sha and ref, state, merged), asked with
+        the ETag of the last answer: unchanged, a 304 from the cache."""
+        path = f"repos/{self.repo}/pulls/{number}"
+        known = self._etags.get(path)
+        resp = self.api("GET", path, etag=known[0] if known else "")
+        if known and resp.status == 304:
+            return known[1]
+        pr = _shape(resp.status, "GET", path, resp.data, dict, PULL_KEYS + ("state", "updated_at"))
+        if resp.headers.get("etag"):
+            self._etags[path] = (resp.headers["etag"], pr)
+        return pr
+
+    def reviews(self, number: int) -> List[dict]:
+        """The pull request's reviews, oldest first: `state`
+        (CHANGES_REQUESTED, COMMENTED, APPROVED, DISMISSED), `body`, `user`,
+        `submitted_at`. Conditional, page by page."""
+        path = f"repos/{self.repo}/pulls/{number}/reviews?per_page=100"
+        return _items("GET", path, self.get_conditional(path), REVIEW_KEYS)
+
+    def review_comments(self, number: int) -> List[dict]:
+        """The pull request's review comments (on lines of its diff), oldest
+        first: `path`, `line` (None once outdated), `original_line`,
+        `diff_hunk`, `pull_request_review_id`, `in_reply_to_id` (replies
+        only), `user`, `created_at`, `updated_at`, `body`. Conditional."""
+        path = f"repos/{self.repo}/pulls/{number}/comments?per_page=100"
+        return _items("GET", path, self.get_conditional(path), REVIEW_COMMENT_KEYS)
+
+    def review_comments_since(self, since: str) -> List[dict]:
+        """Review comments on any pull request of the repository updated at
+        or after `since` (ISO 8601), oldest update first, every page. Not
+        conditional: `since` moves, so each answer is a new one. One call
+        covers many changed PRs at once (each comment's `pull_request_url`
+        names its PR)."""
+        path = (f"repos/{self.repo}/pulls/comments?sort=updated&direction=asc"
+                f"&since={_quote(since)}&per_page=100")
+        out: List[dict] = []
+        while path:
+            resp = self.api("GET", path)
+            out += _items("GET", path, _shape(resp.status, "GET", path, resp.data, list), REVIEW_COMMENT_KEYS)
+            path = _next_link(resp.headers.get("link", ""))
+        return out
+
+    def conversation(self, number: int) -> List[dict]:
+        """The conversation comments of a pull request (its issue comments),
+        oldest first, every page, each with the ETag of the last answer."""
+        path = f"repos/{self.repo}/issues/{number}/comments?per_page=100"
+        self._pull_numbers.add(number)
+        return _items("GET", path, self.get_conditional(path), COMMENT_KEYS)
+
+    def forget_pulls_except(self, numbers: Iterable[int]) -> None:
+        """Drop the cached answers about pull requests no longer watched:
+        the cache stays as small as the watch, however long the daemon runs."""
+        keep = set(numbers)
+        pulls = re.compile(r"repos/[^/]+/[^/]+/pulls/(\d+)(?:[/?]|$)")
+        for path in list(self._etags):
+            m = pulls.match(path)
+            if m and int(m.group(1)) not in keep:
+                del self._etags[path]
+        for n in self._pull_numbers - keep:
+            self._etags.pop(f"repos/{self.repo}/issues/{n}/comments?per_page=100", None)
+        self._pull_numbers &= keep
+
     # -- writes: each retried after a 5xx or a failed connection ----------------
     def comment(self, number: int, body: str) -> int:
         path = f"repos/{self.repo}/issues/{number}/comments"
@@ -555,6 +651,9 @@ ISSUE_KEYS = ("number", "title", "labels", "updated_at")
 EVENT_KEYS = ("event", "created_at")
 FEED_KEYS = ("event", "created_at", "issue")
 PULL_KEYS = ("number", "head", "html_url")
+REVIEW_KEYS = ("id", "state", "body", "user")
+REVIEW_COMMENT_KEYS = ("id", "body", "user", "path", "diff_hunk", "created_at")
+COMMENT_KEYS = ("id", "body", "user", "created_at")
 DRAFT_UNAVAILABLE = ("**Needs review before merging:** draft pull requests are not available "
                      "in this repository, so this one was opened ready for review.")
 
@@ -632,6 +731,14 @@ def _next_link(link: str) -> str:
             m = re.match(r"https?://[^/]+/(?:api/v3/)?(.*)", url)
             return m.group(1) if m else url
     return ""
+
+
+def pull_state(pr: dict) -> str:
+    """open, closed or merged: a merged pull request is closed with a
+    merged_at (the list's shape) or merged true (the single PR's)."""
+    if pr.get("merged_at") or pr.get("merged") is True:
+        return "merged"
+    return "closed" if pr.get("state") == "closed" else "open"
 
 
 def is_bot(user: Optional[dict]) -> bool:

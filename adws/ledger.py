@@ -442,15 +442,19 @@ class SpendTracker:
         )
 
 
-def usd(amount: float) -> str:
-    """Money as users see it everywhere: ``$5.02``.
+def usd(amount: Optional[float], fine: bool = False) -> str:
+    """Money as users see it everywhere: ``$5.02``; ``-`` when unknown.
 
     Rounded half-up on the decimal digits (``repr``), as a person rounds by
     hand: $3.005 shows as $3.01, where float formatting would say $3.00.
+    `fine` (one run's transcript) keeps four decimals below a dollar: ``$0.0017``.
     """
+    if amount is None:
+        return "-"
     try:
         exact = Decimal(repr(float(amount)))
-        return "${:,}".format(exact.quantize(CENT, rounding=ROUND_HALF_UP))
+        step = Decimal("0.0001") if fine and abs(exact) < 1 else CENT
+        return "${:,}".format(exact.quantize(step, rounding=ROUND_HALF_UP))
     except (InvalidOperation, ValueError, OverflowError):
         return "$?"
 

@@ -96,8 +96,19 @@ def read(path) -> Optional[dict]:
 # Health
 # ---------------------------------------------------------------------------
 
-def human_duration(seconds: float) -> str:
-    """``45 s``, ``14 min``, ``3 h 5 min``, ``2 days``: the way status says how long."""
+def human_duration(seconds: float, fine: bool = False) -> str:
+    """``45 s``, ``14 min``, ``3 h 5 min``, ``2 days``: the way status says how
+    long. `fine` (a tool call, a run in its transcript): ``850ms``, ``12.3s``,
+    ``3m05s``, ``1h02m``."""
+    if fine:
+        if seconds < 1:
+            return "{}ms".format(int(max(0.0, seconds) * 1000))
+        if seconds < 60:
+            return "{:.1f}s".format(seconds)
+        minutes, rest = divmod(int(seconds), 60)
+        if minutes < 60:
+            return "{}m{:02d}s".format(minutes, rest)
+        return "{}h{:02d}m".format(*divmod(minutes, 60))
     s = max(0, int(seconds))
     if s < 60:
         return "{} s".format(s)

@@ -749,15 +749,21 @@ class StatusIssue:
     # -- state and logging --
 
     def state(self) -> dict:
-        return {"version": 1, "number": self.number, "rev": self.rev, "updated": self.updated,
-                "written_at": self.written_at, "lines": self.lines, "handled": self.handled, "owed": self.owed,
-                "alerts": self.alerts.causes}
+        return {"version": 1, "repo": self.github.repo, "number": self.number, "rev": self.rev,
+                "updated": self.updated, "written_at": self.written_at, "lines": self.lines,
+                "handled": self.handled, "owed": self.owed, "alerts": self.alerts.causes}
 
     def _load(self) -> None:
         if self.state_path is None or not self.state_path.exists():
             return
         try:
             data = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if str(data.get("repo", self.github.repo)) != self.github.repo:
+                # Another repository's issue: its number here may be anyone's
+                # issue, or a pull request our account opened. Found afresh.
+                log.info("status-issue state %s is for %s: starting afresh for %s",
+                         self.state_path, data.get("repo"), self.github.repo)
+                return
             number = None if data["number"] is None else int(data["number"])
             rev, updated, written_at = int(data["rev"]), float(data["updated"]), str(data["written_at"])
             lines = [str(x) for x in data["lines"]]

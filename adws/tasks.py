@@ -50,10 +50,13 @@ _EMOJI = {ACTIVE: "🟡", COMPLETED: "✅", FAILED: "❌", BLOCKED: "⏰"}
 _RANK = {ACTIVE: 0, COMPLETED: 1, FAILED: 1, BLOCKED: 1, PENDING: 2}
 
 # Detail lines in render order: (key as rendered, Task attribute, kind).
-# "int" is Optional[int] (None = absent); "count" is an int where 0 = absent.
+# "int" is Optional[int] (None = absent); "count" is an int where 0 = absent;
+# "stage" is Optional[StageAt]. A task's stage results ("- Stage plan: ...",
+# Task.stage_runs) have no fixed key: they render right after "Stage".
 _DETAILS = (
     ("PID", "pid", "int"), ("PID start", "pid_start", "int"),
     ("Started", "started", "str"), ("Branch", "branch", "str"),
+    ("Workflow", "workflow", "str"), ("Stage", "stage", "stage"),
     ("Worktree", "worktree", "str"), ("Log", "log", "str"),
     ("Log offset", "log_offset", "int"), ("Attempts", "attempts", "count"),
     ("Startup errors", "startup_errors", "count"),
@@ -63,11 +66,118 @@ _DETAILS = (
     ("Comment", "comment_id", "int"), ("Body SHA", "body_sha", "str"),
     ("Earlier runs", "earlier_runs", "count"), ("Finished", "finished", "str"),
     ("GitHub", "outbox", "str"),
+    # Follow-ups on the task's pull request (adws/followup.py owns these values).
+    ("Round", "round", "str"), ("Pushed", "pushed", "str"),
+    ("Watch since", "watch_since", "str"), ("Watch seen", "watch_seen", "str"),
+    ("Pending", "pending", "str"), ("Handled", "handled", "str"),
+    ("Answer", "answer_id", "int"), ("Held", "held", "str"), ("Follow-ups", "followups", "str"),
 )
 _BY_KEY = {key.lower(): (attr, kind) for key, attr, kind in _DETAILS}
 # The key exactly as render() writes it after "-" (" PID"): the fast path for
 # the daemon's own lines; anything else takes the general route in _detail().
-_EXACT = {" " + key: (attr, kind) for key, attr, kind in _DETAILS}
+# A stage is never a plain string or number: it always takes that route.
+_EXACT = {" " + key: (attr, kind) for key, attr, kind in _DETAILS if kind != "stage"}
+
+
+# -- Stages -------------------------------------------------------------------
+# A workflow (adws/workflow.py) runs a task as several worker runs, its
+# stages, in one worktree. tasks.md records where it is and what each stage
+# run did, so a restart knows what is done and nothing completed runs twice:
+#
+#   - Stage: build (2 of 3)                          the stage running now (Active only)
+#   - Stage: review (3 of 3, review round 1)         a re-review after a changes round
+#   - Stage plan: completed in 3m 12s, $0.41, session 0c9e...; a note
+#
+# one result line per stage run, in the order they ended, retries and failed
+# runs included. The note is free text (a review's verdict, why a run failed).
+
+STAGE_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")  # what config accepts; parse takes any case
+STAGE_OUTCOMES = ("completed", "blocked", "failed", "stopped", "startup_error", "cancelled")  # as the ledger's
+_ANY_STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
+_STAGE_AT_RE = re.compile(r"([A-Za-z][A-Za-z0-9_-]{0,39})(?: \(([0-9]{1,4}) of ([0-9]{1,4})"
+                          r"(?:, review round ([0-9]{1,4}))?\))?")
+_STAGE_RUN_RE = re.compile(
+    r"([a-z_]+) in (?:([0-9]+)h )?(?:([0-9]+)m )?([0-9]+)s, \$([0-9]{1,15}(?:\.[0-9]{1,8})?)"
+    r"(?:, session ([A-Za-z0-9_-]{1,100}))?(?:; (.*))?", re.S)
+_SESSION_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+@dataclass(frozen=True)
+class StageAt:
+    """Where a task's workflow is: stage `name`, number `number` of `total`
+    (0 of 0: not said, as in a hand-written "- Stage: plan"), and which
+    review round, if the last review asked for changes (0: none)."""
+    name: str
+    number: int = 0
+    total: int = 0
+    review_round: int = 0
+
+    def __post_init__(self) -> None:
+        # A value the line cannot say is the daemon's bug: refused here, not written.
+        said = 1 <= self.number <= self.total <= 9999 and 0 <= self.review_round <= 9999
+        unsaid = self.number == self.total == self.review_round == 0
+        if not _ANY_STAGE_NAME.fullmatch(self.name) or not (said or unsaid):
+            raise ValueError(f"not a stage tasks.md can record: {self!r}")
+
+    def __str__(self) -> str:
+        if not self.number:
+            return self.name
+        rnd = f", review round {self.review_round}" if self.review_round else ""
+        return f"{self.name} ({self.number} of {self.total}{rnd})"
+
+    @classmethod
+    def parse(cls, text: str) -> Optional["StageAt"]:
+        m = _STAGE_AT_RE.fullmatch(text)
+        if not m:
+            return None
+        number, total, rnd = (int(x) if x else 0 for x in m.group(2, 3, 4))
+        try:
+            return cls(m.group(1), number, total, rnd)
+        except ValueError:  # "(0 of 3)", "(4 of 3)": not a place in a workflow
+            return None
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One stage run's result, as its "- Stage <name>: ..." line says it.
+    Values are kept as the line can say them: whole seconds, dollars to four
+    places, a session id only if it is a plain token; so what the daemon
+    records reads back equal, restart after restart."""
+    name: str
+    outcome: str            # one of STAGE_OUTCOMES
+    seconds: int = 0
+    cost: float = 0.0
+    session: str = ""       # the CLI's session id: a later stage may resume it
+    note: str = ""          # a review's verdict line; why a run failed
+
+    def __post_init__(self) -> None:
+        if not _ANY_STAGE_NAME.fullmatch(self.name) or self.outcome not in STAGE_OUTCOMES:
+            raise ValueError(f"not a stage result tasks.md can record: {self.name!r} {self.outcome!r}")
+        cost = float(self.cost) if isinstance(self.cost, (int, float)) else 0.0
+        # Out of range (NaN is in none, inf too) says nothing: 0. "+ 0.0": never -0.0.
+        object.__setattr__(self, "cost", (round(cost, 4) if 0 <= cost < 1e12 else 0.0) + 0.0)
+        seconds = float(self.seconds) if isinstance(self.seconds, (int, float)) else 0.0
+        object.__setattr__(self, "seconds", int(seconds) if 0 <= seconds < 1e12 else 0)
+        if not _SESSION_RE.fullmatch(self.session or ""):
+            object.__setattr__(self, "session", "")
+
+    @property
+    def value(self) -> str:
+        h, rest = divmod(self.seconds, 3600)
+        m, sec = divmod(rest, 60)
+        took = f"{h}h {m}m {sec}s" if h else f"{m}m {sec}s" if m else f"{sec}s"
+        cost = f"{self.cost:.2f}" if round(self.cost, 2) == self.cost else f"{self.cost:.4f}"
+        return (f"{self.outcome} in {took}, ${cost}" + (f", session {self.session}" if self.session else "")
+                + (f"; {self.note}" if self.note else ""))
+
+    @classmethod
+    def parse(cls, name: str, text: str) -> Optional["StageRun"]:
+        m = _STAGE_RUN_RE.fullmatch(text)
+        if not m or m.group(1) not in STAGE_OUTCOMES:
+            return None
+        h, mins, sec = (int(x) if x else 0 for x in m.group(2, 3, 4))
+        return cls(name, m.group(1), h * 3600 + mins * 60 + sec, float(m.group(5)), m.group(6) or "",
+                   m.group(7) or "")
 
 
 @dataclass
@@ -104,6 +214,20 @@ class Task:
     # same write that ends the task, cleared once GitHub has them, so a crash
     # in between is caught up after the restart, never forgotten.
     outbox: str = ""
+    workflow: str = ""         # "": the one-stage "build" workflow, as before workflows existed
+    stage: Optional[StageAt] = None   # the stage running now; cleared when the task leaves Active
+    stage_runs: List[StageRun] = field(default_factory=list)  # every stage run's result, in order
+    # Follow-ups (issue #14): answering reviews on the task's pull request.
+    # The values are written and read by adws/followup.py (Watch.of, fields).
+    round: str = ""            # "2 of 4": round 1 is the first run; shown while a follow-up runs, kept after
+    pushed: str = ""           # the last sha the coordinator pushed to the PR's branch
+    watch_since: str = ""      # GitHub time: comments older than this are not for the follow-ups
+    watch_seen: str = ""       # the PR's updated_at when last read with nothing pending: unchanged, no read
+    pending: str = ""          # "r101=3fa2c1d0e9b8 c202=...": trusted comments read, not yet answered
+    handled: str = ""          # the same for comments answered (or refused) in a round
+    answer_id: Optional[int] = None  # the PR comment that answers the current round, edited in place
+    held: str = ""             # "<sha> <GitHub time>": a head held for others' agent-config changes
+    followups: str = ""        # why the PR is no longer watched ("stopped: PR merged"); "" = watched
     extra: List[Tuple[str, str]] = field(default_factory=list)  # unknown or unparseable "- Key: value"
     # A person's lines found under this entry, kept verbatim and rendered after
     # its details. They travel with the entry when it moves.
@@ -249,6 +373,7 @@ def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: O
         doc.move(cur, to)
         if state == ACTIVE:
             cur.pid = cur.pid_start = None
+            cur.stage = None  # describes a running worker, like the PID; stage_runs say what is done
             if to == PENDING:
                 cur.worker = ""  # a queued entry has no worker (and renders none)
         if to in TERMINAL:
@@ -269,7 +394,7 @@ def amend(doc: TaskFile, issue: int, *, expect, owner: Optional[str] = None, **f
 
 
 def _copy(t: Task) -> Task:
-    return replace(t, extra=list(t.extra), notes=list(t.notes))
+    return replace(t, extra=list(t.extra), notes=list(t.notes), stage_runs=list(t.stage_runs))
 
 
 # -- Escaping -----------------------------------------------------------------
@@ -504,9 +629,28 @@ def _detail(task: Task, raw_key: str, raw_value: str, seen: set) -> Optional[str
     value = _unescape(raw_value.strip())
     known = _BY_KEY.get(key.lower())
     if known is None:
+        if key[:6].lower() == "stage " and value:
+            run = StageRun.parse(key[6:], value) if _ANY_STAGE_NAME.fullmatch(key[6:]) else None
+            if run is None:
+                task.extra.append((key, value))
+                return f"'{key}' is not a stage result ('completed in 3m 12s, $0.41')"
+            task.stage_runs.append(run)
+            return None
         task.extra.append((key, value))
         return None
     attr, kind = known
+    if kind == "stage":
+        if attr in seen and value:
+            task.extra.append((key, value))
+            return f"repeated '{key}' for {task.name}"
+        at = StageAt.parse(value) if value else None
+        if value and at is None:
+            task.extra.append((key, value))
+            return f"'{key}' is not a stage ('build (2 of 3)')"
+        if at is not None:
+            seen.add(attr)
+            task.stage = at
+        return None
     # Bad or repeated values go to extra, so they are rendered back, not lost.
     if attr in seen:
         task.extra.append((key, value))
@@ -555,6 +699,8 @@ def _render_entry(t: Task) -> List[str]:
         v = getattr(t, attr)
         if v is not None and v != "" and not (kind == "count" and v <= 0):
             lines.append(f"- {key}: {_escape(str(v))}")
+        if kind == "stage":
+            lines += [f"- Stage {r.name}: {_escape(r.value)}" for r in t.stage_runs]
     lines += [f"- {' '.join(k.split())}: {_escape(v)}" for k, v in t.extra]
     return lines + t.notes
 

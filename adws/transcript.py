@@ -34,8 +34,7 @@ Why the data is read the way it is (each point was seen in real output):
 
 Public API: ``RunSummary``, ``TranscriptFollower``, ``iter_events``,
 ``summarize``, ``key_argument``, ``ledger_record``; helpers ``parse_line``,
-``SummaryBuilder``, ``estimate_cost``, ``prices_for``, ``tool_label``,
-``format_usd``.
+``SummaryBuilder``, ``estimate_cost``, ``prices_for``, ``tool_label``.
 """
 from __future__ import annotations
 
@@ -105,13 +104,6 @@ def estimate_cost(model: str, input_tokens: int = 0, output_tokens: int = 0,
             + (cache_creation_tokens - one_hour) * p_write
             + one_hour * 2 * p_in
             + cache_read_tokens * p_read) / 1_000_000
-
-
-def format_usd(amount: Optional[float]) -> str:
-    """``$0.0017`` below a dollar, ``$2.46`` above; ``-`` for unknown."""
-    if amount is None:
-        return "-"
-    return "${:.4f}".format(amount) if abs(amount) < 1 else "${:.2f}".format(amount)
 
 
 # ---------------------------------------------------------------------------
@@ -673,14 +665,17 @@ class TranscriptFollower:
 # ---------------------------------------------------------------------------
 
 def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: str, now: float,
-                  outcome: str = "") -> dict:
+                  outcome: str = "", stage: str = "", round: int = 0) -> dict:
     """One line of ``<logs>/usage.jsonl`` for a finished attempt (see adws/ledger.py).
 
     ``date`` is the local day (budgets are per day as the user sees it), ``ts``
     is UTC. ``cost_source`` says whether the CLI reported the cost or it is
-    this module's estimate (a run killed before its result).
+    this module's estimate (a run killed before its result). ``stage`` names
+    the workflow stage the run was (one line per stage run) and ``round`` the
+    follow-up round (2 and up; adws/followup.py); each is left out when not given, so a one-stage run's
+    line is what it always was.
     """
-    return {
+    record = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "date": time.strftime("%Y-%m-%d", time.localtime(now)),
         "issue": issue,
@@ -703,3 +698,8 @@ def ledger_record(issue: int, attempt: int, summary: RunSummary, exit_reason: st
         "api_retries": summary.api_retries,
         "model_usage": summary.model_usage,
     }
+    if stage:
+        record["stage"] = stage
+    if round > 1:
+        record["round"] = round
+    return record

@@ -293,4 +293,5 @@ def test_a_notice_that_fails_after_the_outcome_is_recorded_never_finishes_the_ru
     assert c.workers == {}
     t = tasks.load(cfg.tasks_path)[0].governing(1)
     assert (t.state, t.reason, t.outbox) == (BLOCKED, "Which colour?", "pending")  # the notice is still owed
-    assert len((cfg.logs / "usage.jsonl").read_text().splitlines()) == 1  # one run, recorded once
+    (line,) = (cfg.logs / "usage.jsonl").read_text().splitlines()  # one run, recorded once
+    assert json.loads(line)["outcome"] == "blocked"                 # as it ended, not as a second finish saw it

@@ -119,6 +119,21 @@ def test_existing_pr_for_the_branch_completes_the_task(project, github):
     assert project.task(n).pr.endswith(f"/pull/{pr}")
 
 
+def test_a_run_without_commits_looks_at_one_page_of_recent_pull_requests(project, github):
+    """A run with nothing to push may have opened its PR itself: the daemon
+    looks among the 100 most recently updated, one page, however many PRs
+    the repository has (a run with commits never looks: the 422 tells)."""
+    for i in range(150):
+        github.create_pull(f"other/{i}", title=f"busy repo {i}")
+    n = project.issue("Nothing to push")
+    project.script({"default": {"turns": 1}})
+    project.write_config(workers={"max_attempts": 1})
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.FAILED, message="failed")
+    pulls = [r for r in github.requests if r.method == "GET" and "/pulls" in r.path]
+    assert len(pulls) == 1 and pulls[0].path == "/repos/acme/widgets/pulls", [r.path for r in pulls]
+
+
 def test_a_pr_older_than_the_recent_hundred_is_found_after_the_422(project, github):
     """The branch's PR exists but is not among the 100 most recently updated
     that one poll reads: creating it again gets GitHub's 422 "already
@@ -321,3 +336,69 @@ def test_a_pr_github_refuses_ends_blocked_at_once_and_is_not_retried(project, gi
     project.wait_for(lambda: project.state(m) == tasks.COMPLETED, message="second issue completed")
     refused = [r for r in github.requests if r.method == "POST" and r.path.endswith("/pulls") and r.status == 422]
     assert len(refused) == 1
+
+
+# -- what the polling costs: ETags and a low rate limit -------------------------------------
+
+ISSUES = "/repos/acme/widgets/issues"
+
+
+def list_polls(github, since=0):
+    """The daemon's polls (GET of the issue list) the fake has answered, after the first `since` requests."""
+    return [r for r in github.requests[since:] if r.method == "GET" and r.path == ISSUES]
+
+
+def test_an_unchanged_poll_sends_the_etag_and_is_a_free_304(project, github):
+    """The running daemon polls with If-None-Match: while nothing changed,
+    GitHub (the fake answers only a matching ETag so) says 304, which does
+    not count against the rate limit; a change is read at the next poll."""
+    n = project.issue("Wait in the queue")
+    (project.dir / "PAUSE").write_text("held by the test\n")  # queued, never started
+    project.write_config(github={"poll_interval": 0.5})
+    project.start()
+    project.wait_for(lambda: project.task(n), message="the first poll queued it")
+    mark, counted = len(github.requests), github.counted_requests()
+    project.wait_for(lambda: len(list_polls(github, mark)) >= 3, timeout=15, message="three more polls")
+    polls = list_polls(github, mark)
+    assert [(r.status, r.counted) for r in polls] == [(304, False)] * len(polls)
+    assert github.counted_requests() == counted  # nothing else the polls did was counted either
+    # The ETag is the list's: a change is a 200 at the next poll, then 304s again.
+    github.edit_issue(n, title="Renamed")
+    mark = len(github.requests)
+    project.wait_for(lambda: len(list_polls(github, mark)) >= 2, timeout=15, message="two polls after the edit")
+    assert [r.status for r in list_polls(github, mark)][:2] == [200, 304]
+
+
+def poll_gaps(github, count, timeout=10.0):
+    """Seconds between the next `count` + 1 polls, as seen from here (each
+    noticed within 0.05 s of its answer)."""
+    seen, times = len(list_polls(github)), []
+    deadline = time.time() + timeout
+    while len(times) <= count and time.time() < deadline:
+        now = len(list_polls(github))
+        if now > seen:
+            times.append(time.time())
+            seen = now
+        time.sleep(0.05)
+    assert len(times) == count + 1, f"{len(times)} polls in {timeout} s"
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def test_a_low_rate_limit_slows_the_polling_4x_and_the_status_line_says_so(project, github):
+    """Below 200 requests left the daemon polls 4x less often until the
+    limit recovers, and tasks.md's status line says so."""
+    github.set_rate_limit(150)
+    project.write_config(github={"poll_interval": 0.4})
+    project.start()
+    project.wait_for(lambda: "rate limit" in project.tasks().status if (project.dir / "tasks.md").exists() else False,
+                     timeout=10, message="the status line")
+    slowed = poll_gaps(github, 2)
+    assert min(slowed) >= 1.3, slowed  # 1.6 s, not the 0.4 s of a normal poll
+    status = project.tasks().status
+    assert status.startswith("running · github: rate limit nearly spent, polling every 1.6s until "), status
+    # The limit recovers (a new hour): the status line says nothing more, and
+    # the polls come faster again than they did (relative: load slows both).
+    github.set_rate_limit(5000)
+    project.wait_for(lambda: "rate limit" not in project.tasks().status, timeout=10, message="the status line cleared")
+    normal = poll_gaps(github, 2)
+    assert max(normal) < min(slowed) * 0.75, (normal, slowed)

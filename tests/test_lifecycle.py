@@ -152,6 +152,45 @@ def test_per_run_budget_reaches_the_worker_argv(project, github):
     assert argv[argv.index(b"--max-turns") + 1] == b"7"
 
 
+def transcript_events(project, n, kind):
+    path = project.dir / "logs" / f"gh-{n}.jsonl"
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e.get("type") == kind]
+
+
+def test_a_run_the_cli_ends_at_its_budget_fails_with_the_clis_reason(project, github):
+    """The other half of per_run_usd: the CLI's own --max-budget-usd. The
+    worker (which honours the flag as the real CLI does) ends the run with
+    a result `error_max_budget_usd` and exit status 1 before its tools run
+    or it commits; the daemon takes that as a failed run, retries it, and
+    says why in tasks.md and on the issue."""
+    n = project.issue("Expensive")
+    # $0.40 over 4 turns: the first turn's $0.10 reaches --max-budget-usd 0.1
+    # (the CLI stops at cost >= budget), while the coordinator's own check
+    # (cost > per_run_usd) does not fire: the CLI's limit is what ends it.
+    project.script({"default": {"turns": 4, "cost": 0.4, "commit": "fix.txt"}})
+    project.write_config(budget={"per_run_usd": 0.1}, workers={"max_attempts": 2})
+    project.start()
+    project.wait_for(lambda: project.state(n) in tasks.TERMINAL, timeout=40, message="the task ended")
+    assert project.state(n) == tasks.FAILED
+    why = "worker exited without commits (exit status 1, result error_max_budget_usd)"
+    assert project.task(n).reason == why + " (attempt 2 of 2)"
+    project.wait_for(lambda: "tac:failed" in github.issue_labels(n), message="the issue told")
+    (comment,) = github.comments(n)
+    assert comment["body"].startswith(f"❌ Failed: {why} (attempt 2 of 2)")
+    assert f"gh-{n} failed: {why}; retry at" in project.log_text()  # the first run: retried
+    # Both runs were ended by the CLI, not stopped by the coordinator.
+    assert "stopping pid=" not in project.log_text()
+    results = transcript_events(project, n, "result")
+    assert [(r["subtype"], r["is_error"], r["total_cost_usd"], r["num_turns"]) for r in results] \
+        == [("error_max_budget_usd", True, 0.1, 1)] * 2
+    assert results[0]["errors"] == ["Reached maximum budget ($0.1)"]
+    assert transcript_events(project, n, "user") == []  # the turn's tool never ran
+    ledger = [json.loads(ln) for ln in (project.dir / "logs" / "usage.jsonl").read_text().splitlines()]
+    assert [(r["issue"], r["cost_usd"], r["subtype"], r["exit_reason"], r["outcome"]) for r in ledger] \
+        == [(n, 0.1, "error_max_budget_usd", why, "failed")] * 2
+    assert github.pulls() == []
+
+
 def test_tool_lists_reach_the_worker_argv(project, github):
     """[workers] allowed_tools / disallowed_tools become the CLI's flags, as
     the worker itself received them."""

@@ -303,6 +303,92 @@ def test_max_turns_exhaustion(claude_bin: str, repo: str, tmp_path: Any) -> None
     assert steps_used == 2
 
 
+#: Observed with 2.1.197: the exit status of a run that ends in error_max_budget_usd.
+MAX_BUDGET_EXIT_CODE = 1
+
+
+@real_cli
+@pytest.mark.parametrize("budget, turns", [("0.01", 1), ("0.12", 3)])
+def test_max_budget_usd_ends_the_run_after_the_turn_that_reaches_it(claude_bin: str, repo: str, tmp_path: Any,
+                                                                      budget: str, turns: int) -> None:
+    """--max-budget-usd X: after each model turn the CLI adds up its cost, and
+    once it is X or more it ends with result error_max_budget_usd, exit 1,
+    without running that turn's tools. adws/sandbox/scripted_worker.py
+    copies this; the coordinator's own per_run_usd stop is the other half."""
+    # Each turn reports 1,000 input and 2,000 output tokens: $0.055 at the
+    # CLI's prices for its default model, so 0.01 is reached by the first
+    # turn and 0.12 by the third ($0.11 after two is still under it).
+    script = [{"tool": "Bash", "input": {"command": "touch step%d" % i},
+               "usage": {"input_tokens": 1000, "output_tokens": 2000}} for i in range(1, 6)] + [{"text": "Done."}]
+    with FakeAnthropic(script) as fake:
+        rc, lines = run_claude(repo, fake, ["--max-budget-usd", budget, "--max-turns", "10"],
+                               log_path=str(tmp_path / "max_budget.jsonl"))
+        steps_used = fake.steps_used
+    events = _events_of(lines)
+    result = _result(events)
+    assert rc == MAX_BUDGET_EXIT_CODE, lines[-3:]
+    assert (result["subtype"], result["is_error"]) == ("error_max_budget_usd", True)
+    assert result["errors"] == ["Reached maximum budget ($%s)" % budget]
+    assert result["num_turns"] == turns and steps_used == turns
+    cost = result["total_cost_usd"]
+    assert isinstance(cost, float) and cost >= float(budget)
+    assert cost == pytest.approx(0.055 * turns)
+    assert cost == pytest.approx(sum(m["costUSD"] for m in result["modelUsage"].values()))
+    # Its usage leaves out the turn that reached the budget (a success's is
+    # the run's total); modelUsage counts every turn. The cost is the whole.
+    assert [result["usage"][k] for k in ("input_tokens", "output_tokens")] == [1000 * (turns - 1), 2000 * (turns - 1)]
+    (per_model,) = result["modelUsage"].values()
+    assert [per_model[k] for k in ("inputTokens", "outputTokens")] == [1000 * turns, 2000 * turns]
+    # The turn that reached the budget was printed but its tool never ran.
+    assert [e["type"] for e in events[-2:]] == ["assistant", "result"]
+    assert len(_tool_results(events)) == turns - 1
+    ran = sorted(f for f in os.listdir(repo) if f.startswith("step"))
+    assert ran == ["step%d" % i for i in range(1, turns)]
+
+
+@real_cli
+@pytest.mark.parametrize("mode, flags, bash_runs", [
+    # [workers] disallowed_tools, comma-joined as the coordinator passes it:
+    # the tools are gone even in bypass mode, and a call to one is refused.
+    ("bypass", ["--disallowedTools", "Bash,Write"], False),
+    # allowed_tools in bypass mode narrows nothing (docs/SECURITY.md, config.toml).
+    ("bypass", ["--allowedTools", "Read,Edit"], True),
+    # The real allow-list of docs/SECURITY.md: dontAsk in place of bypass
+    # refuses what the list leaves out, and runs what it names.
+    ("dontAsk", ["--allowedTools", "Read"], False),
+    ("dontAsk", ["--allowedTools", "Read,Bash"], True),
+])
+def test_tool_lists_as_the_coordinator_passes_them(claude_bin: str, repo: str, tmp_path: Any,
+                                                    mode: str, flags: List[str], bash_runs: bool) -> None:
+    script = [{"tool": "Bash", "input": {"command": "touch bash-ran"}},
+              {"tool": "Read", "input": {"file_path": os.path.join(repo, "README.md")}},
+              {"text": "Done."}]
+    base = ["-p", "--output-format", "stream-json", "--verbose"]
+    base += ["--dangerously-skip-permissions"] if mode == "bypass" else ["--permission-mode", "dontAsk"]
+    with FakeAnthropic(script) as fake:
+        proc = subprocess.Popen([claude_bin] + base + flags, cwd=repo, env=cli_base_env(fake.env()),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(b"Do the task.", timeout=120)
+        finally:
+            kill_process_tree(proc, grace=0)
+        offered = {t["name"] for t in fake.main_requests[0]["body"]["tools"]}
+    events = _events_of(out.decode().splitlines())
+    result = _result(events)
+    assert proc.returncode == 0 and result["subtype"] == "success", err[-500:]
+    assert os.path.exists(os.path.join(repo, "bash-ran")) == bash_runs
+    bash, read = _tool_results(events)
+    assert bash.get("is_error", False) is not bash_runs
+    assert not read.get("is_error") and "demo" in str(read["content"])  # the tool that stays allowed works
+    if "--disallowedTools" in flags:
+        assert not {"Bash", "Write"} & offered and {"Read", "Edit"} <= offered
+        assert "No such tool available: Bash" in str(bash["content"])
+    else:
+        assert "Bash" in offered  # offered; whether a call runs is the mode's and the list's say
+        assert [d["tool_name"] for d in result["permission_denials"]] == ([] if bash_runs else ["Bash"])
+
+
 @real_cli
 @pytest.mark.parametrize("down", ["closed_port", "refuse", "529", "500"])
 def test_api_down_retries_until_killed(claude_bin: str, repo: str, tmp_path: Any, down: str) -> None:

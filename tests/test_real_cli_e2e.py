@@ -41,7 +41,7 @@ def real(tmp_path, github, gh_env, clone, git_origin, cli):
     home.mkdir()
     fakes = []
 
-    def setup(script, mode=None, **workers):
+    def setup(script, mode=None, budget=None, **workers):
         fake = FakeAnthropic(script).start()
         if mode:
             fake.mode = mode
@@ -60,7 +60,7 @@ def real(tmp_path, github, gh_env, clone, git_origin, cli):
         w = {"max_concurrent": 1, "startup_grace": 2, "max_attempts": 1, "timeout": 120}
         w.update(workers)
         project.write_config(command=[cli, "-p", "--output-format", "stream-json", "--verbose",
-                                      "--dangerously-skip-permissions"], workers=w)
+                                      "--dangerously-skip-permissions"], workers=w, budget=budget)
         return fake
 
     project.setup = setup
@@ -152,6 +152,33 @@ def test_real_cli_max_turns_exhaustion_fails_with_subtype(real, github):
     assert len(real.fake.main_requests) == 2, result
     transcript = (real.dir / "logs" / f"gh-{n}.jsonl").read_text()
     assert transcript.count('"subtype": "attempt"') == 1
+
+
+def test_real_cli_ends_at_per_run_usd_itself_and_the_task_fails_saying_so(real, github):
+    """per_run_usd reaches the real CLI as --max-budget-usd; the CLI ends the
+    run (result error_max_budget_usd, exit status 1) before the tool of the
+    turn that reached it runs, and the daemon fails the task with that."""
+    n = real.issue("Spend it all")
+    # $0.055 a turn at the CLI's prices (see test_real_claude.py's budget
+    # test): a per_run_usd of exactly that is reached by the first turn (the
+    # CLI stops at cost >= budget) but not passed (the coordinator's own stop
+    # is cost > per_run_usd), so the CLI's limit is what ends the run.
+    turn = {"usage": {"input_tokens": 1000, "output_tokens": 2000}}
+    real.setup([dict(turn, tool="Bash", input={"command": "touch spent.txt && git add spent.txt && git commit -qm spent"})]
+               + [{"text": "never reached"}], budget={"per_run_usd": 0.055})
+    real.start()
+    real.wait_for(lambda: real.state(n) in tasks.TERMINAL, timeout=90, message="the task ended")
+    t = real.task(n)
+    assert (t.state, t.reason) == (tasks.FAILED,
+                                   "worker exited without commits (exit status 1, result error_max_budget_usd)")
+    (result,) = result_events(real, n)
+    assert (result["subtype"], result["is_error"], result["total_cost_usd"]) == ("error_max_budget_usd", True, 0.055)
+    assert result["errors"] == ["Reached maximum budget ($0.055)"]
+    assert len(real.fake.main_requests) == 1  # it never asked for a second turn
+    assert "stopping pid=" not in real.log_text()  # ended by the CLI, not stopped by the coordinator
+    real.wait_for(lambda: "tac:failed" in github.issue_labels(n), message="the issue told")
+    assert github.comments(n)[-1]["body"].startswith("❌ Failed: " + t.reason)
+    assert github.pulls() == []
 
 
 def test_real_cli_with_api_down_is_a_startup_error_and_pauses_spawning(real, github):

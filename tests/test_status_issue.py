@@ -144,6 +144,22 @@ def test_an_issue_someone_else_opened_with_the_label_and_marker_is_not_adopted(
     assert other.number not in (None, fake)
 
 
+def test_a_state_file_of_another_repository_is_not_used(
+        github: FakeGitHub, client: GitHub, tmp_path: Path, clock: Clock) -> None:
+    """[github] repo changed: the number kept for the old repository may
+    name any issue here, even a pull request our own account opened. It is
+    never edited; the status issue is found or opened afresh."""
+    pr = github.create_pull("auto/gh-1", title="ours", author="operator")
+    (tmp_path / "status-issue.json").write_text(json.dumps({
+        "version": 1, "repo": "acme/old", "number": pr, "rev": 3, "updated": 0, "written_at": "",
+        "lines": [], "handled": [], "owed": [], "alerts": {}}))
+    before = github.issue(pr)["body"]
+    s = make(client, tmp_path)
+    s.step(clock(), snap())
+    assert s.number not in (None, pr) and github.issue(pr)["body"] == before
+    assert json.loads((tmp_path / "status-issue.json").read_text())["repo"] == REPO
+
+
 def test_the_task_poll_can_tell_the_status_issue_by_its_label(
         github: FakeGitHub, client: GitHub, tmp_path: Path, clock: Clock) -> None:
     s = make(client, tmp_path)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adws import tasks  # noqa: E402
 from adws.tasks import (  # noqa: E402
-    ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, SECTIONS, Task, TaskFile, parse, render)
+    ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, SECTIONS, StageAt, StageRun, Task, TaskFile, parse, render)
 
 EXAMPLE = """\
 # TAC coordinator — tasks
@@ -172,7 +172,8 @@ def test_hand_written_detail_keys_are_read_on_the_slow_path(key, attr, kind):
     lands in the same field as the canonical line would put it, nothing is
     reported, and rendering writes the canonical line back."""
     # render() writes a newline as backslash-n; an unknown escape such as backslash-p stays literal.
-    value, want = (4711, 4711) if kind != "str" else ("auto/gh-9 C:\\path\\n2", "auto/gh-9 C:\\path\n2")
+    value, want = {"str": ("auto/gh-9 C:\\path\\n2", "auto/gh-9 C:\\path\n2"),
+                   "stage": ("build (2 of 3, review round 1)", StageAt("build", 2, 3, 1))}.get(kind, (4711, 4711))
     canonical = render(TaskFile([Task(9, "t", ACTIVE, worker="w-1", **{attr: want})]))
     assert f"\n- {key}: " in canonical
     for typed in _hand_written_keys(key):
@@ -303,6 +304,101 @@ def test_notes_travel_with_their_entry_and_survive_removal():
     assert one.notes == ["note on b"]
 
 
+# -- Workflow stages (issue #15) ---------------------------------------------------
+
+STAGED = """\
+## Active
+[🟡 w-ee4608] gh-471: Add docstring to coordinator.py {p2}
+- PID: 12345
+- Branch: auto/gh-471
+- Workflow: plan-build-review
+- Stage: review (3 of 3, review round 1)
+- Stage plan: completed in 3m 12s, $0.41, session 0c9e4f1a-7d2b-4c55-9a51-2f0b6c1e9d3e
+- Stage build: failed in 1h 2m 5s, $1.2346; worker exited without commits (exit status 1)
+- Stage build: completed in 14m 0s, $2.10
+- Stage review: completed in 45s, $0.0017; changes: add a test for the empty docstring
+- Stage build: completed in 5m 1s, $0.90
+"""
+
+
+def test_stage_lines_read_into_fields_and_render_back_exactly():
+    doc, problems = parse(STAGED)
+    assert problems == []
+    t = doc.tasks[0]
+    assert t.workflow == "plan-build-review" and t.extra == []
+    assert t.stage == StageAt("review", 3, 3, 1) and str(t.stage) == "review (3 of 3, review round 1)"
+    assert t.stage_runs == [
+        StageRun("plan", "completed", 192, 0.41, "0c9e4f1a-7d2b-4c55-9a51-2f0b6c1e9d3e"),
+        StageRun("build", "failed", 3725, 1.2346, note="worker exited without commits (exit status 1)"),
+        StageRun("build", "completed", 840, 2.1),
+        StageRun("review", "completed", 45, 0.0017, note="changes: add a test for the empty docstring"),
+        StageRun("build", "completed", 301, 0.9)]
+    # Several results per stage, in the order they ended, right after the stage line.
+    assert render(doc) == "# TAC coordinator — tasks\n\n## Pending\n\n" + STAGED + \
+        "\n## Completed Today\n\n## Failed\n\n## Blocked\n"
+    roundtrip(doc)
+
+
+def test_stage_results_as_the_daemon_records_them_read_back_equal():
+    """The daemon hands over whatever the transcript says: a cost of many
+    places, a fraction of a second, a session id that is not a plain token.
+    What it records is what tasks.md can say, so a re-read equals it."""
+    run = StageRun("review", "completed", 44.9, 0.123456789, "not a token!", "approve")
+    assert (run.seconds, run.cost, run.session) == (44, 0.1235, "")
+    assert run.value == "completed in 44s, $0.1235; approve"
+    assert StageRun("x", "stopped", float("nan"), float("nan")) == StageRun("x", "stopped", 0, 0.0)
+    assert StageRun("x", "stopped", -5, -1.0) == StageRun("x", "stopped", float("inf"), float("inf"))
+    doc = TaskFile([Task(3, "t", ACTIVE, stage_runs=[run, StageRun("plan", "completed", 7200, 12)])])
+    assert "- Stage plan: completed in 2h 0m 0s, $12.00\n" in render(doc)
+    roundtrip(doc)
+    for bad in (lambda: StageRun("plan", "done"), lambda: StageRun("two words", "failed"),
+                lambda: StageAt("build", 4, 3), lambda: StageAt("build", 0, 3), lambda: StageAt("build", 0, 0, 1)):
+        with pytest.raises(ValueError):
+            bad()          # a value tasks.md could not say back is the daemon's bug
+
+
+def test_hand_written_stage_lines_and_bad_ones():
+    text = ("## Active\n[🟡 w-1] gh-5: x\n- Stage: build (4 of 3)\n- stage:   plan  \n"
+            "- STAGE  Plan:completed in 1s, $1\n- Stage build: finished in 1s, $1\n- Stage notes: a person's\n"
+            "- Stage: build (1 of 3)\n")
+    doc, problems = parse(text)
+    t = doc.tasks[0]
+    # Typed as a person types it: any case, any spacing.
+    assert t.stage == StageAt("plan") and str(t.stage) == "plan"
+    assert t.stage_runs == [StageRun("Plan", "completed", 1, 1.0)]
+    # What does not read is kept, in order, and said.
+    assert t.extra == [("Stage", "build (4 of 3)"), ("Stage build", "finished in 1s, $1"),
+                       ("Stage notes", "a person's"), ("Stage", "build (1 of 3)")]
+    assert [p.split(":")[1] for p in problems] == ["3", "6", "7", "8"]
+    assert "is not a stage ('build (2 of 3)')" in problems[0] and "repeated 'Stage'" in problems[3]
+    assert "is not a stage result" in problems[1]
+    again, problems2 = parse(render(doc))
+    assert again == doc and len(problems2) == 4
+
+
+def test_files_from_before_workflows_read_as_the_one_stage_workflow():
+    doc, problems = parse(EXAMPLE)
+    assert all((t.workflow, t.stage, t.stage_runs) == ("", None, []) for t in doc.tasks)
+    assert "Stage" not in render(doc) and "Workflow" not in render(doc)
+
+
+def test_a_stage_ending_is_an_amend_and_leaving_active_forgets_the_stage_only():
+    doc = TaskFile([Task(8, "t", ACTIVE, worker="w-1", pid=5, workflow="plan-build-review",
+                         stage=StageAt("plan", 1, 3))])
+    plan = StageRun("plan", "completed", 60, 0.5)
+    # One stage ends, the next starts: the entry stays Active (no arc of the table changes).
+    after = tasks.amend(doc, 8, expect=ACTIVE, owner="w-1", stage=StageAt("build", 2, 3), stage_runs=[plan])
+    assert after.state == ACTIVE and after.stage_runs == [plan] and after is not doc.tasks[0]
+    after.stage_runs.append(plan)          # the copy returned is the caller's own
+    assert doc.tasks[0].stage_runs == [plan]
+    failed = StageRun("build", "failed", 9, 0.1)
+    back = tasks.transition(doc, 8, PENDING, expect=ACTIVE, owner="w-1", stage_runs=[plan, failed])
+    # Back to the queue for a retry of that stage: what ran stays, what runs does not.
+    assert (back.state, back.pid, back.stage, back.stage_runs) == (PENDING, None, None, [plan, failed])
+    assert back.workflow == "plan-build-review"
+    assert tasks.ARCS[(ACTIVE, ACTIVE)] == "amended"
+
+
 def test_empty_repeated_keys_round_trip():
     # Found by the property test below: an empty "- PID:" then another one.
     for text in ("## Active\n[] gh-0:\n- PID:\n- PID:\n", "## Active\n[] gh-1: x\n- Reason:\n- Reason: why\n"):
@@ -369,10 +465,25 @@ _known = {k.lower() for k, _, _ in tasks._DETAILS}
 _letter = st.sampled_from(string.ascii_letters)
 _extra_key = st.builds(lambda a, b: " ".join((a + b).split()), _letter,
                        st.text(string.ascii_letters + string.digits + "_ ", max_size=12)
-                       ).filter(lambda k: k.lower() not in _known)
+                       ).filter(lambda k: k.lower() not in _known and not k.lower().startswith("stage "))
+_stage_name = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,39}", fullmatch=True)
+_stage_at = st.one_of(st.none(), st.builds(StageAt, _stage_name), st.builds(
+    lambda name, n, more, r: StageAt(name, n, min(9999, n + more), r),
+    _stage_name, st.integers(1, 9999), st.integers(0, 9999), st.integers(0, 9999)))
+_stage_run = st.builds(
+    StageRun, _stage_name, st.sampled_from(tasks.STAGE_OUTCOMES), st.integers(0, 10 ** 7),
+    # Any cost at all (a float from the transcript), a session id or not (or a bad one, dropped).
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 10 ** 6).map(lambda c: c / 10000)),
+    st.one_of(st.just(""), st.uuids().map(str), st.text(max_size=8)), _nasty_text)
 # A person's free text: starts with a letter, so it is neither an entry, a
 # detail, a heading nor blank.
 _prose = st.builds(str.__add__, _letter, st.text(st.characters(exclude_characters="\n\r"), max_size=30))
+
+
+# The follow-up fields' own shape ("r101=3fa2c1d0e9b8 c202=..."), and anything else.
+_digests = st.one_of(st.text(), st.lists(st.builds("{}{}={}".format, st.sampled_from("vrc"), st.integers(0, 10 ** 9),
+                                                  st.text("0123456789abcdef", min_size=12, max_size=12)),
+                                        max_size=4).map(" ".join))
 
 
 @st.composite
@@ -390,6 +501,11 @@ def task_files(draw):
             attempts=draw(st.integers(0, 50)), startup_errors=draw(st.integers(0, 50)),
             next_attempt=draw(st.text()), completed=draw(st.text()), pr=draw(st.text()),
             reason=draw(_nasty_text), comment_id=draw(_int), body_sha=draw(st.text()),
+            workflow=draw(st.text()), stage=draw(_stage_at), stage_runs=draw(st.lists(_stage_run, max_size=4)),
+            round=draw(st.one_of(st.text(), st.builds("{} of {}".format, st.integers(1, 9), st.integers(1, 9)))),
+            pushed=draw(st.text()), watch_since=draw(st.text()), watch_seen=draw(st.text()),
+            pending=draw(_digests), handled=draw(_digests), answer_id=draw(_int),
+            held=draw(st.text()), followups=draw(_nasty_text),
             extra=draw(st.lists(st.tuples(_extra_key, _nasty_text), max_size=3)),
             notes=draw(st.lists(_prose, max_size=2))))
     found.sort(key=lambda t: SECTIONS.index(t.state))   # render groups by section
@@ -414,7 +530,8 @@ _fragments = st.sampled_from([
     "## Active", "## Pending", "## Completed Today", "## Failed", "## Blocked", "## Notes", "##", "# T",
     "[🟡 w-1] gh-", "[] gh-1: x", "[✅ abcd, w-2] gh-3: y {p1}", "[", "]", "gh-5", "- PID:", "- PID: 5",
     "- Log offset: x", "- Foo: bar", "> Status: s", "{p", "{p9}", "\\", "\\x4", "\\u20", "\r", " ", "\ufeff",
-    "\x85", "\u2028", ":", "-"])
+    "\x85", "\u2028", ":", "-", "- Stage: build (1 of 2)", "- Stage: ", "- Stage plan: completed in 1m 2s, $0.41",
+    "- Stage x: failed in 3s, $1.5; why", ", session ab-1", "; ", " (2 of 3, review round 1)"])
 _lines = st.lists(st.lists(st.one_of(_fragments, st.text(max_size=5)), max_size=5).map("".join)).map("\n".join)
 
 

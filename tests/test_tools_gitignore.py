@@ -42,6 +42,7 @@ def test_what_the_daemon_writes_in_its_checkout_is_ignored(tmp_path):
              rel(cfg.ledger_path), rel(cfg.logs / "gh-7.jsonl"), rel(cfg.logs / "gh-7.stderr.log"),
              rel(cfg.trees / "gh-7" / "README.md"),
              rel(cfg.state_dir / ".{}.lock".format(cfg.tasks_path.name)),
+             rel(cfg.state_dir / ".{}.running".format(cfg.tasks_path.name)), rel(cfg.state_dir / "status-issue.json"),
              rel(cfg.state_dir / ".tasks.md.x1y2.tmp"), rel(cfg.state_dir / ".metrics.a1b2.tmp")]
     made = [".venv/bin/python", "tac_coordinator.egg-info/PKG-INFO", ".cache/claude-cli/x",
             "adws/__pycache__/tasks.cpython-311.pyc"]

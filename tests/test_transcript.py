@@ -416,10 +416,11 @@ def test_prices_for(model, input_price, read_price):
     assert (prices[0], prices[3]) == (input_price, read_price)
 
 
-def test_format_usd():
-    assert transcript.format_usd(0.001675) == "$0.0017"
-    assert transcript.format_usd(2.4637935) == "$2.46"
-    assert transcript.format_usd(None) == "-"
+def test_money_in_a_transcript_keeps_four_decimals_below_a_dollar():
+    from adws import ledger
+    assert ledger.usd(0.001675, fine=True) == "$0.0017"
+    assert ledger.usd(2.4637935, fine=True) == "$2.46"
+    assert ledger.usd(None) == "-"
 
 
 # ---------------------------------------------------------------------------

@@ -85,7 +85,9 @@ def test_too_little_free_disk_holds_spawning_and_says_why(project, github):
     project.write_config(workers={"min_free_disk_mb": 10 ** 9})
     n = project.issue("Waits for disk space")
     p = project.start()
-    project.wait_for(lambda: "disk nearly full" in (project.tasks().status or ""), message="the reason shown")
+    project.wait_for(lambda: "disk nearly full" in (project.tasks().status or "") and project.state(n) == PENDING,
+                     message="queued, and the reason shown")
+    time.sleep(1)
     assert project.state(n) == PENDING and not (project.dir / "logs" / f"gh-{n}.jsonl").exists()
     assert "not spawning: disk nearly full: " in project.log_text()
     project.write_config(workers={"min_free_disk_mb": 0})

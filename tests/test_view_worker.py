@@ -23,7 +23,7 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from adws import transcript
+from adws import ledger, transcript
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEW = ROOT / "tools" / "view_worker.py"
@@ -87,7 +87,7 @@ def test_every_sample_renders_its_tool_calls_and_cost(path, tmp_path):
                     assert squash(block["text"].split("\n")[0]) in out
         elif e["type"] == "result":
             assert squash("result " + e["subtype"]) in out
-            assert transcript.format_usd(e["total_cost_usd"]) in out
+            assert ledger.usd(e["total_cost_usd"], fine=True) in out
             assert "{}turn{}".format(e["num_turns"], "" if e["num_turns"] == 1 else "s") in out
         elif e["type"] == "system" and e["subtype"] == "init":
             assert squash(e["model"]) in out and e["session_id"] in out

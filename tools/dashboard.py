@@ -64,7 +64,7 @@ import _shared  # noqa: E402
 import status  # noqa: E402
 import usage_report  # noqa: E402
 from _charts import esc  # noqa: E402
-from adws import ledger, metrics, tasks  # noqa: E402
+from adws import config, ledger, metrics, tasks  # noqa: E402
 
 # view_worker (and with it rich) is imported by the first transcript page:
 # the overview, which a browser reloads every 30 s, never needs it.
@@ -146,7 +146,7 @@ def transcript_path(logs: str, issue: int) -> Path:
     leads outside the logs folder or is not a regular file; a missing file
     is returned as it is (the worker may not have started)."""
     folder = os.path.realpath(logs)
-    path = os.path.join(folder, "gh-{}.jsonl".format(issue))
+    path = os.path.join(folder, config.transcript_name(issue))
     real = os.path.realpath(path)
     if os.path.commonpath([folder, real]) != folder:
         raise Refused("logs/gh-{}.jsonl leads outside the logs folder".format(issue))

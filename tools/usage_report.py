@@ -2,16 +2,21 @@
 """Token use and cost from the ledger, by day, ISO week or month.
 
     python tools/usage_report.py [--config PATH] [--week|--month] [--detail]
-                                 [--issue N] [--range 24h|7d|30d|month|all] [--json]
+                                 [--issue N] [--range 24h|7d|30d|month|all] [--by stage] [--json]
 
 Reads <logs>/usage.jsonl (one line per finished run, written by the daemon)
 and prints ccusage's columns (period, models, input, output, cache create,
 cache read, total tokens, cost) with a total row, then a bar chart of cost
 per day: the last 14 days, or this month's days with --month. --detail adds
-totals per issue; --issue N keeps only that issue's runs; --range keeps the
+totals per issue; --issue N keeps only that issue's runs and lists each of
+them: its first run, retries, and each follow-up round on its pull request
+(a ledger line's `round`); --range keeps the
 runs recorded in the last 24 hours, 7 or 30 days, or this month (default:
-all). --json prints the same numbers as one JSON object; the dashboard's
-/api/usage serves it too, built by the same build().
+all). --by stage adds totals per workflow stage (plan, build, review, ...),
+so planning's cost shows beside building's; runs recorded without a stage
+(one-stage runs, older lines) count as "(none)". --json prints the same
+numbers as one JSON object; the dashboard's /api/usage serves it too, built
+by the same build().
 
 The ledger is streamed: memory grows with the number of periods and issues,
 never with the number of runs. Costs are summed exactly (see adws/ledger.py)
@@ -46,6 +51,7 @@ from adws import config, ledger  # noqa: E402
 EX_CONFIG = 78
 CHART_DAYS = 14
 NO_DATE = "(no date)"
+NO_STAGE = "(none)"
 KINDS = ("daily", "weekly", "monthly")
 
 
@@ -130,10 +136,14 @@ class Report:
         self.range_name = range_name
         self.rows: Dict[str, Totals] = {}
         self.issues: Dict[Optional[int], Totals] = {}
+        self.stages: Dict[str, Totals] = {}
         self.total = Totals()
         self.chart_days = chart_range(kind, today)
         self.daily_cost: Dict[str, Decimal] = {d: Decimal(0) for d in self.chart_days}
         self._period = period_of(kind)
+        # One issue's runs one by one (a handful): only with an issue filter,
+        # so memory never grows with the whole ledger.
+        self.runs: List[ledger.Run] = []
 
     def feed(self, records: Iterable[Union[dict, ledger.Run]],
              each: Optional[Callable[[ledger.Run], None]] = None) -> "Report":
@@ -150,12 +160,14 @@ class Report:
                 each(run)
             day = run.day
             key = self._period(day) if day else NO_DATE
-            for table, k in ((self.rows, key), (self.issues, run.issue)):
+            for table, k in ((self.rows, key), (self.issues, run.issue), (self.stages, run.stage or NO_STAGE)):
                 totals = table.get(k)
                 if totals is None:
                     totals = table[k] = Totals()
                 totals.add(run)
             self.total.add(run)
+            if self.issue is not None:
+                self.runs.append(run)
             if day in self.daily_cost:
                 self.daily_cost[day] += run.cost
         return self
@@ -167,7 +179,10 @@ class Report:
     def sorted_issues(self):
         return sorted(self.issues.items(), key=lambda kv: (-kv[1].cost, kv[0] is None, kv[0] or 0))
 
-    def as_json(self, path: str, corrupt: int, detail: bool) -> Dict[str, Any]:
+    def sorted_stages(self):
+        return sorted(self.stages.items(), key=lambda kv: (-kv[1].cost, kv[0] == NO_STAGE, kv[0]))
+
+    def as_json(self, path: str, corrupt: int, detail: bool, by: str = "") -> Dict[str, Any]:
         out: Dict[str, Any] = {
             "ledger": path, "period": self.kind, "issue": self.issue, "range": self.range_name,
             "corrupt_lines": corrupt,
@@ -177,7 +192,23 @@ class Report:
         }
         if detail:
             out["issues"] = [dict(t.as_json(), issue=n) for n, t in self.sorted_issues()]
+        if by == "stage":
+            out["stages"] = [dict(t.as_json(), stage=k if k != NO_STAGE else None) for k, t in self.sorted_stages()]
+        if self.issue is not None:
+            out["runs"] = [{"time": run_time(r), "run": run_label(r), "attempt": r.attempt, "round": r.round,
+                            "outcome": r.outcome, "total_tokens": r.total_tokens, "cost_usd": float(r.cost)}
+                           for r in self.runs]
         return out
+
+
+def run_label(run: ledger.Run) -> str:
+    """"first run" for the task's own run(s), "round N" for a follow-up
+    on its pull request (adws/followup.py)."""
+    return "round {}".format(run.round) if run.round else "first run"
+
+
+def run_time(run: ledger.Run) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(run.time)) if run.time is not None else ""
 
 
 def build(records: Iterable[Union[dict, ledger.Run]], now: float, kind: str = "daily",
@@ -221,7 +252,7 @@ def bar(value: float, biggest: float, width: int) -> str:
     return "█" * full + (BLOCKS[part] if part else "")
 
 
-def render(report: Report, console, detail: bool) -> None:
+def render(report: Report, console, detail: bool, by: str = "") -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -263,6 +294,33 @@ def render(report: Report, console, detail: bool) -> None:
                        fmt(t.total_tokens), ledger.usd(float(t.cost)))
         console.print(it)
 
+    if by == "stage":
+        st = Table(title="By stage", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                   pad_edge=False, padding=(0, 1))
+        st.add_column("Stage", no_wrap=True)
+        st.add_column("Runs", **num)
+        st.add_column("Input", **num)
+        st.add_column("Output", **num)
+        st.add_column("Total tokens", **num)
+        st.add_column("Cost (USD)", **num)
+        for name, t in report.sorted_stages():
+            st.add_row(name, str(t.runs), fmt(t.input_tokens), fmt(t.output_tokens), fmt(t.total_tokens),
+                       ledger.usd(float(t.cost)))
+        console.print(st)
+    if report.issue is not None and report.runs:
+        rt = Table(title="Runs of issue #{}".format(report.issue), title_justify="left", title_style="bold",
+                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        rt.add_column("Ended", no_wrap=True)
+        rt.add_column("Run", no_wrap=True)
+        rt.add_column("Attempt", **num)
+        rt.add_column("Outcome", overflow="fold")
+        rt.add_column("Total tokens", **num)
+        rt.add_column("Cost (USD)", **num)
+        for r in report.runs:
+            rt.add_row(run_time(r), run_label(r), str(r.attempt) if r.attempt is not None else "",
+                       r.outcome or "", fmt(r.total_tokens), ledger.usd(float(r.cost)))
+        console.print(rt)
+
     days = report.chart_days
     costs = [float(report.daily_cost[d]) for d in days]
     biggest = max(costs) if costs else 0.0
@@ -282,7 +340,7 @@ def render(report: Report, console, detail: bool) -> None:
 def show(args, path: str, scan, report: Report) -> None:
     """The report as --json or as tables, on stdout."""
     if args.json:
-        json.dump(report.as_json(path, scan.corrupt, args.detail), sys.stdout, indent=1)
+        json.dump(report.as_json(path, scan.corrupt, args.detail, args.by), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return
     # markup/emoji off: titles and paths are data, "[WIP]" must print as is.
@@ -297,7 +355,7 @@ def show(args, path: str, scan, report: Report) -> None:
         else:
             console.print("no runs recorded yet in {}".format(path), soft_wrap=True)
     else:
-        render(report, console, args.detail)
+        render(report, console, args.detail, args.by)
     if scan.corrupt:
         console.print("{} corrupt line{} skipped in {}".format(
             scan.corrupt, "" if scan.corrupt == 1 else "s", path), style="dim", soft_wrap=True)
@@ -318,6 +376,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--issue", type=int, metavar="N", help="only runs for issue N")
     parser.add_argument("--range", choices=list(ledger.RANGES), default="all",
                         help="only runs recorded in the last 24 hours, 7 or 30 days, or this month")
+    parser.add_argument("--by", choices=["stage"], default="",
+                        help="also total by workflow stage (plan, build, review, ...)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 

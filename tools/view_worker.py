@@ -39,7 +39,7 @@ except ImportError:  # --help and the one-line errors work without it; main() sa
     Console = Text = None
 
 import _shared  # noqa: E402
-from adws import config, transcript  # noqa: E402
+from adws import config, ledger, metrics, transcript  # noqa: E402
 from adws.redact import redact, redact_bytes  # noqa: E402
 
 PROG = "view_worker"
@@ -93,16 +93,7 @@ def plural(n: int, word: str) -> str:
 
 
 def duration(ms) -> str:
-    seconds = transcript._int(ms) / 1000
-    if seconds < 1:
-        return "{}ms".format(int(seconds * 1000))
-    if seconds < 60:
-        return "{:.1f}s".format(seconds)
-    minutes, seconds = divmod(int(seconds), 60)
-    if minutes < 60:
-        return "{}m{:02d}s".format(minutes, seconds)
-    hours, minutes = divmod(minutes, 60)
-    return "{}h{:02d}m".format(hours, minutes)
+    return metrics.human_duration(transcript._int(ms) / 1000, fine=True)
 
 
 def clock_time(epoch) -> str:
@@ -218,7 +209,7 @@ class Viewer:
         source = "result" if s.cost_usd is not None else "estimate"
         text = "Σ {} · tokens in {:,} · out {:,} · cache {:,} w / {:,} r · {} ({})".format(
             plural(s.assistant_turns, "turn"), s.input_tokens, s.output_tokens, s.cache_creation_tokens,
-            s.cache_read_tokens, transcript.format_usd(s.cost), source)
+            s.cache_read_tokens, ledger.usd(s.cost, fine=True), source)
         if not s.saw_result:
             text += " · no result"
         if s.api_retries:
@@ -498,7 +489,7 @@ class Viewer:
             cost = transcript._money(event.get("cost_usd"))
         is_error = bool(event.get("is_error"))
         subtype = event.get("subtype") or "?"
-        parts = ["■ result {}".format(subtype), "cost {}".format(transcript.format_usd(cost)),
+        parts = ["■ result {}".format(subtype), "cost {}".format(ledger.usd(cost, fine=True)),
                  plural(transcript._int(event.get("num_turns")), "turn"),
                  duration(event.get("duration_ms"))]
         if is_error:
@@ -593,7 +584,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    path = args.log if args.log is not None else logs_dir(args.config) / "gh-{}.jsonl".format(args.issue)
+    path = args.log if args.log is not None else logs_dir(args.config) / config.transcript_name(args.issue)
     if path.is_dir() or (not path.exists() and not args.follow):  # a FIFO such as /dev/stdin is fine
         warn("no log at {}".format(path))
         return 1

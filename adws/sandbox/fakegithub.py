@@ -35,8 +35,9 @@ Switches for what GitHub (or the way to it) does only sometimes:
 `set_tokens` (401 "Bad credentials" for any other token), `drafts_supported
 = False` (422 "Draft pull requests are not supported in this repository.",
 as on a private repository of a Free or Pro account), `create_pull(...,
-fork="someone")` (a PR from the fork someone/NAME), and `answer_raw` (any
-status and body for a path: an HTML page with 200, an object for a list).
+fork="someone")` (a PR from the fork someone/NAME), `answer_raw` (any
+status and body for a path: an HTML page with 200, an object for a list),
+and `delay` (an endpoint that answers only after a while: a GitHub that hangs).
 
 GraphQL answers one query only: an issue's body edit history
 (`lastEditedAt`, `editor`, `userContentEdits`), which the status issue needs
@@ -44,8 +45,31 @@ to tell who ticked a box and which REST does not offer. Body edits through
 PATCH are the token's account's (`operator`); `edit_issue(..., actor=)` is a
 person's edit in the web page.
 
+Pull request reviews (issue #14's follow-ups): `GET /pulls/{n}/reviews`
+(oldest first: state CHANGES_REQUESTED / COMMENTED / APPROVED, body, user,
+submitted_at, commit_id), `POST /pulls/{n}/reviews` as the token's account,
+refused as GitHub refuses it: nobody may approve or request changes on their
+own pull request (422, `"errors": ["Review Can not request changes on your
+own pull request"]`). Review comments, per pull request
+(`/pulls/{n}/comments`) and repository-wide (`/pulls/comments`, with `since`,
+`sort` created|updated and `direction`), carry `path`, `line`,
+`original_line`, `side`, `position`, `diff_hunk`, `pull_request_review_id`,
+`in_reply_to_id` (on replies only, as on GitHub), `user`, `created_at`,
+`updated_at`. With origin_path the diff hunk is cut from the real `git diff`
+of base...head, and a line outside the diff is refused (422 "Validation
+Failed", "pull_request_review_thread.line must be part of the diff"). Every
+review, review comment and conversation comment moves the pull request's
+`updated_at`. A test acts as a person through `submit_review` (with line
+comments), `reply_to_review_comment`, `add_comment`, `edit_comment`,
+`edit_review_comment`, `push_commit` (a commit on the PR's branch in
+origin_path, made with git plumbing: no work tree), `close_issue` and
+`merge_pull`. `track_pushes = True` makes every request first read the
+branches of origin_path (one `git for-each-ref`): a PR whose branch moved
+(someone pushed) gets the new head sha and a new `updated_at`, as on GitHub.
+A merge changes no branch, and a review comment never becomes outdated.
+
 What it does not: the rest of GraphQL (so `gh issue list` / `gh pr list` cannot work),
-search, merges, reviews, checks, assignees, milestones, reactions, gzip,
+search, pending reviews, checks, assignees, milestones, reactions, gzip,
 unauthenticated access to public data, secondary rate limits. Every endpoint
 requires a token, and any token is accepted unless `set_tokens` says
 otherwise. It logs nothing unless FAKEGITHUB_DEBUG=1.
@@ -124,6 +148,37 @@ def _git(git_dir: str, *args: str) -> Optional[str]:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def _hunk_at(diff: str, line: int, side: str = "RIGHT") -> Optional[dict]:
+    """{"diff_hunk", "position"} for `line` of the new (RIGHT) or old
+    (LEFT) file in a one-file unified diff, as GitHub reports them: the
+    hunk's header and its lines down to the commented one; the position
+    counts lines from the first header's next line (later headers count).
+    None when the line is not in the diff."""
+    position, hunk = 0, []
+    old = new = 0
+    started = False
+    for text in diff.split("\n"):
+        m = re.match(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@", text)
+        if m:
+            if started:
+                position += 1
+            started, hunk = True, [text]
+            old, new = int(m.group(1)), int(m.group(2))
+            continue
+        if not started or not text or text[0] not in " +-":
+            continue
+        position += 1
+        hunk.append(text)
+        kind = text[0]
+        if side == "RIGHT" and kind in " +" and new == line or side == "LEFT" and kind in " -" and old == line:
+            return {"diff_hunk": "\n".join(hunk), "position": position}
+        if kind in " +":
+            new += 1
+        if kind in " -":
+            old += 1
+    return None
+
+
 # -- The fake ---------------------------------------------------------------
 
 class FakeGitHub:
@@ -150,12 +205,17 @@ class FakeGitHub:
         self._issues: Dict[int, dict] = {}  # issues and pull requests by number
         self._events: Dict[int, List[dict]] = {}
         self._comments: Dict[int, dict] = {}  # by comment id
+        self._reviews: Dict[int, dict] = {}  # pull request reviews by id
+        self._review_comments: Dict[int, dict] = {}  # review comments by id
+        # True: each request first notices pushes to PR branches in origin_path
+        self.track_pushes = False
         self._requests: List[RequestRecord] = []
         self._outage: Optional[int] = None
         self._failures: List[int] = []
         # path pattern -> (status, body, content type): answers that are not GitHub's
         self._overrides: Dict[str, Tuple[int, bytes, str]] = {}
         self._tokens: Optional[set] = None  # None: any token is accepted
+        self._delays: List[Tuple[str, str, float]] = []  # (method or "", path pattern, seconds)
         # False: 422 for a draft PR, as on a private repository of a Free or Pro account
         self.drafts_supported = True
         self._rl_limit, self._rl_remaining = 5000, 5000
@@ -261,6 +321,94 @@ class FakeGitHub:
         with self._lock:
             self._close(self._get(number))
 
+    def merge_pull(self, number: int) -> None:
+        """Merge the pull request (closed with merged_at; no branch changes)."""
+        with self._lock:
+            rec = self._get(number)
+            if not rec["pull"] or rec["state"] != "open":
+                raise ValueError("#%d is not an open pull request" % number)
+            self._close(rec, merged=True)
+
+    def add_comment(self, number: int, author: str, body: str, author_type: Optional[str] = None) -> int:
+        """A person's (or, with author_type "Bot", an app's) conversation
+        comment on an issue or pull request; returns its id."""
+        with self._lock:
+            self._user(author, author_type)
+            return self._new_comment(self._get(number), author, body)
+
+    def edit_comment(self, comment_id: int, body: str) -> None:
+        """A person edits a conversation comment in the web page."""
+        with self._lock:
+            c = self._comment(str(comment_id))
+            c["body"], c["updated"] = body, self._stamp(c["updated"])
+
+    def submit_review(self, number: int, author: str, state: str = "CHANGES_REQUESTED", body: str = "",
+                      comments: Sequence[dict] = (), author_type: Optional[str] = None) -> int:
+        """A person submits a review in the web page: `state` is
+        CHANGES_REQUESTED, COMMENTED or APPROVED; `comments` are line
+        comments, dicts with `path`, `line` and `body` (optional `side`
+        "LEFT" for a removed line, `diff_hunk` where there is no
+        origin_path). Raises HTTPError as GitHub refuses: 422 for a review
+        on one's own pull request that approves or requests changes, or a
+        line outside the diff. Returns the review id."""
+        with self._lock:
+            self._user(author, author_type)
+            return self._new_review(self._get(number), author, state, body, comments)
+
+    def reply_to_review_comment(self, number: int, comment_id: int, author: str, body: str) -> int:
+        """A person answers in a review comment's thread (GitHub makes a
+        COMMENTED review with no body around the reply); returns its id."""
+        with self._lock:
+            self._user(author)
+            rec = self._get(number)
+            parent = self._review_comments.get(comment_id)
+            if parent is None or parent["pr"] != number:
+                raise _not_found()
+            review = self._new_review(rec, author, "COMMENTED", "", ())
+            return self._new_review_comment(rec, review, author, dict(
+                path=parent["path"], line=parent["line"], side=parent["side"], body=body,
+                diff_hunk=parent["diff_hunk"], position=parent["position"]), reply_to=parent["id"])
+
+    def edit_review_comment(self, comment_id: int, body: str) -> None:
+        with self._lock:
+            c = self._review_comments[comment_id]
+            c["body"], c["updated"] = body, self._stamp(c["updated"])
+
+    def push_commit(self, number: int, files: Dict[str, Optional[str]], message: str = "A change",
+                    author: str = "someone") -> str:
+        """A person pushes one commit to the pull request's branch in
+        origin_path: `files` maps paths to their new content (None deletes
+        one). Made with git plumbing (no work tree); the PR's head sha and
+        updated_at move as a push moves them. Returns the new sha."""
+        with self._lock:
+            rec = self._get(number)
+            if not (self.origin_path and rec["pull"]) or rec["pull"].get("fork"):
+                raise ValueError("push_commit needs origin_path and a pull request of this repository")
+            ref = "refs/heads/" + rec["pull"]["head"]
+            head = _git(self.origin_path, "rev-parse", "--verify", "-q", ref)
+            if not head:
+                raise ValueError("no branch %s in %s" % (ref, self.origin_path))
+            with tempfile.TemporaryDirectory(prefix="fakegithub-push-") as tmp:
+                env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tmp, "index"),
+                           GIT_AUTHOR_NAME=author, GIT_AUTHOR_EMAIL="%s@users.noreply.github.com" % author,
+                           GIT_COMMITTER_NAME=author,
+                           GIT_COMMITTER_EMAIL="%s@users.noreply.github.com" % author)
+
+                def git(*args: str, data: Optional[str] = None) -> str:
+                    return subprocess.run(["git", "--git-dir", self.origin_path, *args], input=data, env=env,
+                                          capture_output=True, text=True, check=True).stdout.strip()
+                git("read-tree", head)
+                for path, content in files.items():
+                    if content is None:
+                        git("update-index", "--force-remove", "--", path)
+                    else:
+                        blob = git("hash-object", "-w", "--stdin", data=content)
+                        git("update-index", "--add", "--cacheinfo", "100644,%s,%s" % (blob, path))
+                sha = git("commit-tree", git("write-tree"), "-p", head, "-m", message)
+                git("update-ref", ref, sha, head)
+            self._moved(rec, sha)
+            return sha
+
     def set_outage(self, status: Optional[int]) -> None:
         with self._lock:
             self._outage = status
@@ -268,6 +416,14 @@ class FakeGitHub:
     def fail_next(self, count: int, status: int = 502) -> None:
         with self._lock:
             self._failures.extend([status] * count)
+
+    def delay(self, path_pattern: str, seconds: float, method: str = "") -> None:
+        """Answer requests whose path matches `path_pattern` (a regex, searched)
+        only after `seconds`: a GitHub that hangs on one endpoint. 0 ends it."""
+        with self._lock:
+            self._delays = [d for d in self._delays if d[:2] != (method, path_pattern)]
+            if seconds > 0:
+                self._delays.append((method, path_pattern, seconds))
 
     def answer_raw(self, path: str, body: Any, status: int = 200,
                    content_type: str = "application/json; charset=utf-8", method: str = "") -> None:
@@ -319,7 +475,16 @@ class FakeGitHub:
 
     def pulls(self) -> List[dict]:
         with self._lock:
+            self._sync_heads()
             return [self._render_pull(r) for r in self._issues.values() if r["pull"]]
+
+    def reviews(self, number: int) -> List[dict]:
+        with self._lock:
+            return [self._render_review(r) for r in self._reviews.values() if r["pr"] == number]
+
+    def review_comments(self, number: int) -> List[dict]:
+        with self._lock:
+            return [self._render_review_comment(c) for c in self._review_comments.values() if c["pr"] == number]
 
     @property
     def requests(self) -> List[RequestRecord]:
@@ -396,6 +561,92 @@ class FakeGitHub:
             rec["edits"].append({"at": rec["created"], "editor": rec["author"]})
         rec["body"] = body
         rec["edits"].append({"at": rec["updated"], "editor": editor})
+
+    def _new_comment(self, rec: dict, author: str, body: str) -> int:
+        cid, now = self._new_id(), int(self.clock())
+        self._comments[cid] = {"id": cid, "issue": rec["number"], "author": author,
+                               "body": body, "created": now, "updated": now}
+        rec["updated"] = self._stamp(rec["updated"])
+        return cid
+
+    def _new_review(self, rec: dict, author: str, state: str, body: str, comments: Sequence[dict]) -> int:
+        if not rec["pull"]:
+            raise _not_found()
+        if state not in ("CHANGES_REQUESTED", "COMMENTED", "APPROVED"):
+            raise ValueError("unknown review state %r" % state)
+        if author == rec["author"] and state != "COMMENTED":
+            verb = "approve" if state == "APPROVED" else "request changes on"
+            raise HTTPError(422, "Unprocessable Entity", ["Review Can not %s your own pull request" % verb],
+                            docs=DOCS + "/pulls/reviews#create-a-review-for-a-pull-request")
+        # Every line is checked before anything is stored: a refused review leaves no trace.
+        lines = [dict(c, **self._diff_position(rec, c)) for c in comments]
+        rid, now = self._new_id(), int(self.clock())
+        self._reviews[rid] = {"id": rid, "pr": rec["number"], "author": author, "state": state,
+                              "body": body or "", "submitted": now, "commit": self._head_sha(rec)}
+        for c in lines:
+            self._new_review_comment(rec, rid, author, c, bump=False)
+        rec["updated"] = self._stamp(rec["updated"])
+        return rid
+
+    def _new_review_comment(self, rec: dict, review_id: int, author: str, c: dict,
+                            reply_to: Optional[int] = None, bump: bool = True) -> int:
+        cid, now = self._new_id(), int(self.clock())
+        self._review_comments[cid] = {
+            "id": cid, "pr": rec["number"], "review": review_id, "author": author, "body": c["body"],
+            "path": c["path"], "line": int(c["line"]), "side": c.get("side", "RIGHT"),
+            "diff_hunk": c["diff_hunk"], "position": c["position"], "reply_to": reply_to,
+            "commit": self._head_sha(rec), "created": now, "updated": now}
+        if bump:
+            rec["updated"] = self._stamp(rec["updated"])
+        return cid
+
+    def _head_sha(self, rec: dict) -> str:
+        pull = rec["pull"]
+        return pull["sha"] or _fake_sha(pull["head"], rec["number"])
+
+    def _diff_position(self, rec: dict, c: dict) -> dict:
+        """{"diff_hunk", "position"} of line comment `c` (path, line, side):
+        from the real diff of base...head when origin_path has both, else
+        from `c`'s own diff_hunk (or a one-line stand-in). A line outside
+        the real diff is refused as GitHub refuses it."""
+        for key in ("path", "line", "body"):
+            if c.get(key) in (None, ""):
+                raise _invalid("PullRequestReviewComment", field=key, code="missing_field")
+        pull, side, line = rec["pull"], c.get("side", "RIGHT"), int(c["line"])
+        if not (self.origin_path and pull["sha"] and pull["base_sha"] and not pull.get("fork")):
+            hunk = c.get("diff_hunk") or "@@ -%d,1 +%d,1 @@\n+" % (line, line)
+            return {"diff_hunk": hunk, "position": c.get("position", 1)}
+        diff = _git(self.origin_path, "diff", "--no-color", "--no-ext-diff", "-U3",
+                    "%s...%s" % (pull["base_sha"], pull["sha"]), "--", c["path"]) or ""
+        found = _hunk_at(diff, line, side)
+        if found is None:
+            raise _invalid("PullRequestReviewComment", code="custom", field="pull_request_review_thread.line",
+                           message="pull_request_review_thread.line must be part of the diff")
+        return found
+
+    def _moved(self, rec: dict, sha: str) -> None:
+        """The PR's branch now points at `sha`: a push, as GitHub sees it."""
+        pull = rec["pull"]
+        if sha == pull["sha"]:
+            return
+        pull["sha"] = sha
+        if pull["base_sha"]:
+            pull["commits"] = int(_git(self.origin_path, "rev-list", "--count",
+                                       "%s..%s" % (pull["base_sha"], sha)) or 0)
+        rec["updated"] = self._stamp(rec["updated"])
+
+    def _sync_heads(self) -> None:
+        """With track_pushes: notice pushes to the branches of open PRs."""
+        if not (self.track_pushes and self.origin_path):
+            return
+        out = _git(self.origin_path, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/")
+        heads = dict(line.split(" ", 1) for line in (out or "").splitlines() if " " in line)
+        for rec in self._issues.values():
+            pull = rec["pull"]
+            if pull and rec["state"] == "open" and not pull.get("fork"):
+                sha = heads.get("refs/heads/" + pull["head"])
+                if sha:
+                    self._moved(rec, sha)
 
     def _close(self, rec: dict, merged: bool = False) -> None:
         rec["state"], rec["updated"] = "closed", self._stamp(rec["updated"])
@@ -524,6 +775,36 @@ class FakeGitHub:
                 "author_association": self._association(c["author"]), "body": c["body"],
                 "performed_via_github_app": None}
 
+    def _render_review(self, r: dict) -> dict:
+        pr_url = "%s/pulls/%d" % (self._repo_url, r["pr"])
+        html = "%s/%s/pull/%d#pullrequestreview-%d" % (WEB, self.repo, r["pr"], r["id"])
+        return {"id": r["id"], "node_id": "PRR_%d" % r["id"], "user": self._user(r["author"]),
+                "body": r["body"], "state": r["state"], "html_url": html, "pull_request_url": pr_url,
+                "author_association": self._association(r["author"]),
+                "_links": {"html": {"href": html}, "pull_request": {"href": pr_url}},
+                "submitted_at": _iso(r["submitted"]), "commit_id": r["commit"]}
+
+    def _render_review_comment(self, c: dict) -> dict:
+        url = "%s/pulls/comments/%d" % (self._repo_url, c["id"])
+        pr_url = "%s/pulls/%d" % (self._repo_url, c["pr"])
+        html = "%s/%s/pull/%d#discussion_r%d" % (WEB, self.repo, c["pr"], c["id"])
+        out = {"url": url, "pull_request_review_id": c["review"], "id": c["id"],
+               "node_id": "PRRC_%d" % c["id"], "diff_hunk": c["diff_hunk"], "path": c["path"],
+               "position": c["position"], "original_position": c["position"],
+               "commit_id": c["commit"], "original_commit_id": c["commit"],
+               "user": self._user(c["author"]), "body": c["body"],
+               "created_at": _iso(c["created"]), "updated_at": _iso(c["updated"]),
+               "html_url": html, "pull_request_url": pr_url,
+               "author_association": self._association(c["author"]),
+               "_links": {"self": {"href": url}, "html": {"href": html}, "pull_request": {"href": pr_url}},
+               "reactions": {"url": url + "/reactions", "total_count": 0, "+1": 0, "-1": 0, "laugh": 0,
+                             "hooray": 0, "confused": 0, "heart": 0, "rocket": 0, "eyes": 0},
+               "start_line": None, "original_start_line": None, "start_side": None,
+               "line": c["line"], "original_line": c["line"], "side": c["side"], "subject_type": "line"}
+        if c["reply_to"] is not None:  # GitHub sends the key on replies only
+            out["in_reply_to_id"] = c["reply_to"]
+        return out
+
     def _render_event(self, e: dict) -> dict:
         actor = self._user(e["actor"])
         return {"id": e["id"], "node_id": "LE_%d" % e["id"],
@@ -543,6 +824,12 @@ class FakeGitHub:
                 ) -> Tuple[int, List[Tuple[str, str]], bytes]:
         parts = urlsplit(target)  # absolute form (via proxy) or origin form
         path = re.sub(r"^/api/v3(?=/)", "", parts.path).rstrip("/") or "/"
+        # A slow endpoint: the wait is outside the lock, so other requests
+        # (the server answers each in a thread) go on meanwhile.
+        wait = max((s for m, pattern, s in list(self._delays)
+                    if (not m or m == method) and re.search(pattern, path)), default=0.0)
+        if wait:
+            time.sleep(wait)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         with self._lock:
             extra: List[Tuple[str, str]] = []
@@ -633,6 +920,7 @@ class FakeGitHub:
         elif int(m.group(1)) != self._repo_id:
             raise _not_found()
         sub = m.group(3) or ""
+        self._sync_heads()
         for verb, pattern, handler in _REPO_ROUTES:
             hit = re.fullmatch(pattern, sub)
             if hit and verb == method:
@@ -806,10 +1094,7 @@ class FakeGitHub:
         rec = self._get(int(n))
         if not p.get("body"):
             raise _invalid("IssueComment", field="body", code="missing_field")
-        cid, now = self._new_id(), int(self.clock())
-        self._comments[cid] = {"id": cid, "issue": int(n), "author": self.operator,
-                               "body": p["body"], "created": now, "updated": now}
-        rec["updated"] = self._stamp(rec["updated"])
+        cid = self._new_comment(rec, self.operator, p["body"])
         data = self._render_comment(self._comments[cid])
         return 201, data, [("Location", data["url"])]
 
@@ -906,6 +1191,46 @@ class FakeGitHub:
         data = self._render_pull(self._issues[number], full=True)
         return 201, data, [("Location", data["url"])]
 
+    def _api_list_reviews(self, q: dict, p: Any, n: str):
+        rec = self._get(int(n))
+        if not rec["pull"]:
+            raise _not_found()
+        reviews = [self._render_review(r) for r in sorted(self._reviews.values(), key=lambda r: r["id"])
+                   if r["pr"] == int(n)]
+        return self._paginate(reviews, q, "/pulls/%s/reviews" % n)
+
+    def _api_create_review(self, q: dict, p: Any, n: str):
+        """The token's account submits a review (no pending reviews here:
+        an event is required)."""
+        state = {"REQUEST_CHANGES": "CHANGES_REQUESTED", "APPROVE": "APPROVED",
+                 "COMMENT": "COMMENTED"}.get(str(p.get("event", "")))
+        if state is None:
+            raise _invalid("PullRequestReview", field="event", code="missing_field")
+        rid = self._new_review(self._get(int(n)), self.operator, state, str(p.get("body") or ""),
+                               [c for c in p.get("comments") or [] if isinstance(c, dict)])
+        return 200, self._render_review(self._reviews[rid]), []
+
+    def _review_comments_answer(self, q: dict, recs: List[dict], sub: str):
+        """A review comment list: `since` (updated at or after), sorted by
+        id, or by `sort` (created, updated) in `direction` (default desc)."""
+        recs = [c for c in recs if not q.get("since") or _iso(c["updated"]) >= q["since"]]
+        key = {"created": "created", "updated": "updated"}.get(q.get("sort", ""))
+        if key:
+            recs.sort(key=lambda c: (c[key], c["id"]), reverse=q.get("direction", "desc") != "asc")
+        else:
+            recs.sort(key=lambda c: c["id"])
+        return self._paginate(recs, q, sub, self._render_review_comment)
+
+    def _api_list_review_comments(self, q: dict, p: Any, n: str):
+        rec = self._get(int(n))
+        if not rec["pull"]:
+            raise _not_found()
+        return self._review_comments_answer(
+            q, [c for c in self._review_comments.values() if c["pr"] == int(n)], "/pulls/%s/comments" % n)
+
+    def _api_list_repo_review_comments(self, q: dict, p: Any):
+        return self._review_comments_answer(q, list(self._review_comments.values()), "/pulls/comments")
+
 
 # (method, path under /repos/{owner}/{repo}, FakeGitHub._api_<handler>); first match wins.
 _REPO_ROUTES = [
@@ -931,6 +1256,10 @@ _REPO_ROUTES = [
     ("GET", r"/pulls", "list_pulls"),
     ("POST", r"/pulls", "create_pull"),
     ("GET", r"/pulls/(\d+)", "get_pull"),
+    ("GET", r"/pulls/comments", "list_repo_review_comments"),
+    ("GET", r"/pulls/(\d+)/reviews", "list_reviews"),
+    ("POST", r"/pulls/(\d+)/reviews", "create_review"),
+    ("GET", r"/pulls/(\d+)/comments", "list_review_comments"),
 ]
 
 
