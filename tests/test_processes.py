@@ -176,13 +176,15 @@ def test_sigchld_handler_never_steals_an_exit_status(wiring, tmp_path):
 
 
 # The real daemon with its loop tick made long on purpose: Daemon.run and
-# main() as they are, only Coordinator.next_wake answers a fixed number.
+# main() as they are, only Coordinator.next_wake answers a fixed number
+# (unless a job's result waits: see the test of Jobs.finished below).
 LONG_TICK_DRIVER = """\
 import os, sys
 sys.path.insert(0, {root!r})
 from adws import coordinator as co
 tick = float(os.environ["TAC_TEST_TICK"])
-co.Coordinator.next_wake = lambda self, now: tick
+short = co.Coordinator.next_wake  # kept only for a job that ended during the tick (its wake-up was drained)
+co.Coordinator.next_wake = lambda self, now: short(self, now) if self.jobs.finished() else tick
 sys.exit(co.main(sys.argv[1:]))
 """
 
@@ -413,11 +415,12 @@ def test_stop_worker_script_stops_it_keeps_the_worktree_and_fails_the_task(proje
     project.script({"default": {"turns": 1, "commit": "wip.txt", "sleep": 600}})
     project.start()
     wid, pid = worker_of(project, n)
+    tree = project.dir / "trees" / f"gh-{n}"
+    project.wait_for(lambda: (tree / "wip.txt").exists(), message="its commit made")  # a loaded machine is slow
     t0 = time.time()
     r = subprocess.run(["sh", str(STOP_WORKER), "--config", str(project.config), str(n)],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
-    tree = project.dir / "trees" / f"gh-{n}"
     assert r.stdout.strip().startswith(f"stop requested for gh-{n}: created {tree}/STOP")
     project.wait_for(lambda: project.state(n) == tasks.FAILED, timeout=10, message="failed")
     took = time.time() - t0
