@@ -35,6 +35,10 @@ unreachable or refused it: UNREACHABLE), anywhere else (another node got
 there first: LOST). A later commit of this node's own claim (same node, run
 and worker) found there is ours: an earlier push whose answer was lost.
 
+A retry of the same task on the same node keeps the claim: `hand_over`
+renews it for the next worker, so an issue gets its runs on one node and is
+not started afresh by another.
+
 Results. Every write returns a Result, true only when OK. LOST is an
 expected outcome, never an exception: the worker must not start, or must be
 stopped at once. UNREACHABLE keeps the claim as it was: keep the worker
@@ -241,6 +245,27 @@ class Claims:
             mine = self._still_mine(claim, now_at)
             if mine is not None:  # an earlier renewal landed, its answer lost: renew from it
                 return self.renew(mine, now, _again=False)
+        return self._result(status, replace(new, sha=sha), claim, why)
+
+    def hand_over(self, claim: Claim, run: int, worker: str, now: float, _again: bool = True) -> Result:
+        """Renew this node's claim for the next worker of the same task (a
+        retry), naming that worker and run, and clearing an outcome recorded
+        for an earlier round: the claim stays this node's from the first run
+        to the last. Leased on claim.sha like a renewal; LOST: another node
+        holds it now, and the worker must not start."""
+        if claim.node != self.node:
+            return Result(LOST, None, f"{self.ref(claim.issue)} is held by {claim.node or 'an unreadable claim'}")
+        new = replace(claim, run=run, worker=worker, outcome="",
+                      expires=max(claim.expires, expiry(now, self.lease_ttl)))
+        sha = self._commit(new, parent=claim.sha)
+        status, now_at, why = self._swap(self.ref(claim.issue), sha, expect=claim.sha)
+        if status == LOST:
+            mine = self._still_mine(new, now_at)  # this hand-over landed, its answer lost
+            if mine is not None:
+                return Result(OK, mine)
+            mine = self._still_mine(claim, now_at)
+            if mine is not None and _again:  # a renewal of the same claim landed first: hand over from it
+                return self.hand_over(mine, run, worker, now, _again=False)
         return self._result(status, replace(new, sha=sha), claim, why)
 
     def take_over(self, expired: Claim, run: int, worker: str, now: float) -> Result:

@@ -64,6 +64,8 @@ from adws.files import write_atomic  # noqa: E402
 from adws.ledger import usd  # noqa: E402
 from adws.metrics import human_duration  # noqa: E402
 from adws.config import EX_CONFIG, Config, ConfigError, load_config  # noqa: E402
+from adws.claims import ClaimError  # noqa: E402
+from adws.cluster import ClaimLost, ClaimUnreachable, Cluster, own_text, own_worker  # noqa: E402
 from adws.gates import CLOSED, OPEN, Gates  # noqa: E402
 from adws.jobs import Jobs  # noqa: E402
 from adws.github import GitHub, GitHubError, is_bot  # noqa: E402
@@ -173,12 +175,13 @@ class PullRefused(Exception):
 # How each kind of ending is written in the ledger (ledger.OUTCOMES): "completed" for a
 # run that ended with a PR, whoever opened it.
 _LEDGER_OUTCOME = {"completed": ledger.COMPLETED, "open_pr": ledger.COMPLETED, "blocked": ledger.BLOCKED,
-                   "stopped": "stopped", "failed": ledger.FAILED, "startup_error": "startup_error"}
+                   "stopped": "stopped", "failed": ledger.FAILED, "startup_error": "startup_error",
+                   "lost": "stopped"}
 
 
 @dataclass
 class Outcome:
-    kind: str        # completed | blocked | open_pr | stopped | failed | startup_error
+    kind: str        # completed | blocked | open_pr | stopped | failed | startup_error | lost (the claim)
     reason: str = ""
     draft: bool = False
     systemic: bool = False  # a startup error while the breaker is open: the system's, not the task's
@@ -332,6 +335,11 @@ class Coordinator:
         self.started_at = now
         self.workers: Dict[int, Worker] = {}
         self.max_concurrent = worker_cap(cfg.max_concurrent)
+        # [cluster]: claims on the remote decide which node runs an issue
+        # (adws/cluster.py); None for a single coordinator, which claims nothing.
+        self.cluster: Optional[Cluster] = Cluster(
+            cfg, self.jobs, self.say_once, live=lambda n: n in self.workers and self.workers[n].state != EXITED
+        ) if cfg.cluster_enabled else None
         # GitHub
         self.issues: Dict[int, dict] = {}     # the last good listing, by number
         self.listing_ok = False               # is self.issues current?
@@ -440,7 +448,8 @@ class Coordinator:
            changes; hourly, prune old worktrees and logs and measure the disk
         1. reap workers whose process ended (by PID); take the results of
            the jobs that finished (adws/jobs.py: slow git and gh work)
-        2. supervise live workers: read new log lines, STOP file, timeouts, budget
+        2. supervise live workers: read new log lines, STOP file, timeouts, budget;
+           in a cluster, renew the claims held and release those that are over
         3. finish ended workers from their evidence (PR, BLOCKED.md, commits): a job
         4. poll GitHub when due (a job) and reconcile the queue with it
         5. deliver owed comments and label swaps (once per poll)
@@ -456,6 +465,8 @@ class Coordinator:
         self.guarded("reap", self.reap, now)
         self.jobs.apply()
         self.guarded("supervise", lambda: self.supervise(now, self.load()))
+        if self.cluster is not None:
+            self.guarded("claims", self.tend_claims, now)
         self.guarded("finish", self.finish_exited, now)
         self._poll_asked = self._poll_asked or force_poll  # kept while a poll is under way
         if (self._poll_asked or now >= self.next_poll_at) and not self.jobs.busy(("poll",)):
@@ -524,13 +535,30 @@ class Coordinator:
                 if task.worker == w.worker_id:
                     w.entry = task
                 reason = stop_reason_for(w, self.cfg, now, s, (w.tree / "STOP").exists())
+                if not reason and self.cluster is not None:
+                    reason = self.cluster.stop_reason(w.issue, self.wall(now))  # the claim is lost, or about to be
             if reason:
                 self.begin_stop(w, reason, now)
             elif w.comment_id and self.cfg.progress_every > 0 and now - w.comment_at >= self.cfg.progress_every:
                 w.comment_at = now
                 last = f", last step: `{s.last_tool}`" if s.last_tool else ""
-                self.comment(w, f"🤖 Working on branch `{w.branch}` (attempt {w.attempt}): "
+                self.comment(w, f"🤖 Working{self.on_node} on branch `{w.branch}` (attempt {w.attempt}): "
                                 f"{human_duration(now - w.started_at)} so far, {usd(s.cost)}{last}.")
+
+    def tend_claims(self, now: float) -> None:
+        """In a cluster: renew the claims held, release those that are over
+        (adws/cluster.py), and show them on the Pending entries."""
+        def busy(n: int) -> bool:  # a job that writes the claim itself
+            return any(self.jobs.busy((k, n)) for k in ("start", "finish", "notice"))
+        self.cluster.tend(self.load(), set(self.issues), busy, self.wall(now), now)
+        self.show_claims()
+
+    def show_claims(self) -> None:
+        """Each Pending entry's "- Claimed by:" line as the claims were last seen."""
+        texts = self.cluster.texts(self.load())
+        if texts:
+            self.update(lambda doc: [tasks.amend(doc, n, expect=PENDING, claimed_by=text)
+                                     for n, text in sorted(texts.items())])
 
     def comment(self, w: Worker, text: str) -> None:
         """Post or edit the task's status comment as a job; remember its id."""
@@ -539,6 +567,11 @@ class Coordinator:
             _raise(None, error)
         self.jobs.submit(("comment", w.issue), functools.partial(self.outbox.post_or_edit, w.issue, w.comment_id,
                                                                  text), remember)
+
+    @property
+    def on_node(self) -> str:
+        """" on pi-garage" in a cluster, where the issue's reader must know which machine runs it."""
+        return f" on {self.cfg.node}" if self.cluster is not None else ""
 
     def restore_entry(self, w: Worker, now: float) -> None:
         """Write back the entry of a live worker that vanished from tasks.md,
@@ -613,6 +646,10 @@ class Coordinator:
             if e.unreachable:
                 self.say_once(("finish", w.issue, str(e)), "%s finishing deferred: github: %s", w.name, e)
                 return
+        if isinstance(e, ClaimUnreachable):  # is the issue still ours? Nothing leaves until that is known
+            w.finish_next_at = now + self.cluster.retry_every
+            self.say_once(("finish", w.issue, str(e)), "%s finishing deferred: %s", w.name, e)
+            return
         w.finish_failures += 1
         w.finish_failed_at = w.finish_failed_at or now
         reason = f"push rejected by origin: {e}" if isinstance(e, PushRejected) else f"could not finish: {e}"
@@ -630,7 +667,7 @@ class Coordinator:
         if ended is not None:
             self.counters["blocked"] += 1
             log.warning("%s blocked: %s", w.name, reason)
-            self.jobs.submit(("notice", w.issue), functools.partial(self.outbox.notify, ended), _raise)
+            self.jobs.submit(("notice", w.issue), functools.partial(self.tell, ended), _raise)
 
     def finish_work(self, w: Worker, now: float) -> "Finished":
         """Off the loop: decide how the run ended from its evidence and
@@ -641,6 +678,12 @@ class Coordinator:
             return Finished(s)  # a person changed the entry
         elapsed = (w.exited_at or now) - w.started_at
         outcome, commits = self.judge(w, s, elapsed)
+        if self.cluster is not None:
+            # Before anything of the run leaves this machine (a push, a pull
+            # request, the label swap): is the issue still ours? A renewal says.
+            lost = self.cluster.confirm_job(w.issue, w.worker_id, self.wall(now))
+            if lost:
+                return Finished(s, Outcome("lost", lost))
         done = Finished(s, outcome)
         if outcome.kind == "blocked" and commits > 0:
             try:
@@ -684,9 +727,11 @@ class Coordinator:
             w.finish_next_at = now + self.cfg.poll_interval  # tasks.md could not be written: not every tick
             raise
         del self.workers[w.issue]
+        if self.cluster is not None:
+            self.cluster.lost.pop(w.issue, None)
         if outcome.kind == "startup_error":
             self.count_startup_error(w.issue, outcome.reason, now)
-        elif outcome.kind == "stopped":
+        elif outcome.kind in ("stopped", "lost"):
             self.gates.startup.probe_ended(w.issue, now)
         else:
             self.gates.startup.got_going(w.issue, now)
@@ -695,6 +740,8 @@ class Coordinator:
             log.info("%s entry changed by a person while finishing; left as they set it", w.name)
             return
         self.log_outcome(w, outcome, ended, now)
+        if outcome.kind == "lost":
+            return  # the issue is another node's now: its run tells the issue
         if outcome.kind == "failed":
             self.gates.failed_run(w.issue, outcome.reason)
         elif ended.state in (COMPLETED, BLOCKED):
@@ -708,12 +755,21 @@ class Coordinator:
         # The issue is told first: removing the worktree takes a git call
         # (~0.1 s, more on a Pi) that nobody is waiting for.
         if ended.state in tasks.TERMINAL:
-            self.outbox.notify(ended)
+            self.tell(ended)
         if ended.state == COMPLETED:
             self.git.remove_worktree(w.tree)
         if ended.state not in tasks.TERMINAL and ended.comment_id:
             self.outbox.post_or_edit(ended.issue, ended.comment_id, f"⏳ Attempt did not finish: {ended.reason}. "
                                                              f"Next attempt at {ended.next_attempt}.")
+
+    def tell(self, t: Task) -> None:
+        """Off the loop: tell the issue how the task ended (adws/outbox.py).
+        In a cluster the claim records the outcome first, so that a node
+        reading it after a crash here, before the label swap, does not run
+        the issue again; while that cannot be done the notice stays owed."""
+        if self.cluster is not None and not self.cluster.record_job(t, self.wall(self.clock())):
+            return
+        self.outbox.notify(t)
 
     def judge(self, w: Worker, s: Any, elapsed: float) -> Tuple[Outcome, int]:
         """The outcome of an ended run and how many commits it has to push.
@@ -786,13 +842,17 @@ class Coordinator:
             cur = doc.governing(w.issue)
             if cur is None:
                 return None
-            fields: Dict[str, Any] = {} if outcome.kind == "startup_error" else {"attempts": max(cur.attempts, w.attempt)}
+            fields: Dict[str, Any] = {} if outcome.kind in ("startup_error", "lost") else \
+                {"attempts": max(cur.attempts, w.attempt)}
             if outcome.kind in ("completed", "open_pr"):
                 to = COMPLETED
                 fields.update(pr=pr_url, commit=sha, completed=local_time(self.wall(now)), reason=outcome.reason)
             elif outcome.kind in ("blocked", "stopped"):  # stopped: FATAL at once, never retried
                 to = BLOCKED if outcome.kind == "blocked" else FAILED
                 fields.update(reason=outcome.reason)
+            elif outcome.kind == "lost":  # another node runs it: not this run's failure, nothing counted
+                to = PENDING
+                fields.update(reason=f"not finished here: {outcome.reason}", next_attempt="")
             elif outcome.systemic:  # the task waits for the breaker; nothing counts against it
                 to = PENDING
                 fields.update(reason=f"{SPAWNING_PAUSED_START}: {outcome.reason}", next_attempt="")
@@ -805,7 +865,9 @@ class Coordinator:
         return self.update(apply)
 
     def log_outcome(self, w: Worker, outcome: Outcome, ended: Task, now: float) -> None:
-        if outcome.kind == "startup_error":
+        if outcome.kind == "lost":
+            log.warning("%s claim lost: %s; nothing pushed, the worktree is kept", w.name, outcome.reason)
+        elif outcome.kind == "startup_error":
             log.info("%s startup error: %s; %s", w.name, outcome.reason,
                      "waits for the breaker (not counted against it)" if outcome.systemic else
                      f"next attempt {ended.next_attempt}" if ended.state == PENDING else "giving up")
@@ -982,7 +1044,7 @@ class Coordinator:
         """Tell every ended task whose notice is still owed, each as a job."""
         for t in self.load().tasks:
             if t.state in tasks.TERMINAL and t.outbox:
-                self.jobs.submit(("notice", t.issue), functools.partial(self.outbox.notify, t), _raise)
+                self.jobs.submit(("notice", t.issue), functools.partial(self.tell, t), _raise)
 
     # 6 ------------------------------------------------------------------------
     def spawn_block(self, now: float) -> str:
@@ -1007,7 +1069,7 @@ class Coordinator:
         if slots <= 0:
             return
         # Next attempt is a wall-clock time in tasks.md: on the steady clock here.
-        waiting = [(t, (tasks.parse_time(t.next_attempt) or 0.0) - self._offset) for t in self.load().in_state(PENDING)
+        waiting = [(t, self.due_at(t)) for t in self.load().in_state(PENDING)
                    if t.issue not in self.workers and t.issue not in self.starting and t.issue in self.issues]
         due = [t for t, at in waiting if at <= now]
         self.next_due_at = min((at for _, at in waiting if at > now), default=0.0)  # for next_wake
@@ -1024,6 +1086,8 @@ class Coordinator:
         due = [by_issue[n] for n in self.gates.startup.pick_probe([t.issue for t in due])]
         # A held task must not take the slot of the next one in line.
         due = [t for t in due if self.text_as_labelled(t, now)]
+        if self.cluster is not None:
+            due = self.claimable(due, now)
         for t in due[:slots]:
             short = self.gates.memory_block()
             if short:
@@ -1037,6 +1101,49 @@ class Coordinator:
             self.guarded(f"gh-{t.issue} start", self.spawn, t, self.issues[t.issue], now)
             if t.issue not in self.workers and t.issue not in self.starting:
                 self.gates.startup.probe_ended(t.issue, now)  # it never started: probe again
+
+    def due_at(self, t: Task) -> float:
+        """When a Pending task is due, on the steady clock: its Next attempt
+        (a wall-clock time in tasks.md), and in a cluster not before another
+        node's claim on it may have expired."""
+        at = tasks.parse_time(t.next_attempt) or 0.0
+        if self.cluster is not None:
+            at = max(at, self.cluster.wait_until(t.issue))
+        return at - self._offset
+
+    def claimable(self, due: List[Task], now: float) -> List[Task]:
+        """In a cluster: the due tasks that no other node holds, by a read of
+        the claims made for this dispatch (one ls-remote, as a job; with
+        threads, the next tick's dispatch uses it). The take in the start
+        job decides; this only spares takes that cannot win."""
+        c = self.cluster
+        if not due:
+            return due
+        if c.fresh is None:
+            if now < c.next_read_at or self.jobs.busy(("claims",)):
+                return []
+            self.read_claims(now)
+            if c.fresh is None:
+                return []  # under way
+        reading, c.fresh = c.fresh, None
+        wall = self.wall(now)
+        # One write of a claim at a time: a renewal under way goes first.
+        return [t for t in due if c.may_run(t.issue, reading, wall) and not self.jobs.busy(("claim", t.issue))]
+
+    def read_claims(self, now: float) -> None:
+        self.cluster.read(set(self.issues), self.wall(now), not self.dry_run, self.claims_read)
+
+    def claims_read(self, result: Any, error: Optional[BaseException]) -> None:
+        """On the loop: what a read of the claims found (adws/cluster.py)."""
+        now = self.clock()
+        if error is not None:
+            if not isinstance(error, (ClaimError, GitError)):
+                raise error
+            self.cluster.read_failed(now, str(error))
+            return
+        found, swept = result
+        self.cluster.saw(found, swept, self.load(), self.workers, set(self.starting), self.wall(now))
+        self.show_claims()
 
     def text_as_labelled(self, t: Task, now: float) -> bool:
         """Is the issue's text still the text a trusted person labelled?
@@ -1099,18 +1206,22 @@ class Coordinator:
         #    tagged with this worker id, else finishes from the evidence.
         if self.change_state(n, ACTIVE, expect=PENDING, worker=w.worker_id, worktree=str(w.tree),
                              log=str(w.log_path), log_offset=log_offset, started=local_time(self.wall(now)),
-                             pid=None, pid_start=None, next_attempt="") is None:
+                             pid=None, pid_start=None, next_attempt="", claimed_by="") is None:
             return
-        # 2-3. The branch, the worktree and the prompt, off the loop.
+        # 2-3. The claim (in a cluster), the branch, the worktree and the prompt, off the loop.
         self.starting[n] = w
         self.jobs.submit(("start", n), functools.partial(self.prepare, w, issue, run_number(t)),
                          functools.partial(self.launch, w))
 
     def prepare(self, w: Worker, issue: dict, run: int) -> bool:
-        """Off the loop: a branch that is free, a fresh worktree on it, the
-        prompt file. Returns whether an earlier run's leftovers were cleared.
-        Raises StartError saying what failed."""
+        """Off the loop: in a cluster the claim first (nothing is made for a
+        worker that may not run), then a branch that is free, a fresh worktree
+        on it, the prompt file. Returns whether an earlier run's leftovers
+        were cleared. Raises StartError saying what failed, ClaimLost or
+        ClaimUnreachable when the claim was not taken."""
         cfg = self.cfg
+        if self.cluster is not None:
+            self.cluster.take_job(w.issue, run, w.worker_id, self.wall(self.clock()))
         try:
             w.branch = self.git.unused_branch(w.issue, run)
             w.tree, repaired = self.git.prepare_worktree(w.issue, w.branch)
@@ -1129,6 +1240,9 @@ class Coordinator:
         its PID for crash recovery, tell the issue."""
         n, now = w.issue, self.clock()
         del self.starting[n]
+        if isinstance(error, (ClaimLost, ClaimUnreachable)):
+            self.not_claimed(w, error, now)
+            return
         if error is None:
             try:
                 self.start_process(w, now)
@@ -1146,7 +1260,23 @@ class Coordinator:
         # 4. Now the PID is known; record it for crash recovery.
         w.entry = self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start, branch=w.branch)
         log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, w.pid, w.branch, w.attempt, w.worker_id)
-        self.comment(w, f"🤖 Started work on branch `{w.branch}` (attempt {w.attempt}, {clock_time(self.wall(now))}).")
+        started = f"Started on {self.cfg.node}, on" if self.cluster is not None else "Started work on"
+        self.comment(w, f"🤖 {started} branch `{w.branch}` (attempt {w.attempt}, {clock_time(self.wall(now))}).")
+
+    def not_claimed(self, w: Worker, e: Exception, now: float) -> None:
+        """The take went to another node, or the claims could not be reached:
+        back to Pending, not started. Neither a startup error nor a failure
+        of the task: the breaker is not told."""
+        n = w.issue
+        holder = getattr(e, "holder", None)
+        if holder is not None:
+            self.cluster.seen[n] = holder  # "Claimed by" says who; no read before its expiry
+        elif isinstance(e, ClaimUnreachable):
+            self.cluster.read_failed(now, str(e))
+        self.change_state(n, PENDING, expect=ACTIVE, owner=w.worker_id, started="")
+        self.gates.startup.probe_ended(n, now)
+        log.info("gh-%d not started here: %s", n, e)
+        self.show_claims()
 
     def start_failed(self, w: Worker, why: str, now: float) -> None:
         log.warning("gh-%d could not start: %s", w.issue, why)
@@ -1264,6 +1394,7 @@ class Coordinator:
                         if self.gates.startup.state == OPEN else None,
                         "failed_runs_in_a_row": len(self.gates.failures.recent)},
             "runs": self.spend.success(), "disk": self.disk,
+            "cluster": self.cluster.snapshot() if self.cluster is not None else None,
         }
         level, reason = metrics.health(data, wall(now))
         data["health"] = {"level": level, "reason": reason}
@@ -1290,9 +1421,21 @@ class Coordinator:
                 pass
         for t in self.load().in_state(ACTIVE):
             self.guarded(f"gh-{t.issue} recovery", self.readopt, t, now)
+        if self.cluster is not None:
+            self.guarded("claims", self.adopt_claims, now)
         for t in self.load().tasks:
             if t.comment_id is None and t.started and (t.state == ACTIVE or (t.state in tasks.TERMINAL and t.outbox)):
                 self.guarded(f"gh-{t.issue} status comment", self.find_comment, t)
+
+    def adopt_claims(self, now: float) -> None:
+        """In a cluster, after a restart: one read of the claims when this
+        node may hold some (a task running, waiting to retry, or owing its
+        notice), so that it renews them again; a worker whose claim went to
+        another node meanwhile is stopped."""
+        node = self.cfg.node
+        if any(t.state == ACTIVE or (t.state in tasks.TERMINAL and t.outbox) or own_worker(t.claimed_by, node)
+               for t in self.load().tasks):
+            self.read_claims(now)
 
     def find_comment(self, t: Task) -> None:
         """A crash between posting a status comment and recording its id
@@ -1325,7 +1468,10 @@ class Coordinator:
             # spawn() writes the attempt line just before the process
             # starts; without it we stopped in between and nothing ran.
             # That is our interruption, not a startup error of the task.
-            self.change_state(t.issue, PENDING, expect=ACTIVE, owner=t.worker, worker="", started="")
+            # In a cluster its claim may have been taken: "Claimed by" names
+            # its worker, so the claim is known as this node's own.
+            mine = {"claimed_by": own_text(self.cfg.node, t.worker)} if self.cluster is not None else {}
+            self.change_state(t.issue, PENDING, expect=ACTIVE, owner=t.worker, worker="", started="", **mine)
             log.info("gh-%d was never started (the coordinator stopped first); back to Pending", t.issue)
             return
         follower = transcript.TranscriptFollower(log_path, t.log_offset or 0)
@@ -1430,6 +1576,8 @@ class Coordinator:
     def next_wake(self, now: float) -> float:
         """Seconds to sleep: short while workers need watching, else until
         the next poll or the next backoff expiry. SIGCHLD cuts it short."""
+        if self.jobs.finished():
+            return 0.05  # a job ended during the tick: its wake-up went with the tick's SIGCHLDs
         if self.workers or self.starting:
             return 1.0
         # Each tick sends WATCHDOG=1: under a systemd watchdog an idle
@@ -1440,7 +1588,11 @@ class Coordinator:
         # A backoff or a tripped breaker that ends before the next poll must
         # not wait for it: with poll_interval 30 a 1 s backoff took 30 s.
         probe_at = self.gates.startup.next_probe_at if self.gates.startup.state == OPEN else 0.0
-        for at in (self.next_due_at, probe_at):
+        claims_at: List[float] = []
+        if self.cluster is not None:  # a renewal, a release, a retry or a read due before the poll
+            c = self.cluster
+            claims_at = [c.next_event(self.wall(now)) - self._offset, c.next_read_at, *c.retry_at.values()]
+        for at in (self.next_due_at, probe_at, *claims_at):
             if at > now:
                 wake = min(wake, at)
         return max(0.05, min(wake - now, longest))
@@ -1476,7 +1628,15 @@ def _FIXED_WHILE_RUNNING(old: Config, new: Config) -> List[Tuple[str, Any, Any]]
     """The keys a running daemon cannot take on: where its state, locks and
     workers' files live."""
     return [("[paths] tasks", old.tasks_path, new.tasks_path), ("[repo] path", old.repo_path, new.repo_path),
-            ("[paths] trees", old.trees, new.trees), ("[paths] logs", old.logs, new.logs)]
+            ("[paths] trees", old.trees, new.trees), ("[paths] logs", old.logs, new.logs),
+            # Claims held under one name and prefix cannot move to another under running workers.
+            ("[cluster]", _cluster_key(old), _cluster_key(new))]
+
+
+def _cluster_key(cfg: Config) -> str:
+    if not cfg.cluster_enabled:
+        return "absent"
+    return f"node {cfg.node}, lease_ttl {cfg.lease_ttl:g}, claim_ref_prefix {cfg.claim_ref_prefix}"
 
 
 _LINE_NUMBER = re.compile(r"^[^:]*:[0-9]+: ")

@@ -1,19 +1,25 @@
 """`coordinator.py --check`: is this machine ready to run the daemon?
 
-One line per check, ✓ or ✗, and under each ✗ the exact fix: Python, gh and
-its login, the repository and the label, the clone (and that it is a clone
-of [github] repo), the worker command and template, memory and disk, and,
-when a daemon is running, whether its workers die at start and why. It
-creates nothing.
+One line per check, ✓ or ✗ (? when it cannot tell), and under each ✗ the
+exact fix: Python, gh and its login, the repository and the label, the clone
+(and that it is a clone of [github] repo), the worker command and template,
+memory and disk, and, when a daemon is running, whether its workers die at
+start and why. With [cluster], also that the remote accepts claim refs and
+that the clock is synchronised. It creates nothing, with one exception: to
+learn whether the remote accepts claim refs, [cluster]'s check pushes a
+probe ref (`<claim_ref_prefix>probe-<node>`, never a claim's name) to the
+remote and deletes it at once.
 """
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import sys
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from adws import metrics
+from adws.claims import Claims
 from adws.config import Config
 from adws.gates import HALF_OPEN, OPEN, diagnose, free_mb
 from adws.github import GitHub, GitHubError, _quote
@@ -31,7 +37,8 @@ def remote_slug(url: str) -> Optional[str]:
 
 
 def doctor(cfg: Config, github: GitHub, out: Callable[[str], None] = print) -> bool:
-    """One line per check, ✓ or ✗, and for each ✗ the exact fix. Creates nothing."""
+    """One line per check, ✓ or ✗, and for each ✗ the exact fix. Creates
+    nothing but [cluster]'s probe ref on the remote, deleted at once."""
     ok = True
 
     def check(passed: bool, what: str, fix: str = "") -> bool:
@@ -45,6 +52,8 @@ def doctor(cfg: Config, github: GitHub, out: Callable[[str], None] = print) -> b
     _check_github(cfg, github, check)
     _check_clone(cfg, check)
     _check_workers(cfg, check)
+    if cfg.cluster_enabled:
+        _check_cluster(cfg, check, out)
     free = mem_available_mb()
     if free is not None:
         check(free >= cfg.min_free_memory_mb, f"memory available: {free} MB (min_free_memory_mb {cfg.min_free_memory_mb})",
@@ -110,3 +119,36 @@ def _check_workers(cfg: Config, check: Callable[..., bool]) -> None:
         guess, fix = diagnose(error)
         check(False, f"workers fail at start: {guess + ' ' if guess else ''}({error})",
               fix or "run the worker command by hand in a worktree and read what it says")
+
+
+def _check_cluster(cfg: Config, check: Callable[..., bool], out: Callable[[str], None]) -> None:
+    """[cluster]: the remote must accept claim refs; the node's name must be
+    its own; the clock must be right, since claims expire by wall-clock time
+    compared across nodes."""
+    check(cfg.node != "raspberrypi", f"cluster node {cfg.node}",
+          "every fresh Raspberry Pi is called raspberrypi: set [cluster] node to a name of this machine's own")
+    refused = Claims.from_config(cfg).check()  # pushes a probe ref and deletes it
+    check(refused is None, f"claim refs accepted by {cfg.remote} under {cfg.claim_ref_prefix}" if refused is None
+          else f"claim refs: {refused}",
+          'a namespace the host accepts, e.g. claim_ref_prefix = "refs/heads/tac-claims/", the same on every node')
+    synced, why = clock_synchronised()
+    if synced is None:
+        out(f"? clock synchronisation not known ({why}): claims expire by the clock, compared across nodes; "
+            f"keep NTP on")
+    else:
+        check(synced, "clock synchronised (NTP)" if synced else "clock not synchronised (NTP)",
+              "sudo timedatectl set-ntp true, and wait for timedatectl to say 'System clock synchronized: yes'")
+
+
+def clock_synchronised() -> Tuple[Optional[bool], str]:
+    """(True/False, '') from systemd's view of NTP; (None, why) where it cannot be asked."""
+    try:
+        r = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
+                           text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"timedatectl: {e.strerror if isinstance(e, OSError) else 'no answer'}"
+    answer = r.stdout.strip()
+    if r.returncode != 0 or answer not in ("yes", "no"):
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        return None, f"timedatectl: {lines[0] if lines else f'exit status {r.returncode}'}"
+    return answer == "yes", ""

@@ -51,6 +51,11 @@ class Jobs:
     def busy(self, key: Any) -> bool:
         return key in self._running
 
+    def finished(self) -> bool:
+        """Is anything waiting for the loop (a result, an on_loop call)? Its
+        wake-up byte may have been drained with the tick's own."""
+        return not self._later.empty() or any(e is not None and e[0].done() for e in self._running.values())
+
     def count(self, kind: str) -> int:
         """Jobs in flight whose key starts with `kind`."""
         return sum(1 for k in self._running if k[0] == kind)

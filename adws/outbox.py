@@ -60,14 +60,17 @@ class Outbox:
 
     def notice_text(self, t: Task) -> str:
         tree = Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue)
-        kept = f"The worktree is kept at `{tree}` on the coordinator's machine. " if tree.is_dir() else ""
+        # In a cluster the reader must know which machine ran it (and keeps its worktree).
+        on = f" on {self.cfg.node}" if self.cfg.cluster_enabled else ""
+        machine = self.cfg.node if on else "the coordinator's machine"
+        kept = f"The worktree is kept at `{tree}` on {machine}. " if tree.is_dir() else ""
         if t.state == COMPLETED:
-            text = f"✅ Done: {t.pr}" if t.pr else "✅ Done."
+            text = f"✅ Done{on}: {t.pr}" if t.pr else f"✅ Done{on}."
             return text + (f" (draft: {t.reason})" if t.reason else "")
         if t.state == BLOCKED:
             pushed = f"Branch `{t.branch}` is pushed if it has commits. " if t.branch else ""
-            return f"⏰ The agent needs a human: {t.reason}\n\n{pushed}{kept}".rstrip()
-        return f"❌ Failed: {t.reason}\n\n{kept}Re-apply the `{self.cfg.label}` label to try again."
+            return f"⏰ The agent{on} needs a human: {t.reason}\n\n{pushed}{kept}".rstrip()
+        return f"❌ Failed{on}: {t.reason}\n\n{kept}Re-apply the `{self.cfg.label}` label to try again."
 
     def post_or_edit(self, issue: int, comment_id: Optional[int], text: str, strict: bool = False) -> Optional[int]:
         """Edit the task's status comment, or post it when there is none (or

@@ -60,7 +60,8 @@ _DETAILS = (
     ("Worktree", "worktree", "str"), ("Log", "log", "str"),
     ("Log offset", "log_offset", "int"), ("Attempts", "attempts", "count"),
     ("Startup errors", "startup_errors", "count"),
-    ("Next attempt", "next_attempt", "str"), ("Completed", "completed", "str"),
+    ("Next attempt", "next_attempt", "str"), ("Claimed by", "claimed_by", "str"),
+    ("Completed", "completed", "str"),
     ("PR", "pr", "str"), ("Reason", "reason", "str"),
     ("Comment", "comment_id", "int"), ("Body SHA", "body_sha", "str"),
     ("Earlier runs", "earlier_runs", "count"), ("Finished", "finished", "str"),
@@ -198,6 +199,10 @@ class Task:
     attempts: int = 0
     startup_errors: int = 0
     next_attempt: str = ""
+    # A cluster's claim on the issue, as this node last saw it (adws/cluster.py):
+    # "pi-garage until 10:42" for another node's; on a Pending entry of this
+    # node's own, "(this node, w-…)" follows, naming the worker the claim is for.
+    claimed_by: str = ""
     completed: str = ""
     pr: str = ""
     reason: str = ""

@@ -206,3 +206,45 @@ def lasting_zombies(pid: int, samples: int = 4, every: float = 0.5) -> List[int]
         time.sleep(every)
         lasting &= set(zombies_of(pid))
     return sorted(lasting)
+
+
+# -- several coordinators on one repository (issue #16) ----------------------------------------
+
+class Node(Project):
+    """One coordinator of a cluster: its own state folder, clone, tasks.md
+    and trees under `base`, a [cluster] section naming it, and the fake
+    GitHub and bare origin that every node of the cluster shares."""
+
+    def __init__(self, base: Path, github: Any, gh_env: Dict[str, str], origin: Path, name: str,
+                 cluster: Optional[Dict[str, Any]] = None):
+        base.mkdir(parents=True)
+        self.name = name
+        self.cluster = {"node": name, **(cluster or {})}
+        clone = base / "clone"
+        for args in (["clone", "-q", str(origin), str(clone)], ["-C", str(clone), "config", "user.name", "Test"],
+                     ["-C", str(clone), "config", "user.email", "test@example.com"],
+                     ["-C", str(clone), "config", "commit.gpgsign", "false"]):
+            subprocess.run(["git", *args], check=True, capture_output=True)
+        super().__init__(base, github, gh_env, clone, origin)
+
+    def write_config(self, workers: Optional[Dict[str, Any]] = None, github: Optional[Dict[str, Any]] = None,
+                     budget: Optional[Dict[str, Any]] = None, command: Optional[List[str]] = None,
+                     cluster: Optional[Dict[str, Any]] = None) -> None:
+        super().write_config(workers, github, budget, command)
+        self.cluster.update(cluster or {})
+        with open(self.config, "a") as f:
+            f.write("[cluster]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.cluster.items()))
+
+
+def claim_refs(origin: Path, prefix: str = "refs/tac/") -> Dict[str, str]:
+    """ref -> sha of every claim ref (and anything else under `prefix`) on the bare origin."""
+    out = subprocess.run(["git", "--git-dir", str(origin), "for-each-ref", "--format=%(refname) %(objectname)",
+                          prefix], check=True, capture_output=True, text=True).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def claim_at(origin: Path, issue: int) -> Optional[dict]:
+    """The claim on `issue` as the origin holds it (its commit's JSON), None if there is none."""
+    r = subprocess.run(["git", "--git-dir", str(origin), "log", "-1", "--format=%B", f"refs/tac/claims/gh-{issue}"],
+                       capture_output=True, text=True)
+    return json.loads(r.stdout) if r.returncode == 0 else None

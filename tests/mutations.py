@@ -502,6 +502,10 @@ BREAKAGES: List[Breakage] = [
              'cluster_enabled="cluster" in data',
              "cluster_enabled=True",
              ["tests/test_claims.py::test_without_a_cluster_section_the_node_claims_nothing"]),
+    Breakage("job-wake-up-drained-with-the-ticks", C,
+             "        if self.jobs.finished():\n            return 0.05",
+             "        if False:\n            return 0.05",
+             ["tests/test_processes.py::test_a_job_that_ends_before_the_loop_drains_the_pipe_is_applied_at_once"]),
     # -- issue #18: the status issue ----------------------------------------------------------
     Breakage("status-body-edited-at-every-poll", "adws/status_issue.py",
              "        if desired == current or (desired, current) == self._echo:\n            return",

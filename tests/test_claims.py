@@ -240,6 +240,26 @@ def test_renew_due_and_must_stop_split_the_lease_in_thirds():
     assert not Claim(1, "x", "", 0, "", 0).expired(T0 * 2)  # unreadable: never expired
 
 
+def test_hand_over_gives_this_nodes_claim_to_the_next_worker_and_only_this_nodes(git_origin, tmp_path):
+    """A retry keeps the claim: the next worker is named in a child commit
+    leased on the sha held, an earlier round's outcome is cleared, and a
+    renewal of the same claim that landed first is handed over from."""
+    a, b = node(tmp_path, git_origin, "pi-a"), node(tmp_path, git_origin, "pi-b")
+    first = a.record(a.take(16, 1, "w-1", T0).claim, "failed", T0 + 10).claim
+    r = a.hand_over(first, 2, "w-2", T0 + 20)
+    assert r and (r.claim.run, r.claim.worker, r.claim.outcome) == (2, "w-2", "")
+    assert remote_claim(git_origin, 16) == {"v": 1, "node": "pi-a", "issue": 16, "run": 2, "worker": "w-2",
+                                            "expires": int(T0) + 20 + TTL}
+    renewed = a.renew(r.claim, T0 + 200).claim
+    again = a.hand_over(r.claim, 3, "w-3", T0 + 210)  # from the sha before that renewal
+    assert again and again.claim.worker == "w-3" and git(
+        "--git-dir", str(git_origin), "rev-parse", f"{again.claim.sha}^").strip() == renewed.sha
+    taken = b.take_over(b.read_all()[16], 1, "w-b", T0 + 210 + TTL)
+    assert taken and a.hand_over(again.claim, 4, "w-4", T0 + 210 + TTL + 1).status == LOST
+    assert remote_refs(git_origin)[f"{PREFIX}gh-16"] == taken.claim.sha
+    assert a.hand_over(taken.claim, 4, "w-4", T0 + 900).status == LOST  # never another node's claim
+
+
 # -- take over -----------------------------------------------------------------------------------
 
 def test_of_nodes_racing_to_take_over_an_expired_claim_exactly_one_wins(git_origin, tmp_path):

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -175,13 +176,15 @@ def test_sigchld_handler_never_steals_an_exit_status(wiring, tmp_path):
 
 
 # The real daemon with its loop tick made long on purpose: Daemon.run and
-# main() as they are, only Coordinator.next_wake answers a fixed number.
+# main() as they are, only Coordinator.next_wake answers a fixed number
+# (unless a job's result waits: see the test of Jobs.finished below).
 LONG_TICK_DRIVER = """\
 import os, sys
 sys.path.insert(0, {root!r})
 from adws import coordinator as co
 tick = float(os.environ["TAC_TEST_TICK"])
-co.Coordinator.next_wake = lambda self, now: tick
+short = co.Coordinator.next_wake  # kept only for a job that ended during the tick (its wake-up was drained)
+co.Coordinator.next_wake = lambda self, now: short(self, now) if self.jobs.finished() else tick
 sys.exit(co.main(sys.argv[1:]))
 """
 
@@ -219,6 +222,37 @@ def test_sigchld_wakes_the_real_loop_at_once_with_a_long_tick(project, github):
         assert p.poll() is None
     finally:
         clock.stop()
+
+
+def test_a_job_that_ends_before_the_loop_drains_the_pipe_is_applied_at_once(wiring):
+    """Daemon.run drains the wake-up pipe after each tick (the tick's own
+    gh and git calls sent SIGCHLDs). A job that ended after the tick took
+    the results in but before that drain had its byte drained with theirs:
+    next_wake must see the result waiting and answer a short sleep, not the
+    poll interval, or a finished start, poll or claim waits up to a minute."""
+    daemon, r = wiring
+    c = daemon.c
+    jobs = co.Jobs(1, guard=c.guarded)
+    jobs.wake_fd = c.jobs.wake_fd
+    c.jobs = jobs
+    c.next_poll_at = time.time() + 600
+    assert c.next_wake(time.time()) == 60  # idle: the longest sleep
+    applied: List[object] = []
+    jobs.submit(("poll",), lambda: 42, lambda result, error: applied.append(result))
+    assert select.select([r], [], [], 10)[0], "the job ended and wrote its byte"
+    daemon.drain(r)  # as Daemon.run does after a tick: the job's byte went with the SIGCHLDs
+    assert not select.select([r], [], [], 0)[0]
+    assert c.next_wake(time.time()) <= 0.05
+    jobs.apply()
+    assert applied == [42] and c.next_wake(time.time()) == 60
+    # The same for what a job asked the loop to do.
+    done = threading.Event()
+    threading.Thread(target=lambda: (jobs.on_loop(applied.append, 43), done.set())).start()
+    assert done.wait(10)
+    daemon.drain(r)
+    assert c.next_wake(time.time()) <= 0.05
+    jobs.apply()
+    assert applied == [42, 43] and c.next_wake(time.time()) == 60
 
 
 def test_signal_handlers_only_record_and_the_loop_acts(wiring):
@@ -381,11 +415,12 @@ def test_stop_worker_script_stops_it_keeps_the_worktree_and_fails_the_task(proje
     project.script({"default": {"turns": 1, "commit": "wip.txt", "sleep": 600}})
     project.start()
     wid, pid = worker_of(project, n)
+    tree = project.dir / "trees" / f"gh-{n}"
+    project.wait_for(lambda: (tree / "wip.txt").exists(), message="its commit made")  # a loaded machine is slow
     t0 = time.time()
     r = subprocess.run(["sh", str(STOP_WORKER), "--config", str(project.config), str(n)],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
-    tree = project.dir / "trees" / f"gh-{n}"
     assert r.stdout.strip().startswith(f"stop requested for gh-{n}: created {tree}/STOP")
     project.wait_for(lambda: project.state(n) == tasks.FAILED, timeout=10, message="failed")
     took = time.time() - t0

@@ -130,6 +130,18 @@ def task_detail(t, key: str) -> Optional[str]:
     return next((v for k, v in t.extra if k.lower() == key.lower() and v), None)
 
 
+def _cluster(c: Any) -> Optional[Dict[str, Any]]:
+    """metrics.json's "cluster" (adws/cluster.py), checked: this node, when
+    it last read the claims, and who holds which issue as it saw them."""
+    if not isinstance(c, dict):
+        return None
+    claims = [{"issue": x.get("issue"), "node": x.get("node") if isinstance(x.get("node"), str) else None,
+               "expires": _num(x.get("expires")), "outcome": x.get("outcome") or "", "here": x.get("here") is True}
+              for x in c.get("claims") or [] if isinstance(x, dict) and isinstance(x.get("issue"), int)]
+    return {"node": c.get("node") if isinstance(c.get("node"), str) else "", "read_at": _num(c.get("read_at")),
+            "error": c.get("error") if isinstance(c.get("error"), str) else "", "claims": claims}
+
+
 def _stage(a: Dict[str, Any], t, key: str) -> Optional[str]:
     """A worker's stage or round: metrics.json's if it says, else tasks.md's."""
     value = a.get(key)
@@ -197,6 +209,7 @@ def collect(cfg: Dict[str, Any], now: float, spend: Optional[ledger.SpendTracker
     facts["spawn_block"] = m.get("spawn_block") if isinstance(m.get("spawn_block"), str) else ""
     facts["github"] = m.get("github") if isinstance(m.get("github"), dict) else None
     facts["counters"] = m.get("counters") if isinstance(m.get("counters"), dict) else {}
+    facts["cluster"] = _cluster(m.get("cluster"))
 
     # -- spend: the ledger is the truth; budgets from metrics (what the daemon
     # enforces), else from the config.
@@ -266,7 +279,7 @@ def collect(cfg: Dict[str, Any], now: float, spend: Optional[ledger.SpendTracker
 
     queue = []
     for t in pending:
-        d = _task_dict(t, "priority", "attempts")
+        d = _task_dict(t, "priority", "attempts", "claimed_by")
         d["next_attempt"] = _task_time(t.next_attempt)
         queue.append(d)
     queue.sort(key=lambda d: (d["priority"] if isinstance(d["priority"], int) else 9, d["issue"]))
@@ -430,6 +443,17 @@ def build(facts: Dict[str, Any], width: int = 80):
             _mb(disk.get("trees_mb")), _mb(disk.get("logs_mb")),
             " · {} free".format(_mb(disk["free_mb"])) if disk.get("free_mb") is not None else "")))
 
+    cl = facts.get("cluster")
+    if cl:
+        here = sum(1 for c in cl["claims"] if c["here"])
+        line = "Cluster: this node {} · {} claim{} here, {} elsewhere".format(
+            cl["node"], here, "" if here == 1 else "s", len(cl["claims"]) - here)
+        if cl["read_at"]:
+            line += " · claims read " + _ago(now - cl["read_at"])
+        parts.append(Text(line))
+        if cl["error"]:
+            parts.append(Text("! claims: " + cl["error"], style="yellow"))
+
     for w in facts["warnings"]:
         parts.append(Text("! " + w, style="yellow"))
 
@@ -451,7 +475,8 @@ def build(facts: Dict[str, Any], width: int = 80):
         return t
 
     issue_w = max([3] + [len("#{}".format(r["issue"])) for key in
-                         ("active", "pending", "completed", "failed", "blocked") for r in facts[key]])
+                         ("active", "pending", "completed", "failed", "blocked") for r in facts[key]]
+                  + [len("#{}".format(c["issue"])) for c in (cl or {}).get("claims", [])])
 
     if facts["active"]:
         rows = [("#{}".format(w["issue"]), w["title"],
@@ -464,12 +489,26 @@ def build(facts: Dict[str, Any], width: int = 80):
         parts.append(Text())
         parts.append(t)
 
+    if cl and cl["claims"]:
+        rows = [("#{}".format(c["issue"]), c["node"] or "?", "this node" if c["here"] else "",
+                 "ended: " + c["outcome"] if c["outcome"] else
+                 "until " + short_time(c["expires"], now) if c["expires"] else "") for c in cl["claims"][:ENDED_SHOWN]]
+        t = table("Claims (who runs which issue)", [(issue_w, 0, {"style": "bold"}), (0, 2, {}), (9, 0, {"style": "dim"}),
+                                                    (0, 2, {"style": "dim"})], rows)
+        parts.append(Text())
+        parts.append(t)
+        if len(cl["claims"]) > ENDED_SHOWN:
+            parts.append(Text("  … and {} more".format(len(cl["claims"]) - ENDED_SHOWN), style="dim"))
+
     if facts["pending"]:
         rows = []
         for p in facts["pending"][:PENDING_SHOWN]:
             nxt = p["next_attempt"]
             when = ""
-            if nxt and nxt > now:
+            claimed = (p.get("claimed_by") or "").split(" ", 1)[0].rstrip(",")
+            if claimed and cl and claimed != cl["node"]:
+                when = "on " + claimed  # another node runs it
+            elif nxt and nxt > now:
                 when = "retry in " + metrics.human_duration(nxt - now)
             elif p.get("attempts"):
                 when = "retry due"

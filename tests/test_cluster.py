@@ -1,0 +1,444 @@
+"""Several coordinators on one repository (issue #16, phase 2): the daemon
+claims each issue on the git server before it runs it (adws/cluster.py over
+adws/claims.py), so no issue runs on two nodes.
+
+Three coordinators run as real processes, each with its own clone, tasks.md
+and trees (tests/harness.py's Node), against one fake GitHub and one real
+bare origin. Every worker run of every node is traced to one file, so a run
+counted or an overlap found is across the whole cluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import pytest
+
+from harness import ROOT, Node, Project, claim_at, claim_refs, overlaps, trace_runs
+from adws import tasks
+from adws.claims import Claims
+from adws.cluster import own_text, own_worker
+
+from test_chaos import Watcher, finals
+
+TTL = 10  # the shortest lease the config allows: takeovers within seconds
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+GIT_SHIM = """#!/bin/sh
+# git, as the coordinators call it: every call logged, and a claim's push held back
+# when asked (so that racing nodes have all read the claims before any take lands).
+[ -n "$TAC_GIT_LOG" ] && echo "$*" >> "$TAC_GIT_LOG"
+case "$*" in
+  *"--force-with-lease=refs/tac/claims/gh-"*) [ -n "$TAC_TAKE_DELAY" ] && sleep "$TAC_TAKE_DELAY";;
+esac
+exec {git} "$@"
+"""
+
+
+@pytest.fixture
+def shim(tmp_path: Path) -> Path:
+    """A folder holding a `git` that logs and may delay claim pushes (see GIT_SHIM)."""
+    folder = tmp_path / "shim"
+    folder.mkdir()
+    (folder / "git").write_text(GIT_SHIM.format(git=shutil.which("git")))
+    (folder / "git").chmod(0o755)
+    return folder
+
+
+@pytest.fixture
+def cluster(tmp_path, github, gh_env, git_origin):
+    """make(names, ...) -> [Node]: coordinators of one cluster, all tracing to tmp_path/trace.txt."""
+    made: List[Node] = []
+
+    def make(names, cluster=None, workers=None, github_cfg=None, env=None) -> List[Node]:
+        nodes = []
+        for name in names:
+            node = Node(tmp_path / name, github, gh_env, git_origin, name, cluster={"lease_ttl": TTL, **(cluster or {})})
+            node.env["TAC_TRACE"] = str(tmp_path / "trace.txt")
+            node.env.update(env or {})
+            node.write_config(workers={"max_concurrent": 2, **(workers or {})},
+                              github={"poll_interval": 0.5, **(github_cfg or {})})
+            nodes.append(node)
+        made.extend(nodes)
+        return nodes
+
+    make.trace = tmp_path / "trace.txt"
+    yield make
+    for node in made:
+        node.stop_all()
+
+
+def wait_for(nodes: List[Node], what: Callable[[], object], timeout: float = 30, message: str = "") -> object:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.1)
+    logs = "\n".join(f"--- {n.name} log ---\n{n.log_text()[-2500:]}\n--- {n.name} tasks.md ---\n"
+                     f"{(n.dir / 'tasks.md').read_text() if (n.dir / 'tasks.md').exists() else ''}" for n in nodes)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or what}\n{logs}")
+
+
+def told(github, n: int) -> bool:
+    labels = github.issue_labels(n)
+    return "rpi-auto" not in labels and any(lab.startswith("tac:") for lab in labels)
+
+
+def runner_of(nodes: List[Node], n: int) -> List[str]:
+    """The nodes whose tasks.md holds gh-N as ended."""
+    return [node.name for node in nodes if node.state(n) in tasks.TERMINAL]
+
+
+# -- tasks.md: the Claimed by line -------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["pi-garage until 10:42", own_text("pi-kitchen", "w-ee4608", 1_780_000_000),
+                                  own_text("pi-kitchen", "w-1"), "pi-x, ended: completed",
+                                  "an unreadable claim", "  spaced\\n and \\x01 odd  "])
+def test_claimed_by_is_a_task_field_that_round_trips(text):
+    doc = tasks.TaskFile([tasks.Task(7, "t", tasks.PENDING, claimed_by=text)])
+    rendered = tasks.render(doc)
+    assert "\n- Claimed by: " in rendered
+    back, problems = tasks.parse(rendered)
+    assert problems == [] and back.tasks[0].claimed_by == text and tasks.render(back) == rendered
+    assert own_worker(text, "pi-kitchen") == ("w-ee4608" if "w-ee4608" in text else "w-1" if "w-1)" in text else "")
+    assert own_worker(text, "pi-garage") == ""
+
+
+# -- without [cluster]: as before ----------------------------------------------------------------------
+
+def test_a_single_coordinator_without_cluster_claims_nothing(project, github, git_origin, shim):
+    project.env["PATH"] = f"{shim}{os.pathsep}{project.env['PATH']}"
+    project.env["TAC_GIT_LOG"] = str(project.dir / "git.log")
+    n = project.issue("One node, no [cluster]")
+    project.start()
+    project.wait_for(lambda: told(github, n), message="completed and told")
+    assert project.state(n) == tasks.COMPLETED
+    assert claim_refs(git_origin) == {}
+    calls = (project.dir / "git.log").read_text()
+    assert "refs/tac" not in calls and "ls-remote" not in calls
+    assert "Claimed by" not in (project.dir / "tasks.md").read_text()
+    assert json.loads((project.dir / "metrics.json").read_text())["cluster"] is None
+    assert github.comments(n)[0]["body"].startswith("✅ Done: ")  # no node named
+
+
+# -- the cluster at work -------------------------------------------------------------------------------
+
+def test_twelve_issues_on_three_nodes_each_run_exactly_once(cluster, github, git_origin):
+    nodes = cluster(["pi-a", "pi-b", "pi-c"])
+    for node in nodes:  # each node's worker commits a file named after it: who pushed what shows in the PR
+        node.script({"default": {"commit": f"{node.name}.txt", "sleep": 0.5}})
+    issues = [nodes[0].issue(f"Task {i}") for i in range(12)]
+    t0 = time.time()
+    for node in nodes:
+        node.start()
+    wait_for(nodes, lambda: all(told(github, n) for n in issues), timeout=60, message="every issue done and told")
+    took = time.time() - t0
+    wait_for(nodes, lambda: claim_refs(git_origin) == {}, timeout=3 * TTL, message="every claim gone")
+    runs = trace_runs(cluster.trace)
+    ran_on = {n: runner_of(nodes, n) for n in issues}
+    print(f"\n12 issues on 3 nodes in {took:.1f} s: " + ", ".join(
+        f"{name} {sum(r == [name] for r in ran_on.values())}" for name in ("pi-a", "pi-b", "pi-c")))
+    # Each issue ran once, on one node, and that node alone ended it.
+    assert sorted(runs) == issues and all(len(by_pid) == 1 for by_pid in runs.values()), runs
+    assert all(len(r) == 1 for r in ran_on.values()), ran_on
+    assert len({r[0] for r in ran_on.values()}) >= 2  # the queue was shared
+    pulls = github.pulls()
+    assert sorted(p["head"]["ref"] for p in pulls) == sorted(f"auto/gh-{n}" for n in issues)
+    for n in issues:
+        node = ran_on[n][0]
+        assert len(github.comments(n)) == 1 and len(finals(github, n)) == 1, github.comments(n)
+        assert finals(github, n)[0].startswith(f"✅ Done on {node}: ")
+        assert "tac:done" in github.issue_labels(n)
+        other = [x for x in nodes if x.name != node]
+        assert all(x.task(n) is None for x in other), n  # queued there too, and dropped once it was done
+    for node in nodes:
+        log = node.log_text()
+        assert "startup error" not in log and "could not start" not in log
+        assert json.loads((node.dir / "metrics.json").read_text())["counters"]["startup_errors"] == 0
+
+
+def test_three_nodes_starting_at_the_same_instant_start_one_worker(cluster, github, shim):
+    """20 rounds, each a new issue that the three running coordinators are
+    told to poll for at the same instant (SIGHUP: poll now). A claim's push
+    is held back 0.25 s, so that the three have read the claims before any
+    take lands: the git server's lease alone decides, and one starts."""
+    env = {"TAC_TAKE_DELAY": "0.25", "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
+    # The workers run on (nothing to finish between rounds), the lease outlives
+    # the test, and nothing polls but the SIGHUP.
+    nodes = cluster(["pi-a", "pi-b", "pi-c"], cluster={"lease_ttl": 300}, env=env, workers={"max_concurrent": 25},
+                    github_cfg={"poll_interval": 600})
+    for node in nodes:
+        node.script({"default": {"sleep": 120}})
+    procs = [node.start() for node in nodes]
+    wait_for(nodes, lambda: all((node.dir / "metrics.json").exists() for node in nodes), message="all three up")
+    raced, t0 = 0, time.time()
+    for r in range(20):
+        n = nodes[0].issue(f"Race {r}")
+        for p in procs:
+            p.send_signal(signal.SIGHUP)
+
+        def settled():
+            states = [node.task(n) for node in nodes]
+            return sum(1 for t in states if t and t.state == tasks.ACTIVE and t.pid) == 1 and \
+                sum(1 for t in states if t and t.state == tasks.PENDING and t.claimed_by) == 2 and \
+                n in trace_runs(cluster.trace)  # its worker is up
+        wait_for(nodes, settled, timeout=20, message=f"round {r} decided")
+        starts = trace_runs(cluster.trace).get(n, {})
+        assert len(starts) == 1, (r, starts)
+        winner, = [node for node in nodes if node.state(n) == tasks.ACTIVE]
+        losers = [node for node in nodes if node is not winner]
+        for node in losers:
+            assert re.fullmatch(rf"{winner.name} until \d\d:\d\d", node.task(n).claimed_by), node.task(n)
+        raced += all(f"gh-{n} not started here: gh-{n} is claimed by {winner.name}" in node.log_text()
+                     for node in losers)
+    print(f"\n20 rounds in {time.time() - t0:.1f} s; in {raced} of them all three took and the lease decided")
+    assert raced >= 10  # the race was on the git server's lease, not decided by an earlier read
+    time.sleep(1)
+    assert all(len(r) == 1 for r in trace_runs(cluster.trace).values())  # nobody started later either
+    for node in nodes:
+        text = node.log_text()
+        assert "startup error" not in text and "could not start" not in text
+        m = json.loads((node.dir / "metrics.json").read_text())
+        assert m["counters"]["startup_errors"] == 0 and m["breaker"]["state"] == "closed"
+
+
+def branch_files(origin: Path, branch: str) -> List[str]:
+    r = subprocess.run(["git", "--git-dir", str(origin), "ls-tree", "--name-only", f"refs/heads/{branch}"],
+                       capture_output=True, text=True)
+    return r.stdout.split() if r.returncode == 0 else []
+
+
+def kill_node(node: Node, proc: subprocess.Popen) -> float:
+    """kill -9 the coordinator and its workers; returns when they are all gone."""
+    proc.send_signal(signal.SIGKILL)
+    for pid in node.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    wait_for([node], lambda: node.worker_pids() == [], timeout=10, message="its workers gone")
+    return time.time()
+
+
+def test_a_dead_nodes_claim_is_taken_over_once_it_expires_and_the_issue_completes_once(cluster, github, git_origin):
+    a, b, c = cluster(["pi-a", "pi-b", "pi-c"])
+    a.script({"default": {"commit": "pi-a.txt", "sleep": 600}})
+    for node in (b, c):
+        node.script({"default": {"commit": f"{node.name}.txt", "sleep": 4}})
+    n = a.issue("Outlives the node that started it")
+    pa = a.start()
+    wait_for([a], lambda: (a.task(n) or tasks.Task(0, "")).pid and (claim_at(git_origin, n) or {}).get("node"),
+             message="pi-a running it")
+    b.start(), c.start()
+    wait_for([b, c], lambda: all((x.task(n) or tasks.Task(0, "")).claimed_by.startswith("pi-a until ") for x in (b, c)),
+             message="pi-b and pi-c see pi-a's claim")
+    killed_at = kill_node(a, pa)
+    expires = claim_at(git_origin, n)["expires"]
+    owner = wait_for([a, b, c], lambda: (claim_at(git_origin, n) or {}).get("node") in ("pi-b", "pi-c")
+                     and claim_at(git_origin, n)["node"], timeout=3 * TTL, message="the claim taken over")
+    wait_for([b, c], lambda: len(trace_runs(cluster.trace)[n]) == 2, message="its worker started")
+    runs = trace_runs(cluster.trace)[n]
+    (a_pid, a_run), = [(pid, r) for pid, r in runs.items() if r[0] < killed_at]
+    a_run[1] = killed_at  # killed by us: gone by then
+    (new_start, _), = [r for pid, r in runs.items() if pid != a_pid]
+    assert new_start >= expires  # not a moment before pi-a's lease ran out
+
+    # pi-a comes back while the new owner still runs: it neither runs the issue
+    # again, nor pushes what its killed worker committed, nor touches the claim.
+    held = claim_refs(git_origin)
+    a.start()
+    wait_for([a], lambda: "claim lost" in a.log_text() and a.state(n) == tasks.PENDING, message="pi-a gives it up")
+    assert claim_refs(git_origin) == held and (claim_at(git_origin, n) or {}).get("node") == owner
+    assert a.task(n).claimed_by.startswith(f"{owner} until ") or "claimed by" in a.task(n).reason
+    wait_for([a, b, c], lambda: told(github, n), timeout=30, message="done and told")
+    wait_for([a], lambda: a.task(n) is None, message="dropped from pi-a's queue")
+    runs = trace_runs(cluster.trace)[n]
+    runs[a_pid][1] = killed_at
+    assert len(runs) == 2 and overlaps({n: runs}) == []
+    assert [p["head"]["ref"] for p in github.pulls()] == [f"auto/gh-{n}"]
+    assert sorted(branch_files(git_origin, f"auto/gh-{n}")) == ["README", f"{owner}.txt"]  # never pi-a's commit
+    assert "pr opened" not in a.log_text() and len(finals(github, n)) == 1
+    assert finals(github, n)[0].startswith(f"✅ Done on {owner}: ")
+
+
+def test_a_node_cut_off_from_the_origin_stops_its_worker_before_the_claim_expires_and_never_pushes(
+        cluster, github, git_origin):
+    p, q = cluster(["pi-p", "pi-q"])
+    p.script({"default": {"commit": "pi-p.txt", "sleep": 600}})
+    q.script({"default": {"commit": "pi-q.txt", "sleep": 1}})
+    n = p.issue("Started just before the network went")
+    p.start()
+    wait_for([p], lambda: (p.task(n) or tasks.Task(0, "")).pid, message="pi-p running it")
+    q.start()
+    wait_for([q], lambda: (q.task(n) or tasks.Task(0, "")).claimed_by.startswith("pi-p until "),
+             message="pi-q sees pi-p's claim")
+    url = subprocess.run(["git", "-C", str(p.clone), "remote", "get-url", "origin"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    subprocess.run(["git", "-C", str(p.clone), "remote", "set-url", "origin", str(p.dir / "nowhere.git")], check=True)
+    cut_at = time.time()
+    # Its renewals fail; it stops the worker a third of the lease before the claim expires.
+    wait_for([p], lambda: all(end < float("inf") for end in trace_runs(cluster.trace)[n].values() for end in end[1:]),
+             timeout=2 * TTL, message="pi-p's worker stopped")
+    (p_start, p_end), = trace_runs(cluster.trace)[n].values()
+    last = claim_at(git_origin, n)
+    assert last["node"] == "pi-p" and p_end < last["expires"] and p_end - cut_at < TTL
+    assert "stopping pid=" in p.log_text() and "claim not renewed" in p.log_text()
+    wait_for([q], lambda: (claim_at(git_origin, n) or {}).get("node") == "pi-q", timeout=2 * TTL,
+             message="pi-q takes the claim over")
+    subprocess.run(["git", "-C", str(p.clone), "remote", "set-url", "origin", url], check=True)  # the network is back
+    wait_for([p, q], lambda: told(github, n), timeout=30, message="done and told")
+    wait_for([p], lambda: "claim lost" in p.log_text() and p.state(n) != tasks.ACTIVE, timeout=15,
+             message="pi-p learns the claim is gone")
+    runs = trace_runs(cluster.trace)[n]
+    assert len(runs) == 2 and overlaps({n: runs}) == []
+    assert min(start for start, _ in runs.values() if start != p_start) >= last["expires"]
+    assert [pr["head"]["ref"] for pr in github.pulls()] == [f"auto/gh-{n}"]
+    assert sorted(branch_files(git_origin, f"auto/gh-{n}")) == ["README", "pi-q.txt"]
+    assert "pr opened" not in p.log_text()
+    assert finals(github, n)[0].startswith("✅ Done on pi-q: ")
+
+
+# -- chaos -------------------------------------------------------------------------------------------
+
+CHAOS_KINDS = {
+    # kind: (script for the issue, the state it must end in, how many runs)
+    "pr": (lambda n, r: {"commit": f"f{n}.txt", "sleep": r.uniform(0.3, 2.5)}, tasks.COMPLETED, 1),
+    "blocked": (lambda n, r: {"blocked": "Needs a decision", "sleep": r.uniform(0.3, 1.5)}, tasks.BLOCKED, 1),
+    "retry": (lambda n, r: {"attempts": [
+        {"turns": 1, "exit": 1, "result": "error_during_execution", "sleep": r.uniform(0.3, 1.5)},
+        {"commit": f"f{n}.txt", "sleep": r.uniform(0.3, 1.5)}]}, tasks.COMPLETED, 2),
+    "fail": (lambda n, r: {"turns": 1, "exit": 1, "result": "error_during_execution",
+                           "sleep": r.uniform(0.3, 1.0)}, tasks.FAILED, 2),
+}
+
+
+@pytest.mark.slow
+def test_chaos_kill_9_across_three_nodes_never_two_workers_for_one_issue(cluster, github, git_origin):
+    seed = int(os.environ.get("TAC_CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
+    print(f"\ncluster chaos seed {seed} (replay its choices with TAC_CHAOS_SEED={seed})")
+    rnd = random.Random(seed)
+    # Coordinators are killed, their workers run on and are adopted again: the
+    # lease must outlive a restart on a loaded machine.
+    nodes = cluster(["pi-a", "pi-b", "pi-c"], cluster={"lease_ttl": 20},
+                    workers={"max_attempts": 2, "failure_threshold": 0, "retry_backoff": [1]})
+    kinds = ["pr"] * 6 + ["blocked"] * 2 + ["retry"] * 2 + ["fail"] * 2
+    rnd.shuffle(kinds)
+    script: Dict[str, dict] = {}
+    expect: Dict[int, tuple] = {}
+    for kind in kinds:
+        n = nodes[0].issue(f"chaos {kind}")
+        make, state, count = CHAOS_KINDS[kind]
+        script[str(n)] = make(n, rnd)
+        expect[n] = (state, count)
+    for node in nodes:
+        node.script(script)
+    watcher = Watcher(nodes[0])
+    watcher.trace_path = cluster.trace  # every node's runs
+    procs = {node.name: node.start() for node in nodes}
+    kills: Dict[str, int] = {}
+    t0 = time.time()
+    try:
+        while time.time() - t0 < 25 and not all(any(x.state(n) in tasks.TERMINAL for x in nodes) for n in expect):
+            node = rnd.choice(nodes)
+            time.sleep(rnd.uniform(0.2, 1.5))
+            procs[node.name].send_signal(signal.SIGKILL)
+            procs[node.name].wait()
+            kills[node.name] = kills.get(node.name, 0) + 1
+            time.sleep(rnd.uniform(0, 0.3))
+            procs[node.name] = node.start()
+        chaos_time = time.time() - t0
+        # Left alone now, the cluster must finish everything by itself.
+        wait_for(nodes, lambda: all(told(github, n) for n in expect), timeout=60, message="every issue told")
+        time.sleep(1.5)  # a few idle ticks: nothing may happen twice after the end
+    finally:
+        watcher.stop()
+    runs = watcher.runs()
+    print(f"cluster chaos: {sum(kills.values())} kills in {chaos_time:.0f} s {kills}; {len(expect)} issues, "
+          f"{sum(len(r) for r in runs.values())} worker runs")
+    assert overlaps(runs) == []  # never two live workers for one issue, on any nodes
+    assert all(end < float("inf") for r in runs.values() for _, end in r.values())
+    pulls = github.pulls()
+    for n, (state, count) in expect.items():
+        ended = [x for x in nodes if x.state(n) in tasks.TERMINAL]
+        assert len(ended) == 1, (n, [(x.name, x.task(n)) for x in nodes])  # ended on one node, nothing lost
+        t = ended[0].task(n)
+        assert t.state == state and len(runs.get(n, {})) == count, (n, t, runs.get(n))  # nothing run twice
+        mine = [p for p in pulls if re.fullmatch(rf"auto/gh-{n}(-\d+)?", p["head"]["ref"])]
+        assert len(mine) == (1 if state == tasks.COMPLETED else 0), (n, mine)
+        assert len(finals(github, n)) == 1, (n, github.comments(n))  # told once
+        assert f" on {ended[0].name}" in finals(github, n)[0].split("\n")[0]
+    for node in nodes:
+        assert procs[node.name].poll() is None
+        log = node.log_text()
+        assert "leftover process" not in log and "claim lost" not in log and "is not this coordinator" not in log
+    assert watcher.problems == []
+
+
+# -- what an idle node costs, and what it shows ---------------------------------------------------------
+
+def network_calls(log: Path) -> List[str]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [ln for ln in lines if ln.split(" ", 1)[0] in ("ls-remote", "fetch", "push")]
+
+
+def test_an_idle_node_reads_no_claims_and_waits_for_a_dead_nodes_claim_to_expire(cluster, github, git_origin,
+                                                                                  shim, tmp_path):
+    """An issue claimed by a node that died before this one started: this
+    node reads the claims once, shows the claim in tasks.md and status.py,
+    reads nothing more (no git network call, no counted GitHub request)
+    until the claim may have expired, then takes it over and runs it."""
+    gone = Claims(Node(tmp_path / "gone", github, {}, git_origin, "pi-gone").clone, "origin", "pi-gone", TTL)
+    n = github.add_issue("Claimed by a node that died", "", labels=["rpi-auto"], author="alice", labeller="alice")
+    claim = gone.take(n, 1, "w-dead", time.time() - TTL + 7).claim  # expires 7 s from now
+    log = tmp_path / "git.log"
+    a, = cluster(["pi-a"], env={"PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "TAC_GIT_LOG": str(log)})
+    a.start()
+    wait_for([a], lambda: (a.task(n) or tasks.Task(0, "")).claimed_by.startswith("pi-gone until "),
+             message="the claim shown")
+    quiet_from = time.time() + 0.5  # the read's own fetch of the claim commit may still be under way
+    time.sleep(0.5)
+    requests, calls = github.counted_requests(), len(network_calls(log))
+    status = subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--json", "--config", str(a.config)],
+                            capture_output=True, text=True)
+    facts = json.loads(status.stdout)
+    assert {"issue": n, "node": "pi-gone", "expires": claim.expires, "outcome": "", "here": False} in \
+        facts["cluster"]["claims"] and facts["cluster"]["node"] == "pi-a"
+    shown = subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--config", str(a.config)],
+                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}).stdout
+    assert "Cluster: this node pi-a · 0 claims here, 1 elsewhere" in shown
+    assert re.search(rf"^#{n} +pi-gone +until \d\d:\d\d", shown, re.M) and f"on pi-gone" in shown, shown
+    while time.time() < claim.expires - 0.5:
+        time.sleep(0.2)
+    quiet = time.time() - quiet_from
+    assert network_calls(log)[calls:] == [] and github.counted_requests() == requests, network_calls(log)
+    assert [c.split(" ", 1)[0] for c in network_calls(log)[:calls]].count("ls-remote") == 1
+    wait_for([a], lambda: told(github, n), timeout=30, message="taken over and done")
+    print(f"\nidle {quiet:.1f} s with a claim of another node in view: 0 git network calls, 0 counted requests")
+    assert len(trace_runs(cluster.trace)[n]) == 1 and a.state(n) == tasks.COMPLETED
+    assert trace_runs(cluster.trace)[n].popitem()[1][0] >= claim.expires
+
+
+def test_check_says_whether_the_remote_accepts_claim_refs(cluster, git_origin):
+    a, = cluster(["pi-a"])
+    out = a.run("--check").stdout
+    assert f"✓ claim refs accepted by origin under refs/tac/claims/" in out and "✓ cluster node pi-a" in out
+    assert re.search(r"^[✓✗?] clock ", out, re.M)
+    assert claim_refs(git_origin) == {}  # the probe is gone again
+    hook = git_origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nwhile read old new ref; do case $ref in refs/tac/*) echo \"refusing $ref\" >&2; "
+                    "exit 1;; esac; done\n")
+    hook.chmod(0o755)
+    r = a.run("--check")
+    assert r.returncode == 1
+    line = next(ln for ln in r.stdout.splitlines() if "claim refs" in ln)
+    assert line.startswith("✗ claim refs: ") and "claim_ref_prefix" in line and "refusing refs/tac/claims/probe-pi-a" in line
