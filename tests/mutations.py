@@ -57,6 +57,7 @@ W, GO, P, F = "adws/workers.py", "adws/gitops.py", "adws/prompt.py", "adws/files
 DB, CH = "tools/dashboard.py", "tools/_charts.py"
 S, E = "adws/steering.py", "tests/test_status_issue_e2e.py::"
 FU, FT = "adws/followup.py", "tests/test_followup.py::"
+FL, WE = "adws/flow.py", "tests/test_workflow_e2e.py::"
 
 BREAKAGES: List[Breakage] = [
     # -- caught before issue #19 ----------------------------------------------------------
@@ -873,6 +874,55 @@ BREAKAGES: List[Breakage] = [
              '    if round > 1:\n        record["round"] = round',
              '    if False:\n        record["round"] = round',
              [FT + "test_the_ledger_keeps_the_round_and_usage_report_shows_the_first_run_and_each_round"]),
+    # -- issue #15 phase 2: the loop runs workflows (adws/flow.py, hooks in the daemon) --
+    Breakage("flow-stage-result-not-recorded", C,
+             "            if outcome.stage_run is not None:  # the stage's line",
+             "            if False:  # the stage's line",
+             [WE + "test_plan_build_review_runs_in_order_in_one_worktree_and_opens_one_pr"]),
+    Breakage("flow-failed-stage-restarts-the-workflow", C,
+             '                fields["stage_runs"] = cur.stage_runs + [outcome.stage_run]',
+             '                fields["stage_runs"] = ([] if outcome.kind == "failed" else cur.stage_runs) + [outcome.stage_run]',
+             [WE + "test_a_failing_build_stage_is_retried_alone"]),
+    Breakage("flow-attempts-carried-into-the-next-stage", C,
+             '                fields.update(attempts=0, startup_errors=0, next_attempt="", reason="")',
+             '                fields.update(startup_errors=0, next_attempt="", reason="")',
+             [WE + "test_a_failing_build_stage_is_retried_alone"]),
+    Breakage("flow-stage-not-in-the-ledger", C,
+             "                                          stage=self.flow.stage_name(w.issue))",
+             "                                          stage='')",
+             [WE + "test_plan_build_review_runs_in_order_in_one_worktree_and_opens_one_pr"]),
+    Breakage("flow-pr-body-without-plan-and-verdict", C,
+             "        if outcome.note:\n",
+             "        if False:\n",
+             [WE + "test_plan_build_review_runs_in_order_in_one_worktree_and_opens_one_pr"]),
+    Breakage("flow-readoption-forgets-the-stage", C,
+             "        self.flow.adopted(t)  # a workflow stage's worker",
+             "        pass  # a workflow stage's worker",
+             [WE + "test_kill_9_during_each_stage_runs_every_stage_exactly_once"]),
+    Breakage("flow-untrusted-workflow-label-accepted", FL,
+             '        return kind != "Bot" and github.permission(login) in ("admin", "write", "maintain")',
+             '        return True',
+             [WE + "test_the_workflow_label_counts_only_from_a_trusted_labeller"]),
+    Breakage("flow-resume-ignored", FL,
+             '        return ["--resume", start.session] if start is not None and start.session else []',
+             '        return []',
+             [WE + "test_resume_true_continues_the_previous_stage_session"]),
+    Breakage("flow-stage-limits-ignored", FL,
+             "        if start is None:\n            return cfg\n",
+             "        if True:\n            return cfg\n",
+             [WE + "test_resume_true_continues_the_previous_stage_session"]),
+    Breakage("flow-later-stage-gets-a-fresh-worktree", FL,
+             "            if start.continuing and start.branch:\n",
+             "            if False:\n",
+             [WE + "test_plan_build_review_runs_in_order_in_one_worktree_and_opens_one_pr"]),
+    Breakage("flow-blocked-plan-goes-on-to-build", FL,
+             "        if end.kind != DONE:\n",
+             "        if end.kind not in (DONE, 'blocked'):\n",
+             [WE + "test_a_blocked_plan_ends_blocked_and_no_build_runs"]),
+    Breakage("flow-changes-round-without-the-review", FL,
+             "review=(read_stage_file(w.tree, REVIEW) or \"\") if name == BUILD and start.review_round else \"\",",
+             "review=\"\",",
+             [WE + "test_a_changes_verdict_runs_one_more_build_round_and_no_more"]),
 ]
 
 # Must be caught: proves the copy's code is what the tests run.

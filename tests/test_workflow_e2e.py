@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from adws import tasks
 from adws.tasks import StageAt
-from harness import overlapping_runs
+from harness import ROOT, overlapping_runs
 
 PLAN = "# Plan: add fix.txt\n\nAdd fix.txt with the fix and a test for it.\n\n## Tests\n- test_fix\n"
 FLOW = {"plan": {"runs": [{"plan": PLAN}]}, "build": {"runs": [{"commit": "fix.txt"}]},
@@ -33,9 +34,16 @@ def runs_of(project, n, stage):
     return path.stat().st_size if path.exists() else 0
 
 
-def ledger(project, n):
+def ledger(project, n, count):
+    """Issue n's ledger lines, once there are `count` (the line follows the
+    tasks.md write that ends the run)."""
     path = project.dir / "logs" / "usage.jsonl"
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r.get("issue") == n]
+
+    def lines():
+        found = [r for r in map(json.loads, path.read_text().splitlines()) if r.get("issue") == n] \
+            if path.exists() else []
+        return found if len(found) >= count else None
+    return project.wait_for(lines, timeout=10, message=f"{count} ledger lines")
 
 
 def summary(t):
@@ -60,7 +68,7 @@ def test_plan_build_review_runs_in_order_in_one_worktree_and_opens_one_pr(projec
     assert [runs_of(project, n, s) for s in ("plan", "build", "review")] == [1, 1, 1]
     assert overlapping_runs(project.dir / "trace.txt") == []
     # One ledger line per stage run, naming its stage.
-    assert [(r["stage"], r["outcome"]) for r in ledger(project, n)] == [
+    assert [(r["stage"], r["outcome"]) for r in ledger(project, n, 3)] == [
         ("plan", "completed"), ("build", "completed"), ("review", "completed")]
     # One PR, not a draft, its body carrying the plan's summary and the verdict.
     pulls = github.pulls()
@@ -72,6 +80,12 @@ def test_plan_build_review_runs_in_order_in_one_worktree_and_opens_one_pr(projec
     review = (project.dir / f"prompt-{n}-review.txt").read_text()
     assert "Add fix.txt with the fix" in build and "<stage-plan>" in build
     assert "<stage-diff>" in review and "fix.txt" in review and "Add fix.txt with the fix" in review
+    # The viewer shows one stage's runs on their own.
+    shown = subprocess.run([sys.executable, str(ROOT / "tools" / "view_worker.py"), str(n), "--stage", "review",
+                            "--config", str(project.config)], capture_output=True, text=True, env=project.env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("stage review") == 1 and "stage plan" not in shown.stdout
+    assert "stage build" not in shown.stdout
     # .tac/ never reached the branch that was pushed.
     files = subprocess.run(["git", "--git-dir", str(git_origin), "ls-tree", "-r", "--name-only", f"auto/gh-{n}"],
                            capture_output=True, text=True, check=True).stdout.split()
@@ -111,7 +125,7 @@ def test_a_blocked_plan_ends_blocked_and_no_build_runs(project, github):
     assert summary(t) == [("plan", "blocked")]
     assert [runs_of(project, n, s) for s in ("plan", "build", "review")] == [1, 0, 0]
     assert github.pulls() == []
-    assert [r["stage"] for r in ledger(project, n)] == ["plan"]
+    assert [r["stage"] for r in ledger(project, n, 1)] == ["plan"]
 
 
 def test_a_failing_build_stage_is_retried_alone(project, github):
@@ -126,7 +140,7 @@ def test_a_failing_build_stage_is_retried_alone(project, github):
     assert summary(t) == [("plan", "completed"), ("build", "failed"), ("build", "completed"),
                           ("review", "completed")]
     assert [runs_of(project, n, s) for s in ("plan", "build", "review")] == [1, 2, 1]
-    assert [(r["stage"], r["attempt"]) for r in ledger(project, n)] == [
+    assert [(r["stage"], r["attempt"]) for r in ledger(project, n, 4)] == [
         ("plan", 1), ("build", 1), ("build", 2), ("review", 1)]
     # The retry went on in the task's worktree: the plan was still there for it.
     assert "Add fix.txt with the fix" in (project.dir / f"prompt-{n}-build.txt").read_text()
@@ -153,7 +167,7 @@ def test_kill_9_during_each_stage_runs_every_stage_exactly_once(project, github)
     t = project.task(n)
     assert summary(t) == [("plan", "completed"), ("build", "completed"), ("review", "completed")]
     assert [runs_of(project, n, s) for s in ("plan", "build", "review")] == [1, 1, 1]
-    assert [r["stage"] for r in ledger(project, n)] == ["plan", "build", "review"]
+    assert [r["stage"] for r in ledger(project, n, 3)] == ["plan", "build", "review"]
     assert len(github.pulls()) == 1
     assert project.log_text().count(f"gh-{n} re-adopted pid=") == 3
     assert overlapping_runs(project.dir / "trace.txt") == []
@@ -176,7 +190,7 @@ def test_the_workflow_label_counts_only_from_a_trusted_labeller(project, github)
     # Mallory's label is ignored: the default one-stage build, as before workflows.
     t = project.task(untrusted)
     assert t.workflow == "" and t.stage_runs == []
-    assert [r.get("stage") for r in ledger(project, untrusted)] == [None]
+    assert [r.get("stage") for r in ledger(project, untrusted, 1)] == [None]
     assert f"gh-{untrusted} label workflow:plan-build-review ignored: applied by mallory" in project.log_text()
 
 
