@@ -53,7 +53,7 @@ def summary(t):
 def test_plan_build_review_runs_in_order_in_one_worktree_and_opens_one_pr(project, github, git_origin):
     use_workflows(project)
     flow = json.loads(json.dumps(FLOW))
-    flow["build"]["runs"][0]["sleep"] = 1.5  # long enough to see the Active entry's stage
+    flow["build"]["runs"][0]["sleep"] = 3  # long enough to see the Active entry's stage
     project.script({"default": {"stages": flow}})
     n = project.issue("Fix the widget", "It breaks.")
     project.start()
@@ -61,6 +61,14 @@ def test_plan_build_review_runs_in_order_in_one_worktree_and_opens_one_pr(projec
                      message="- Stage: build (2 of 3)")
     assert "- Stage: build (2 of 3)" in (project.dir / "tasks.md").read_text()
     assert "- Workflow: plan-build-review" in (project.dir / "tasks.md").read_text()
+
+    def shown_by_status():  # status.py shows the stage and what the stages cost so far
+        out = subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--json", "--config",
+                              str(project.config)], capture_output=True, text=True, env=project.env).stdout
+        active = [w for w in json.loads(out or "{}").get("active", []) if w.get("issue") == n]
+        return active and active[0]
+    worker = project.wait_for(shown_by_status, timeout=10, message="status.py shows the worker")
+    assert worker["stage"] == "build (2 of 3)" and worker["stage_costs"] == {"plan": 0.01}
     project.wait_for(lambda: project.state(n) == tasks.COMPLETED, message="completed")
     t = project.task(n)
     assert summary(t) == [("plan", "completed"), ("build", "completed"), ("review", "completed")]
