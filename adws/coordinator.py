@@ -74,6 +74,7 @@ from adws.outbox import DONE_LABELS, Outbox  # noqa: E402,F401
 # patterns are shared with tools/view_worker.py.
 from adws.redact import redact  # noqa: E402
 from adws.steering import Steering  # noqa: E402
+from adws.flow import NEXT_STAGE, Flow  # noqa: E402
 from adws.status_issue import is_status_issue  # noqa: E402
 from adws.tasks import ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, Task  # noqa: E402
 # The seams, each a module of its own: git and worktrees, worker processes,
@@ -176,7 +177,7 @@ class PullRefused(Exception):
 # run that ended with a PR, whoever opened it.
 _LEDGER_OUTCOME = {"completed": ledger.COMPLETED, "open_pr": ledger.COMPLETED, "blocked": ledger.BLOCKED,
                    "stopped": "stopped", "failed": ledger.FAILED, "startup_error": "startup_error",
-                   "lost": "stopped"}
+                   "lost": "stopped", NEXT_STAGE: ledger.COMPLETED}
 
 
 @dataclass
@@ -186,6 +187,8 @@ class Outcome:
     draft: bool = False
     systemic: bool = False  # a startup error while the breaker is open: the system's, not the task's
     pr_url: str = ""        # the pull request: found (completed) or opened (open_pr)
+    note: str = ""          # a workflow's words for the pull request's body (adws/flow.py)
+    stage_run: Any = None   # a workflow stage's tasks.StageRun, recorded with the outcome
 
 
 @dataclass
@@ -370,6 +373,8 @@ class Coordinator:
         # The status issue (opt-in, [github] status_issue): adws/steering.py
         self.steering = Steering(self, entry_fields)
         self.steering.status = self.steering.issue_for(cfg, self.github)
+        # Workflows, stage by stage (adws/flow.py; the rules: adws/workflow.py)
+        self.flow = Flow(self, decide_outcome)
 
     # -- helpers -----------------------------------------------------------------
     def wall(self, t: float) -> float:
@@ -534,7 +539,7 @@ class Coordinator:
             else:
                 if task.worker == w.worker_id:
                     w.entry = task
-                reason = stop_reason_for(w, self.cfg, now, s, (w.tree / "STOP").exists())
+                reason = stop_reason_for(w, self.flow.cfg_for(w.issue), now, s, (w.tree / "STOP").exists())
                 if not reason and self.cluster is not None:
                     reason = self.cluster.stop_reason(w.issue, self.wall(now))  # the claim is lost, or about to be
             if reason:
@@ -677,7 +682,8 @@ class Coordinator:
         if task is None or task.state != ACTIVE or task.worker != w.worker_id:
             return Finished(s)  # a person changed the entry
         elapsed = (w.exited_at or now) - w.started_at
-        outcome, commits = self.judge(w, s, elapsed)
+        judge = functools.partial(self.flow.judge, task=task) if self.flow.staged(w.issue) else self.judge
+        outcome, commits = judge(w, s=s, elapsed=elapsed)
         if self.cluster is not None:
             # Before anything of the run leaves this machine (a push, a pull
             # request, the label swap): is the issue still ours? A renewal says.
@@ -746,6 +752,8 @@ class Coordinator:
             self.gates.failed_run(w.issue, outcome.reason)
         elif ended.state in (COMPLETED, BLOCKED):
             self.gates.failures.good_run()
+        if outcome.kind == NEXT_STAGE:
+            return  # the next stage starts as any start does (dispatch); the issue hears of it then
         self.jobs.submit(("notice", w.issue), functools.partial(self.announce, w, ended), _raise)
 
     def announce(self, w: Worker, ended: Task) -> None:
@@ -815,6 +823,8 @@ class Coordinator:
         issue = self.issues.get(w.issue) or {}
         title = (issue.get("title") or task.title)[:200]
         body = f"Closes #{w.issue}\n\nOpened by the TAC coordinator from `{w.branch}`."
+        if outcome.note:
+            body += f"\n\n{outcome.note}"
         if outcome.reason:
             body += f"\n\n**Draft:** {outcome.reason}."
         body += f"\n\n{_run_facts(s, elapsed)}"
@@ -844,7 +854,10 @@ class Coordinator:
                 return None
             fields: Dict[str, Any] = {} if outcome.kind in ("startup_error", "lost") else \
                 {"attempts": max(cur.attempts, w.attempt)}
-            if outcome.kind in ("completed", "open_pr"):
+            if outcome.kind == NEXT_STAGE:  # a workflow goes on: its next stage is due at once (adws/flow.py)
+                to = PENDING
+                fields.update(attempts=0, startup_errors=0, next_attempt="", reason="")
+            elif outcome.kind in ("completed", "open_pr"):
                 to = COMPLETED
                 fields.update(pr=pr_url, commit=sha, completed=local_time(self.wall(now)), reason=outcome.reason)
             elif outcome.kind in ("blocked", "stopped"):  # stopped: FATAL at once, never retried
@@ -860,6 +873,8 @@ class Coordinator:
                 policy = after_startup_error if outcome.kind == "startup_error" else after_failed_run
                 to, more = policy(dataclasses.replace(cur, **fields), self.cfg, self.wall(now), outcome.reason)
                 fields.update(more)
+            if outcome.stage_run is not None:  # the stage's line, in the same write that ends its run
+                fields["stage_runs"] = cur.stage_runs + [outcome.stage_run]
             return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=self.wall(now),
                                     **fields)
         return self.update(apply)
@@ -867,6 +882,9 @@ class Coordinator:
     def log_outcome(self, w: Worker, outcome: Outcome, ended: Task, now: float) -> None:
         if outcome.kind == "lost":
             log.warning("%s claim lost: %s; nothing pushed, the worktree is kept", w.name, outcome.reason)
+        elif outcome.kind == NEXT_STAGE:
+            log.info("%s %s; next: %s", w.name, self.flow.said(w.issue, outcome.stage_run),
+                     self.flow.workflow_next(ended))
         elif outcome.kind == "startup_error":
             log.info("%s startup error: %s; %s", w.name, outcome.reason,
                      "waits for the breaker (not counted against it)" if outcome.systemic else
@@ -881,7 +899,8 @@ class Coordinator:
     def record_run(self, w: Worker, s: Any, exit_reason: str, now: float, outcome: str) -> None:
         """One ledger line per run, and the separator the viewer shows.
         ``outcome`` is one of ledger.OUTCOMES (the dashboard colours by it)."""
-        record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now), outcome)
+        record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now), outcome,
+                                          stage=self.flow.stage_name(w.issue))
         if s.overlong_lines:  # their text is gone (issue #11): say so once, where the run ends
             log.warning("%s skipped %d over-long transcript line(s)", w.name, s.overlong_lines)
         try:
@@ -1002,6 +1021,7 @@ class Coordinator:
             if not self.trusted(n, who, github):
                 continue
             entry = entry_fields(issue, task)
+            entry.update(self.flow.choose(github, issue))  # a trusted workflow:<name> label (adws/flow.py)
             changes.append(Decision(n, functools.partial(tasks.transition, issue=n, to=PENDING,
                                                          expect=(tasks.NEW,) + tasks.TERMINAL, **entry),
                                     f"gh-{n} queued {{p{entry['priority']}}} labelled by {who[0] if who else '?'}"
@@ -1206,7 +1226,7 @@ class Coordinator:
         #    tagged with this worker id, else finishes from the evidence.
         if self.change_state(n, ACTIVE, expect=PENDING, worker=w.worker_id, worktree=str(w.tree),
                              log=str(w.log_path), log_offset=log_offset, started=local_time(self.wall(now)),
-                             pid=None, pid_start=None, next_attempt="", claimed_by="") is None:
+                             pid=None, pid_start=None, next_attempt="", claimed_by="", **self.flow.starting(t)) is None:
             return
         # 2-3. The claim (in a cluster), the branch, the worktree and the prompt, off the loop.
         self.starting[n] = w
@@ -1222,6 +1242,8 @@ class Coordinator:
         cfg = self.cfg
         if self.cluster is not None:
             self.cluster.take_job(w.issue, run, w.worker_id, self.wall(self.clock()))
+        if self.flow.staged(w.issue):
+            return self.flow.prepare(w, issue, run)  # a workflow stage: its worktree, its prompt
         try:
             w.branch = self.git.unused_branch(w.issue, run)
             w.tree, repaired = self.git.prepare_worktree(w.issue, w.branch)
@@ -1296,20 +1318,21 @@ class Coordinator:
     def start_process(self, w: Worker, now: float) -> None:
         """The `claude -p` process for `w` in its prepared worktree, the
         prompt on stdin; fills in its PID. Raises StartError saying what failed."""
-        cfg = self.cfg
+        cfg = self.flow.cfg_for(w.issue)  # a workflow stage's command, model, limits; else self.cfg
         env = worker_env(cfg, self.environ, {
             "TAC_ISSUE_NUMBER": str(w.issue), "TAC_BRANCH": w.branch, "TAC_REPO": cfg.repo,
-            "TAC_WORKTREE": str(w.tree), "TAC_WORKER_ID": w.worker_id, "TAC_ATTEMPT": str(w.attempt)})
+            "TAC_WORKTREE": str(w.tree), "TAC_WORKER_ID": w.worker_id, "TAC_ATTEMPT": str(w.attempt),
+            **self.flow.env(w.issue)})
         with open(w.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"type": "tac", "subtype": "attempt", "issue": w.issue, "attempt": w.attempt,
                                 "worker": w.worker_id, "branch": w.branch,
-                                "started": local_time(self.wall(now))}) + "\n")
+                                "started": local_time(self.wall(now)), **self.flow.attempt_fields(w.issue)}) + "\n")
         w.log_start = w.log_path.stat().st_size
         w.follower = transcript.TranscriptFollower(w.log_path, w.log_start)
         try:
             # In its own session, so it can be stopped as a whole.
             with open(cfg.prompt_path(w.issue), "rb") as stdin, open(w.log_path, "ab") as out, open(w.stderr_path, "ab") as err:
-                w.popen = self.popen(worker_argv(cfg), cwd=str(w.tree), stdin=stdin, stdout=out, stderr=err,
+                w.popen = self.popen(worker_argv(cfg) + self.flow.argv(w.issue), cwd=str(w.tree), stdin=stdin, stdout=out, stderr=err,
                                      env=env, start_new_session=True, close_fds=True)
         except OSError as e:
             name = cfg.command[0]
@@ -1498,6 +1521,7 @@ class Coordinator:
             w.change_state(EXITED, now)
             log.info("gh-%d worker gone while we were down (pid=%s); finishing from its evidence",
                      t.issue, pid or "none")
+        self.flow.adopted(t)  # a workflow stage's worker: which stage it runs
         self.workers[t.issue] = w
 
     def archive(self, now: float) -> None:

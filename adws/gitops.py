@@ -103,6 +103,24 @@ def prepare_worktree(cfg: Config, issue: int, branch: str) -> Tuple[Path, bool]:
     return tree, repaired
 
 
+def reuse_worktree(cfg: Config, issue: int, branch: str) -> Path:
+    """The issue's worktree on `branch` as an earlier workflow stage left
+    it (its commits, its .tac/ files), for the next stage: kept when it is
+    there and on that branch, added again on the existing branch when it is
+    gone (never reset: that would throw the earlier stages' work away).
+    Raises GitError when the path holds something else."""
+    tree = cfg.worktree_path(issue)
+    if tree.exists():
+        head = git(["rev-parse", "--abbrev-ref", "HEAD"], tree, timeout=60).strip()
+        if head != branch:
+            raise GitError(f"{tree} is on {head or 'no branch'}, not the task's {branch}")
+        return tree
+    git(["worktree", "prune"], cfg.repo_path)
+    cfg.trees.mkdir(parents=True, exist_ok=True)
+    git(["worktree", "add", "--quiet", str(tree), branch], cfg.repo_path)
+    return tree
+
+
 def commits_ahead(cfg: Config, branch: str) -> int:
     """Commits on `branch` not on the base; 0 when the branch does not exist
     (the run never got as far as its worktree). Raises GitError when git
@@ -402,6 +420,10 @@ class Git:
     def remove_worktree(self, tree: Path) -> bool:
         with self._lock:
             return remove_worktree(self.cfg, tree)
+
+    def reuse_worktree(self, issue: int, branch: str) -> Path:
+        with self._lock:
+            return reuse_worktree(self.cfg, issue, branch)
 
     def unused_branch(self, issue: int, run: int) -> str:
         return unused_branch(self.cfg, issue, run)

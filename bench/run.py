@@ -91,10 +91,10 @@ FULL = dict(idle_window=60.0, pending=(0, 10, 100), cycles=10, fast_poll=1.0, hu
             status_runs=10, log_mb=200, retry_window=10.0, ledger_runs=10000, pages=20,
             intake_issues=1000, rss_runs=10, hang=20.0, loop_sleep=3.0, loop_runs=3, loop_intake=1000,
             overhead_tasks=200)
-QUICK = dict(idle_window=10.0, pending=(0, 10, 30), cycles=3, fast_poll=0.5, hups=3, branches=(10,),
-             pr_cycles=2, runs=3, latency_poll=1.0, task_sizes=(100, 1000, 10000), parse_repeats=2,
-             status_runs=3, log_mb=10, retry_window=3.0, ledger_runs=10000, pages=3,
-             intake_issues=50, rss_runs=2, hang=2.0, loop_sleep=2.0, loop_runs=1, loop_intake=300,
+QUICK = dict(idle_window=5.0, pending=(0, 10, 30), cycles=3, fast_poll=0.5, hups=2, branches=(10,),
+             pr_cycles=2, runs=3, latency_poll=1.0, task_sizes=(100, 1000), parse_repeats=2,
+             status_runs=3, log_mb=10, retry_window=3.0, ledger_runs=2000, pages=3,
+             intake_issues=50, rss_runs=2, hang=2.0, loop_sleep=2.0, loop_runs=1, loop_intake=150,
              overhead_tasks=8)
 
 

@@ -199,3 +199,35 @@ def test_real_cli_with_api_down_is_a_startup_error_and_pauses_spawning(real, git
     real.wait_for(lambda: real.worker_pids() == [], timeout=20, message="no CLI process left")
     ledger = (real.dir / "logs" / "usage.jsonl").read_text()
     assert '"api_retries": ' in ledger
+
+
+def test_real_cli_two_stage_workflow_resumes_the_plan_session_in_build(real, github):
+    """Issue #15: plan, then build with resume = true. The build's first
+    request carries the plan stage's conversation (the CLI continued its
+    session, `--resume`), not a fresh one of two messages."""
+    n = real.issue("Add an add() function", "calc.add(2, 3) must be 5, with a test.")
+    real.setup([
+        # plan
+        {"tool": "Bash", "input": {"command": (
+            "mkdir -p .tac && printf '# Plan\\n\\nAdd calc.add with a test in test_calc.py.\\n' > .tac/plan.md")}},
+        {"text": "Planned: PLAN-STAGE-MARK."},
+        # build
+        {"tool": "Bash", "input": {"command": (
+            "printf 'def add(a, b):\\n    return a + b\\n' > calc.py && "
+            f"git add calc.py && git commit -q -m 'Add add() (Closes #{n})'")}},
+        {"text": "Built."},
+    ])
+    with open(real.config, "a") as f:
+        f.write('[workflow]\ndefault = "plan-build"\n[workflows.plan-build]\nstages = ["plan", "build"]\n'
+                '[stages.build]\nresume = true\n')
+    real.start()
+    real.wait_for(lambda: real.state(n) == tasks.COMPLETED, timeout=120, message="completed")
+    plan, build = real.task(n).stage_runs
+    assert (plan.name, plan.outcome, build.name, build.outcome) == ("plan", "completed", "build", "completed")
+    assert plan.session and build.session == plan.session
+    main = real.fake.main_requests
+    assert len(main) == 4
+    first_of_build = json.dumps(main[2]["body"]["messages"])
+    assert len(main[2]["body"]["messages"]) > 2 and "PLAN-STAGE-MARK" in first_of_build
+    assert "Add calc.add with a test" in first_of_build  # the build prompt carries the plan too
+    assert "**Plan:** Add calc.add with a test in test_calc.py." in github.pulls()[0]["body"]

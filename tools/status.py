@@ -165,7 +165,28 @@ def _worker(a: Dict[str, Any], t, now: float) -> Dict[str, Any]:
         "log": a.get("log"),
         "stage": _stage(a, t, "stage"),
         "round": _stage(a, t, "round"),
+        "stage_costs": stage_costs(t),
     }
+
+
+def stage_costs(t) -> Dict[str, float]:
+    """What each stage of a workflow has cost so far, by stage name, in the
+    order they first ran (every run, failed ones too): tasks.md's Stage lines."""
+    out: Dict[str, float] = {}
+    for run in getattr(t, "stage_runs", None) or []:
+        out[run.name] = round(out.get(run.name, 0.0) + run.cost, 4)
+    return out
+
+
+def _title_with_stage(w: Dict[str, Any]) -> str:
+    """An active worker's title, its stage and what the stages cost so far."""
+    bits = [w["title"]]
+    if w.get("stage"):
+        bits.append(str(w["stage"]))
+    costs = w.get("stage_costs") or {}
+    if costs:
+        bits.append(", ".join("{} {}".format(name, ledger.usd(cost)) for name, cost in costs.items()))
+    return " · ".join(b for b in bits if b)
 
 
 def load_tasks(path: str):
@@ -479,7 +500,7 @@ def build(facts: Dict[str, Any], width: int = 80):
                   + [len("#{}".format(c["issue"])) for c in (cl or {}).get("claims", [])])
 
     if facts["active"]:
-        rows = [("#{}".format(w["issue"]), w["title"],
+        rows = [("#{}".format(w["issue"]), _title_with_stage(w),
                  metrics.human_duration(w["elapsed_s"]) if w["elapsed_s"] is not None else "",
                  ledger.usd(w["cost_usd"]) if w["cost_usd"] is not None else "",
                  w["last_tool"]) for w in facts["active"]]

@@ -3,6 +3,7 @@
 
     python tools/view_worker.py 7               every attempt of issue 7
     python tools/view_worker.py 7 --attempt 2   only the second attempt
+    python tools/view_worker.py 7 --stage plan  only the runs of a workflow's plan stage
     python tools/view_worker.py 7 --follow      keep reading, like tail -F
     python tools/view_worker.py 7 --raw         the lines as they are
     python tools/view_worker.py --log FILE      any stream-json file
@@ -149,10 +150,12 @@ class Viewer:
     """
 
     def __init__(self, console: Console, detailed: bool = False, attempt: Optional[int] = None,
-                 raw: bool = False, raw_out=None) -> None:
+                 raw: bool = False, raw_out=None, stage: Optional[str] = None) -> None:
         self.console = console
         self.detailed = detailed
         self.want = attempt
+        self.want_stage = stage     # only runs whose attempt line names this stage
+        self.stage = ""             # the stage of the run being read ("" before workflows)
         self.raw = raw
         self.raw_out = raw_out
         self.lineno = 0
@@ -179,7 +182,10 @@ class Viewer:
             if not self.raw:
                 self.footer()
             self.separators += 1
+            self.stage = str(event.get("stage") or "")
         if self.want is not None and self.attempt != self.want:
+            return True
+        if self.want_stage is not None and self.stage != self.want_stage:
             return True
         self.lines_in_selection += 1
         if self.raw:
@@ -290,7 +296,7 @@ class Viewer:
         sub = event.get("subtype")
         if sub == "attempt":
             parts = ["attempt {}".format(event.get("attempt", self.separators))]
-            for key, label in (("worker", "worker"), ("branch", "branch"), ("started", "started")):
+            for key, label in (("stage", "stage"), ("worker", "worker"), ("branch", "branch"), ("started", "started")):
                 if event.get(key) not in (None, ""):
                     parts.append("{} {}".format(label, event[key]))
             self.say("━━ " + " · ".join(parts), "bold magenta")
@@ -570,6 +576,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="config file whose [paths] logs holds the logs (default: config.toml in the project root)")
     parser.add_argument("--log", type=Path, help="show this file instead of <logs>/gh-N.jsonl")
     parser.add_argument("--attempt", type=int, metavar="K", help="show only attempt K")
+    parser.add_argument("--stage", metavar="NAME", help="show only the runs of this workflow stage (plan, build, review)")
     parser.add_argument("--detailed", action="store_true",
                         help="full tool inputs and results, thinking, usage, stderr tail")
     parser.add_argument("--follow", "-f", action="store_true", help="keep reading until Ctrl-C (waits for a log not there yet)")
@@ -595,7 +602,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     # A closed pipe (`view_worker.py 7 | head`) raises BrokenPipeError, caught below.
     console = _shared.pipe_console(highlight=False)
     raw_out = sys.stdout.buffer
-    viewer = Viewer(console, detailed=args.detailed, attempt=args.attempt, raw=args.raw, raw_out=raw_out)
+    viewer = Viewer(console, detailed=args.detailed, attempt=args.attempt, raw=args.raw, raw_out=raw_out,
+                    stage=args.stage)
 
     def flush() -> None:
         sys.stdout.flush()
@@ -626,6 +634,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.attempt is not None and viewer.lines_in_selection == 0:
         count = viewer.separators or (1 if viewer.lineno else 0)
         warn("no attempt {} in {} ({} attempt{})".format(args.attempt, path, count, "" if count == 1 else "s"))
+        return 1
+    if args.stage is not None and viewer.lines_in_selection == 0:
+        warn("no run of stage {} in {}".format(args.stage, path))
         return 1
     return 0
 

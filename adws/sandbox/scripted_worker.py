@@ -75,7 +75,8 @@ If $TAC_ARGV_COPY names a file ("{issue}" as above), the arguments the worker
 was started with (after the program name) are written there as a JSON list,
 so a test can prove that flags such as --max-budget-usd reach the CLI.
 In both names "{round}" becomes $TAC_ROUND (1 when unset), so each round of
-a follow-up keeps its own copy.
+a follow-up keeps its own copy, and "{stage}" $TAC_STAGE ("all" when unset),
+so each stage of a workflow keeps its own (the last run of the stage's).
 
 Follow-up rounds (adws/followup.py): with $TAC_ROUND set to 2 or more, the
 options come from the issue's "rounds" list when it has one (round 2 takes
@@ -141,7 +142,7 @@ def follow_up_round() -> int:
 
 def copy_name(template: str) -> str:
     return (template.replace("{issue}", os.environ.get("TAC_ISSUE_NUMBER", "0"))
-            .replace("{round}", str(follow_up_round())))
+            .replace("{round}", str(follow_up_round())).replace("{stage}", os.environ.get("TAC_STAGE", "") or "all"))
 
 
 def write_answers(opts: dict, prompt: bytes) -> None:
