@@ -1554,7 +1554,7 @@ def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Di
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes (about two minutes)")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes (about a minute and a half)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (daemon logs) for a look")
     args = parser.parse_args(argv)
