@@ -6,7 +6,7 @@ it holds the claim: the ref `<prefix>gh-<N>` (default refs/tac/claims/gh-N)
 on `[repo] remote`, pointing at a small commit whose message is one line of
 JSON:
 
-    {"expires":1767225600,"issue":42,"node":"pi-kitchen","run":1,"v":1,"worker":"w-ee4608"}
+    {"attempt":1,"expires":1767225600,"issue":42,"node":"pi-kitchen","run":1,"v":1,"worker":"w-ee4608"}
 
 plus `"outcome"` once the task ended. The commit has the empty tree and is
 made with `git commit-tree`: no work tree, index or branch is touched, and a
@@ -38,6 +38,13 @@ and worker) found there is ours: an earlier push whose answer was lost.
 A retry of the same task on the same node keeps the claim: `hand_over`
 renews it for the next worker, so an issue gets its runs on one node and is
 not started afresh by another.
+
+Attempts. `attempt` is the number, counted against max_attempts across the
+cluster, of the attempt the named worker runs as. Each node counts its runs
+in its own tasks.md, which no other node reads; the claim is what a node
+taking it over sees. So a takeover continues the count: the dead node's
+worker may have run to its end, and counts (adws/cluster.py's take_job). A
+claim without the key (written before it existed) reads as attempt 0.
 
 Results. Every write returns a Result, true only when OK. LOST is an
 expected outcome, never an exception: the worker must not start, or must be
@@ -105,6 +112,7 @@ class Claim:
     worker: str
     expires: int       # epoch seconds, by the owner's clock
     outcome: str = ""  # set once the task ended; the ref is deleted next
+    attempt: int = 0   # the named worker's attempt, counted across the cluster (0: not recorded)
 
     @property
     def readable(self) -> bool:
@@ -146,6 +154,8 @@ def message(claim: Claim) -> str:
               "worker": claim.worker, "expires": claim.expires}
     if claim.outcome:
         fields["outcome"] = claim.outcome
+    if claim.attempt:
+        fields["attempt"] = claim.attempt
     return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
@@ -161,10 +171,12 @@ def parse(issue: int, sha: str, text: Optional[str]) -> Claim:
     if not isinstance(d, dict):
         return unreadable
     node, run, worker, expires, outcome = (d.get(k) for k in ("node", "run", "worker", "expires", "outcome"))
+    attempt = d.get("attempt", 0)
     if (not _is_int(d.get("issue")) or d["issue"] != issue or not isinstance(node, str) or not node or not _is_int(run)
-            or not isinstance(worker, str) or not _is_int(expires) or not isinstance(outcome, (str, type(None)))):
+            or not isinstance(worker, str) or not _is_int(expires) or not isinstance(outcome, (str, type(None)))
+            or not _is_int(attempt) or attempt < 0):
         return unreadable
-    return Claim(issue, sha, node, run, worker, expires, outcome or "")
+    return Claim(issue, sha, node, run, worker, expires, outcome or "", attempt)
 
 
 def _is_int(v: object) -> bool:
@@ -219,10 +231,10 @@ class Claims:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def take(self, issue: int, run: int, worker: str, now: float) -> Result:
+    def take(self, issue: int, run: int, worker: str, now: float, attempt: int = 0) -> Result:
         """Claim an unclaimed issue for a worker about to start. Only on OK may
         it start; on LOST another node holds the issue."""
-        claim = Claim(issue, "", self.node, run, worker, expiry(now, self.lease_ttl))
+        claim = Claim(issue, "", self.node, run, worker, expiry(now, self.lease_ttl), attempt=attempt)
         sha = self._commit(claim, parent="")
         status, now_at, why = self._swap(self.ref(issue), sha, expect=ABSENT)
         if status == LOST:
@@ -247,7 +259,8 @@ class Claims:
                 return self.renew(mine, now, _again=False)
         return self._result(status, replace(new, sha=sha), claim, why)
 
-    def hand_over(self, claim: Claim, run: int, worker: str, now: float, _again: bool = True) -> Result:
+    def hand_over(self, claim: Claim, run: int, worker: str, now: float, attempt: int = 0,
+                  _again: bool = True) -> Result:
         """Renew this node's claim for the next worker of the same task (a
         retry), naming that worker and run, and clearing an outcome recorded
         for an earlier round: the claim stays this node's from the first run
@@ -255,7 +268,7 @@ class Claims:
         holds it now, and the worker must not start."""
         if claim.node != self.node:
             return Result(LOST, None, f"{self.ref(claim.issue)} is held by {claim.node or 'an unreadable claim'}")
-        new = replace(claim, run=run, worker=worker, outcome="",
+        new = replace(claim, run=run, worker=worker, outcome="", attempt=attempt,
                       expires=max(claim.expires, expiry(now, self.lease_ttl)))
         sha = self._commit(new, parent=claim.sha)
         status, now_at, why = self._swap(self.ref(claim.issue), sha, expect=claim.sha)
@@ -265,14 +278,15 @@ class Claims:
                 return Result(OK, mine)
             mine = self._still_mine(claim, now_at)
             if mine is not None and _again:  # a renewal of the same claim landed first: hand over from it
-                return self.hand_over(mine, run, worker, now, _again=False)
+                return self.hand_over(mine, run, worker, now, attempt, _again=False)
         return self._result(status, replace(new, sha=sha), claim, why)
 
-    def take_over(self, expired: Claim, run: int, worker: str, now: float) -> Result:
+    def take_over(self, expired: Claim, run: int, worker: str, now: float, attempt: int = 0) -> Result:
         """Take a claim whose `expires` has passed (its node died, or lost the
         network for longer than the lease), leased on the exact sha read: of
         nodes racing for it, one wins. A live or unreadable claim is never
-        taken over (LOST)."""
+        taken over (LOST). `attempt` is the caller's to continue from the
+        expired claim's (see the module's docstring)."""
         ref = self.ref(expired.issue)
         # Judged on the commit at that sha, which is also the new commit's
         # parent and so must be in this clone (fetched if another node wrote it).
@@ -280,7 +294,7 @@ class Claims:
         if not expired.expired(now):
             holder = f"{expired.node} until {expired.expires}" if expired.readable else "an unreadable claim"
             return Result(LOST, None, f"{ref} is held by {holder}")
-        claim = Claim(expired.issue, "", self.node, run, worker, expiry(now, self.lease_ttl))
+        claim = Claim(expired.issue, "", self.node, run, worker, expiry(now, self.lease_ttl), attempt=attempt)
         sha = self._commit(claim, parent=expired.sha)
         status, now_at, why = self._swap(ref, sha, expect=expired.sha)
         if status == LOST:

@@ -304,23 +304,28 @@ class Cluster:
         return min(times, default=0.0)
 
     # -- jobs: take, confirm, record ---------------------------------------------------------------
-    def take_job(self, n: int, run: int, worker: str, wall: float) -> None:
-        """Off the loop, first in the start job: the claim for this worker. On
-        OK it is held (on the loop, before the worker starts); otherwise
-        raises ClaimLost (another node's) or ClaimUnreachable."""
+    def take_job(self, n: int, run: int, worker: str, attempt: int, wall: float) -> int:
+        """Off the loop, first in the start job: the claim for this worker,
+        whose attempt by this node's count is `attempt`. Returns the attempt
+        it runs as across the cluster (the claim records it). On OK the claim
+        is held (on the loop, before the worker starts); otherwise raises
+        ClaimLost (another node's) or ClaimUnreachable."""
         held, seen = self.held.get(n), self.seen.get(n)
         try:
             if held is not None:
-                r = self.claims.hand_over(held, run, worker, wall)
+                # This node's own count, unless its claim names a later
+                # attempt: taken over for a worker that then never ran here.
+                r = self.claims.hand_over(held, run, worker, wall, max(attempt, held.attempt))
             elif seen is not None and seen.readable and seen.expired(wall) and not seen.outcome:
-                r = self.claims.take_over(seen, run, worker, wall)
+                # The dead node's worker may have run to its end: it counts.
+                r = self.claims.take_over(seen, run, worker, wall, max(attempt, seen.attempt + 1))
             else:
-                r = self.claims.take(n, run, worker, wall)
+                r = self.claims.take(n, run, worker, wall, attempt)
         except ClaimError as e:
             raise ClaimUnreachable(str(e))
         if r:
             self.jobs.on_loop(self._hold, n, r.claim)
-            return
+            return r.claim.attempt
         if r.status == UNREACHABLE:
             raise ClaimUnreachable(f"claim not taken: {r.reason}")
         why, holder = self._who(n, r.reason)

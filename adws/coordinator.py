@@ -162,6 +162,13 @@ def priority_of(labels: Iterable[dict]) -> int:
     return 2
 
 
+class AttemptsSpent(Exception):
+    """In a cluster: the claim this node took over says the issue has had
+    its max_attempts runs already (on the node that held it and stopped).
+    The task fails here without a run; this node, holding the claim, tells
+    the issue."""
+
+
 class PullRefused(Exception):
     """GitHub refused to open the pull request for a reason that asking
     again will not change (a 422 such as "No commits between main and
@@ -875,6 +882,8 @@ class Coordinator:
                 fields.update(more)
             if outcome.stage_run is not None:  # the stage's line, in the same write that ends its run
                 fields["stage_runs"] = cur.stage_runs + [outcome.stage_run]
+            if to == PENDING and outcome.kind != "lost":
+                fields.update(self.own_claim(w.issue, w.worker_id))  # the retry waits holding its claim
             return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=self.wall(now),
                                     **fields)
         return self.update(apply)
@@ -1241,7 +1250,12 @@ class Coordinator:
         ClaimUnreachable when the claim was not taken."""
         cfg = self.cfg
         if self.cluster is not None:
-            self.cluster.take_job(w.issue, run, w.worker_id, self.wall(self.clock()))
+            # Counted across the cluster: a takeover continues the count of
+            # the node it takes over from (adws/claims.py, "Attempts").
+            w.attempt = self.cluster.take_job(w.issue, run, w.worker_id, w.attempt, self.wall(self.clock()))
+            if w.attempt > cfg.max_attempts:
+                raise AttemptsSpent(f"attempt {w.attempt - 1} of {cfg.max_attempts} ran on the node that held "
+                                    f"the claim before this one, which stopped; no attempts left")
         if self.flow.staged(w.issue):
             return self.flow.prepare(w, issue, run)  # a workflow stage: its worktree, its prompt
         try:
@@ -1265,8 +1279,16 @@ class Coordinator:
         if isinstance(error, (ClaimLost, ClaimUnreachable)):
             self.not_claimed(w, error, now)
             return
+        if isinstance(error, AttemptsSpent):
+            self.attempts_spent(w, str(error), now)
+            return
         if error is None:
             try:
+                if self.cluster is not None and w.attempt - 1 > (self.load().governing(n) or Task(n, "")).attempts:
+                    # The claim's count is ahead of this node's (a takeover):
+                    # written before the process starts, so that a restart
+                    # from here on counts this run as the claim does.
+                    self.amend(n, expect=ACTIVE, owner=w.worker_id, attempts=w.attempt - 1)
                 self.start_process(w, now)
             except (StartError, OSError) as e:  # OSError: a full disk, an unwritable logs folder
                 error = e
@@ -1300,6 +1322,27 @@ class Coordinator:
         log.info("gh-%d not started here: %s", n, e)
         self.show_claims()
 
+    def attempts_spent(self, w: Worker, why: str, now: float) -> None:
+        """The claim taken over says the issue had all its runs elsewhere:
+        Failed here without a run, and the issue is told from here."""
+        ended = self.change_state(w.issue, FAILED, expect=ACTIVE, owner=w.worker_id, now=now, reason=why,
+                                  attempts=w.attempt - 1)
+        self.gates.startup.probe_ended(w.issue, now)  # nothing started
+        if ended is not None:
+            self.counters["failed"] += 1
+            log.info("gh-%d failed: %s", w.issue, why)
+            self.jobs.submit(("notice", w.issue), functools.partial(self.tell, ended), _raise)
+
+    def own_claim(self, n: int, worker: str) -> Dict[str, str]:
+        """The "Claimed by" field for a Pending entry whose claim this node
+        holds for `worker`, written with the move to Pending itself: a crash
+        before the next tick writes it would leave a claim that this node,
+        restarted, no longer knows for its own (Cluster.ours)."""
+        claim = self.cluster.held.get(n) if self.cluster is not None else None
+        if claim is None or claim.worker != worker:
+            return {}
+        return {"claimed_by": own_text(self.cfg.node, worker, claim.expires)}
+
     def start_failed(self, w: Worker, why: str, now: float) -> None:
         log.warning("gh-%d could not start: %s", w.issue, why)
 
@@ -1311,6 +1354,8 @@ class Coordinator:
                 to, fields = PENDING, {"reason": f"{SPAWNING_PAUSED_START}: {why}", "next_attempt": ""}
             else:
                 to, fields = after_startup_error(cur, self.cfg, self.wall(now), why)
+            if to == PENDING:
+                fields.update(self.own_claim(w.issue, w.worker_id))
             return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=self.wall(now),
                                     **fields)
         self.update(back)

@@ -13,12 +13,15 @@ import socket
 import subprocess
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Dict, List
 
 import pytest
 
 from adws import claims as cl
 from adws.claims import LOST, OK, UNREACHABLE, Claim, Claims
+from adws.cluster import Cluster
+from adws.jobs import Jobs
 from adws.config import ConfigError, load_config
 from adws.gitops import git as real_git
 
@@ -286,6 +289,23 @@ def test_a_live_claim_is_never_taken_over(git_origin, tmp_path):
     assert b.take_over(b.read_all()[9], 1, "w-b", T0 + TTL)
 
 
+def test_a_takeover_continues_the_attempt_count_the_claim_carries(git_origin, tmp_path):
+    """Each node counts runs in its own tasks.md; the claim is what the next
+    node sees. pi-a's worker ran attempt 1 and pi-a died: pi-b, whose own
+    count is 0, runs attempt 2. A retry on pi-b counts on from its own runs,
+    or from the claim when its worker never ran."""
+    a, b = node(tmp_path, git_origin, "pi-a"), node(tmp_path, git_origin, "pi-b")
+    assert a.take(11, 1, "w-a", T0, attempt=1)
+    assert remote_claim(git_origin, 11)["attempt"] == 1
+    here = Cluster(SimpleNamespace(node="pi-b", lease_ttl=TTL), Jobs(), lambda *args: None, lambda n: False, b)
+    here.seen = b.read_all()
+    assert here.take_job(11, 1, "w-b1", 1, T0 + TTL) == 2
+    assert remote_claim(git_origin, 11)["attempt"] == 2 and here.held[11].attempt == 2
+    assert here.take_job(11, 2, "w-b2", 1, T0 + TTL + 1) == 2  # w-b1 never ran: the claim's count stands
+    assert here.take_job(11, 3, "w-b3", 3, T0 + TTL + 2) == 3  # w-b2 ran: this node's count
+    assert remote_claim(git_origin, 11)["attempt"] == 3
+
+
 # -- end and sweep -------------------------------------------------------------------------------
 
 def test_end_records_the_outcome_then_deletes_the_ref(git_origin, tmp_path):
@@ -461,14 +481,18 @@ def test_a_claim_message_reads_back_as_the_same_claim():
     for _ in range(500):
         c = Claim(rng.randint(1, 10 ** 6), "s" * 40, rng.choice(["pi-a", "pi.kitchen", "n_1"]), rng.randint(1, 9),
                   "w-" + "%06x" % rng.getrandbits(24), rng.randint(0, 2 ** 40),
-                  rng.choice(["", "completed", "fail\n\"x"]))
+                  rng.choice(["", "completed", "fail\n\"x"]), rng.choice([0, 1, 2, 9]))
         text = cl.message(c)
         assert "\n" not in text and cl.parse(c.issue, c.sha, text) == c
     for junk in ("", "not json", "[]", '{"node": "a"}',
                  '{"issue": 2, "node": "a", "run": 1, "worker": "w", "expires": 5}',
                  '{"issue": 1, "node": "a", "run": true, "worker": "w", "expires": 5}',
-                 '{"issue": true, "node": "a", "run": 1, "worker": "w", "expires": 5}'):
+                 '{"issue": true, "node": "a", "run": 1, "worker": "w", "expires": 5}',
+                 '{"issue": 1, "node": "a", "run": 1, "worker": "w", "expires": 5, "attempt": "2"}',
+                 '{"issue": 1, "node": "a", "run": 1, "worker": "w", "expires": 5, "attempt": -1}'):
         assert not cl.parse(1, "s", junk).readable, junk
+    older = cl.parse(1, "s", '{"issue": 1, "node": "a", "run": 1, "v": 1, "worker": "w", "expires": 5}')
+    assert older.readable and older.attempt == 0  # written before claims counted attempts
     assert cl.issue_of(f"{PREFIX}gh-42", PREFIX) == 42
     assert cl.issue_of(f"{PREFIX}probe-pi-a", PREFIX) is None and cl.issue_of(f"refs/x/{PREFIX}gh-1", PREFIX) is None
 

@@ -24,8 +24,9 @@ from typing import Callable, Dict, List
 import pytest
 
 from harness import ROOT, Node, Project, claim_at, claim_refs, overlaps, trace_runs
+from adws import coordinator as co
 from adws import tasks
-from adws.claims import Claims
+from adws.claims import Claim, Claims
 from adws.cluster import own_text, own_worker
 
 from test_chaos import Watcher, finals
@@ -114,6 +115,33 @@ def test_claimed_by_is_a_task_field_that_round_trips(text):
     assert problems == [] and back.tasks[0].claimed_by == text and tasks.render(back) == rendered
     assert own_worker(text, "pi-kitchen") == ("w-ee4608" if "w-ee4608" in text else "w-1" if "w-1)" in text else "")
     assert own_worker(text, "pi-garage") == ""
+
+
+def test_a_retry_is_written_naming_its_claim_so_a_restart_right_after_still_holds_it(tmp_path):
+    """kill -9 at the instant after a failed run went back to Pending for its
+    retry: tasks.md, as that one write left it, must name the claim's worker,
+    or the restarted node takes its own claim for another's, neither renews
+    nor hands it over, and after the lease another node runs the issue."""
+    config = tmp_path / "config.toml"
+    config.write_text('[github]\nrepo = "acme/widgets"\n[workers]\nmax_attempts = 2\nretry_backoff = [600]\n'
+                      '[cluster]\nnode = "pi-a"\nlease_ttl = 10\n')
+    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
+                                 trees=tmp_path / "trees")
+    now = 1_780_000_000.0
+    c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
+    c.update(lambda doc: tasks.transition(doc, 7, tasks.ACTIVE, expect=tasks.NEW, worker="w-abc123", title="t"))
+    claim = Claim(7, "a" * 40, "pi-a", 1, "w-abc123", int(now) + 10, attempt=1)
+    c.cluster.held[7] = claim
+    w = co.Worker(issue=7, worker_id="w-abc123", attempt=1, branch="auto/gh-7", tree=tmp_path / "trees" / "gh-7",
+                  log_path=tmp_path / "gh-7.jsonl", stderr_path=tmp_path / "gh-7.err", stderr_offset=0, pid=0,
+                  pid_start=None, started_at=now, follower=None, last_output_at=now)
+    ended = c.record_outcome(w, co.Outcome("failed", "exit status 1"), "", now)
+    assert ended.state == tasks.PENDING and ended.attempts == 1
+    restarted = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
+    entry = restarted.load().governing(7)
+    assert own_worker(entry.claimed_by, "pi-a") == "w-abc123", entry
+    restarted.cluster.saw({7: claim}, [], restarted.load(), {}, set(), now + 1)
+    assert restarted.cluster.held == {7: claim}  # adopted: renewed and handed over to the retry here
 
 
 # -- without [cluster]: as before ----------------------------------------------------------------------
@@ -230,38 +258,92 @@ def kill_node(node: Node, proc: subprocess.Popen) -> float:
     return time.time()
 
 
-def test_a_dead_nodes_claim_is_taken_over_once_it_expires_and_the_issue_completes_once(cluster, github, git_origin):
-    a, b, c = cluster(["pi-a", "pi-b", "pi-c"])
-    a.script({"default": {"commit": "pi-a.txt", "sleep": 600}})
-    for node in (b, c):
-        node.script({"default": {"commit": f"{node.name}.txt", "sleep": 4}})
+def network_calls(log: Path) -> List[str]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [ln for ln in lines if ln.split(" ", 1)[0] in ("ls-remote", "fetch", "push")]
+
+
+FAILS = {"turns": 1, "exit": 1, "result": "error_during_execution", "sleep": 0.3}
+
+
+def test_a_dead_nodes_claims_are_taken_over_once_they_expire_and_its_attempts_count(cluster, github, git_origin,
+                                                                                     shim, tmp_path):
+    """pi-a dies (kill -9, with its worker) holding two claims: issue n
+    running, and issue m, whose worker always fails, waiting to retry after
+    its first attempt (max_attempts 2). pi-b saw the claims while pi-a lived;
+    pi-c starts after the death, reads the claims once, shows them in
+    tasks.md and status.py, and reads nothing more (no git network call, no
+    counted GitHub request) until they may have expired. Then each is taken
+    over once: n completes once, and m gets the one attempt pi-a left it,
+    not two more (the claim carries the count). pi-a, restarted, runs
+    neither again and leaves the new owner's claim alone."""
+    a, b, c = cluster(["pi-a", "pi-b", "pi-c"], workers={"max_attempts": 2, "retry_backoff": [1]})
+    # pi-a's retry waits (it dies first); elsewhere a retry would come at once.
+    a.write_config(workers={"max_concurrent": 2, "max_attempts": 2, "retry_backoff": [600]},
+                   github={"poll_interval": 0.5})
     n = a.issue("Outlives the node that started it")
+    m = a.issue("Fails every time")
+    a.script({"default": {"commit": "pi-a.txt", "sleep": 600}, str(m): FAILS})
+    for node in (b, c):
+        node.script({"default": {"commit": f"{node.name}.txt", "sleep": 6}, str(m): FAILS})
+    logs = {x.name: tmp_path / f"git-{x.name}.log" for x in (b, c)}
+    for x in (b, c):
+        x.env.update(PATH=f"{shim}{os.pathsep}{os.environ['PATH']}", TAC_GIT_LOG=str(logs[x.name]))
     pa = a.start()
-    wait_for([a], lambda: (a.task(n) or tasks.Task(0, "")).pid and (claim_at(git_origin, n) or {}).get("node"),
-             message="pi-a running it")
-    b.start(), c.start()
-    wait_for([b, c], lambda: all((x.task(n) or tasks.Task(0, "")).claimed_by.startswith("pi-a until ") for x in (b, c)),
-             message="pi-b and pi-c see pi-a's claim")
+    wait_for([a], lambda: (a.task(n) or tasks.Task(0, "")).pid and (claim_at(git_origin, n) or {}).get("node")
+             and (a.task(m) or tasks.Task(0, "")).attempts == 1
+             and own_worker(a.task(m).claimed_by, "pi-a") == (claim_at(git_origin, m) or {}).get("worker"),
+             message="pi-a running n, and m waiting for its retry")
+    assert claim_at(git_origin, m)["attempt"] == 1
+    b.start()
+    wait_for([b], lambda: all((b.task(i) or tasks.Task(0, "")).claimed_by.startswith("pi-a until ") for i in (n, m)),
+             message="pi-b sees pi-a's claims")
     killed_at = kill_node(a, pa)
-    expires = claim_at(git_origin, n)["expires"]
+    expires = {i: claim_at(git_origin, i)["expires"] for i in (n, m)}
+
+    c.start()
+    wait_for([c], lambda: all((c.task(i) or tasks.Task(0, "")).claimed_by.startswith("pi-a until ") for i in (n, m)),
+             message="pi-c shows the claims")
+    quiet_from = time.time() + 0.5  # the read's own fetch of the claim commits may still be under way
+    time.sleep(0.5)
+    requests, calls = github.counted_requests(), len(network_calls(logs["pi-c"]))
+    status = subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--json", "--config", str(c.config)],
+                            capture_output=True, text=True)
+    facts = json.loads(status.stdout)
+    assert {"issue": n, "node": "pi-a", "expires": expires[n], "outcome": "", "here": False} in \
+        facts["cluster"]["claims"] and facts["cluster"]["node"] == "pi-c"
+    shown = subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--config", str(c.config)],
+                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}).stdout
+    assert "Cluster: this node pi-c · 0 claims here, 2 elsewhere" in shown
+    assert re.search(rf"^#{n} +pi-a +until \d\d:\d\d", shown, re.M) and "on pi-a" in shown, shown
+    while time.time() < min(expires.values()) - 0.5:
+        time.sleep(0.2)
+    quiet = time.time() - quiet_from
+    assert network_calls(logs["pi-c"])[calls:] == [] and github.counted_requests() == requests, \
+        network_calls(logs["pi-c"])
+    assert [x.split(" ", 1)[0] for x in network_calls(logs["pi-c"])[:calls]].count("ls-remote") == 1
+    print(f"\nidle {quiet:.1f} s with claims of a dead node in view: 0 git network calls, 0 counted requests")
+
     owner = wait_for([a, b, c], lambda: (claim_at(git_origin, n) or {}).get("node") in ("pi-b", "pi-c")
                      and claim_at(git_origin, n)["node"], timeout=3 * TTL, message="the claim taken over")
     wait_for([b, c], lambda: len(trace_runs(cluster.trace)[n]) == 2, message="its worker started")
     runs = trace_runs(cluster.trace)[n]
     (a_pid, a_run), = [(pid, r) for pid, r in runs.items() if r[0] < killed_at]
-    a_run[1] = killed_at  # killed by us: gone by then
     (new_start, _), = [r for pid, r in runs.items() if pid != a_pid]
-    assert new_start >= expires  # not a moment before pi-a's lease ran out
+    assert new_start >= expires[n]  # not a moment before pi-a's lease ran out
+
+    wait_for([a, b, c], lambda: (claim_at(git_origin, m) or {}).get("node") in ("pi-b", "pi-c") or told(github, m),
+             timeout=3 * TTL, message="m's claim taken over")
 
     # pi-a comes back while the new owner still runs: it neither runs the issue
     # again, nor pushes what its killed worker committed, nor touches the claim.
-    held = claim_refs(git_origin)
+    held = claim_refs(git_origin).get(f"refs/tac/claims/gh-{n}")
     a.start()
     wait_for([a], lambda: "claim lost" in a.log_text() and a.state(n) == tasks.PENDING, message="pi-a gives it up")
-    assert claim_refs(git_origin) == held and (claim_at(git_origin, n) or {}).get("node") == owner
+    assert claim_refs(git_origin).get(f"refs/tac/claims/gh-{n}") == held and claim_at(git_origin, n)["node"] == owner
     assert a.task(n).claimed_by.startswith(f"{owner} until ") or "claimed by" in a.task(n).reason
-    wait_for([a, b, c], lambda: told(github, n), timeout=30, message="done and told")
-    wait_for([a], lambda: a.task(n) is None, message="dropped from pi-a's queue")
+    wait_for([a, b, c], lambda: told(github, n) and told(github, m), timeout=30, message="both done and told")
+    wait_for([a], lambda: a.task(n) is None and a.task(m) is None, message="both dropped from pi-a's queue")
     runs = trace_runs(cluster.trace)[n]
     runs[a_pid][1] = killed_at
     assert len(runs) == 2 and overlaps({n: runs}) == []
@@ -269,6 +351,12 @@ def test_a_dead_nodes_claim_is_taken_over_once_it_expires_and_the_issue_complete
     assert sorted(branch_files(git_origin, f"auto/gh-{n}")) == ["README", f"{owner}.txt"]  # never pi-a's commit
     assert "pr opened" not in a.log_text() and len(finals(github, n)) == 1
     assert finals(github, n)[0].startswith(f"✅ Done on {owner}: ")
+    # m: one run on pi-a, one on the node that took it over, never a third.
+    m_runs = sorted(trace_runs(cluster.trace)[m].values())
+    ended, = [x for x in (b, c) if x.state(m) == tasks.FAILED]
+    assert len(m_runs) == 2 and m_runs[0][1] < killed_at and m_runs[1][0] >= expires[m], m_runs
+    assert ended.task(m).attempts == 2 and "(attempt 2 of 2)" in ended.task(m).reason, ended.task(m)
+    assert len(finals(github, m)) == 1 and finals(github, m)[0].startswith(f"❌ Failed on {ended.name}: ")
 
 
 def test_a_node_cut_off_from_the_origin_stops_its_worker_before_the_claim_expires_and_never_pushes(
@@ -331,7 +419,7 @@ def test_chaos_kill_9_across_three_nodes_never_two_workers_for_one_issue(cluster
     # lease must outlive a restart on a loaded machine.
     nodes = cluster(["pi-a", "pi-b", "pi-c"], cluster={"lease_ttl": 20},
                     workers={"max_attempts": 2, "failure_threshold": 0, "retry_backoff": [1]})
-    kinds = ["pr"] * 6 + ["blocked"] * 2 + ["retry"] * 2 + ["fail"] * 2
+    kinds = ["pr"] * 3 + ["blocked"] + ["retry"] * 2 + ["fail"] * 2  # every outcome; the retrying kinds twice
     rnd.shuffle(kinds)
     script: Dict[str, dict] = {}
     expect: Dict[int, tuple] = {}
@@ -348,7 +436,7 @@ def test_chaos_kill_9_across_three_nodes_never_two_workers_for_one_issue(cluster
     kills: Dict[str, int] = {}
     t0 = time.time()
     try:
-        while time.time() - t0 < 25 and not all(any(x.state(n) in tasks.TERMINAL for x in nodes) for n in expect):
+        while time.time() - t0 < 20 and not all(any(x.state(n) in tasks.TERMINAL for x in nodes) for n in expect):
             node = rnd.choice(nodes)
             time.sleep(rnd.uniform(0.2, 1.5))
             procs[node.name].send_signal(signal.SIGKILL)
@@ -382,50 +470,6 @@ def test_chaos_kill_9_across_three_nodes_never_two_workers_for_one_issue(cluster
         log = node.log_text()
         assert "leftover process" not in log and "claim lost" not in log and "is not this coordinator" not in log
     assert watcher.problems == []
-
-
-# -- what an idle node costs, and what it shows ---------------------------------------------------------
-
-def network_calls(log: Path) -> List[str]:
-    lines = log.read_text().splitlines() if log.exists() else []
-    return [ln for ln in lines if ln.split(" ", 1)[0] in ("ls-remote", "fetch", "push")]
-
-
-def test_an_idle_node_reads_no_claims_and_waits_for_a_dead_nodes_claim_to_expire(cluster, github, git_origin,
-                                                                                  shim, tmp_path):
-    """An issue claimed by a node that died before this one started: this
-    node reads the claims once, shows the claim in tasks.md and status.py,
-    reads nothing more (no git network call, no counted GitHub request)
-    until the claim may have expired, then takes it over and runs it."""
-    gone = Claims(Node(tmp_path / "gone", github, {}, git_origin, "pi-gone").clone, "origin", "pi-gone", TTL)
-    n = github.add_issue("Claimed by a node that died", "", labels=["rpi-auto"], author="alice", labeller="alice")
-    claim = gone.take(n, 1, "w-dead", time.time() - TTL + 7).claim  # expires 7 s from now
-    log = tmp_path / "git.log"
-    a, = cluster(["pi-a"], env={"PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "TAC_GIT_LOG": str(log)})
-    a.start()
-    wait_for([a], lambda: (a.task(n) or tasks.Task(0, "")).claimed_by.startswith("pi-gone until "),
-             message="the claim shown")
-    quiet_from = time.time() + 0.5  # the read's own fetch of the claim commit may still be under way
-    time.sleep(0.5)
-    requests, calls = github.counted_requests(), len(network_calls(log))
-    status = subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--json", "--config", str(a.config)],
-                            capture_output=True, text=True)
-    facts = json.loads(status.stdout)
-    assert {"issue": n, "node": "pi-gone", "expires": claim.expires, "outcome": "", "here": False} in \
-        facts["cluster"]["claims"] and facts["cluster"]["node"] == "pi-a"
-    shown = subprocess.run([sys.executable, str(ROOT / "tools" / "status.py"), "--config", str(a.config)],
-                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}).stdout
-    assert "Cluster: this node pi-a · 0 claims here, 1 elsewhere" in shown
-    assert re.search(rf"^#{n} +pi-gone +until \d\d:\d\d", shown, re.M) and f"on pi-gone" in shown, shown
-    while time.time() < claim.expires - 0.5:
-        time.sleep(0.2)
-    quiet = time.time() - quiet_from
-    assert network_calls(log)[calls:] == [] and github.counted_requests() == requests, network_calls(log)
-    assert [c.split(" ", 1)[0] for c in network_calls(log)[:calls]].count("ls-remote") == 1
-    wait_for([a], lambda: told(github, n), timeout=30, message="taken over and done")
-    print(f"\nidle {quiet:.1f} s with a claim of another node in view: 0 git network calls, 0 counted requests")
-    assert len(trace_runs(cluster.trace)[n]) == 1 and a.state(n) == tasks.COMPLETED
-    assert trace_runs(cluster.trace)[n].popitem()[1][0] >= claim.expires
 
 
 def test_check_says_whether_the_remote_accepts_claim_refs(cluster, git_origin):
