@@ -103,7 +103,8 @@ class Steering:
         for t in doc.in_state(ACTIVE):
             w = c.workers.get(t.issue) or c.starting.get(t.issue)
             attempt = w.attempt if w is not None else t.attempts + 1
-            stage = ", ".join(x for x in (f"attempt {attempt}" if attempt > 1 else "",
+            stage = ", ".join(x for x in (str(t.stage) if t.stage is not None else "",  # a workflow's stage
+                                          f"attempt {attempt}" if attempt > 1 else "",
                                           "stopping" if w is not None and w.state == STOPPING else "") if x)
             elapsed = now - w.started_at if w is not None else wall - (tasks.parse_time(t.started) or wall)
             cost = w.follower.summary.cost if w is not None and w.follower is not None else 0.0
@@ -256,7 +257,9 @@ class Steering:
             cur = doc.governing(n)
             if cur is None or cur.state not in (FAILED, BLOCKED):
                 return None
-            return tasks.transition(doc, n, PENDING, expect=(FAILED, BLOCKED), **self.entry_fields(issue, cur))
+            # A fresh entry, its workflow kept: it runs again from its first stage.
+            return tasks.transition(doc, n, PENDING, expect=(FAILED, BLOCKED), workflow=cur.workflow,
+                                    **self.entry_fields(issue, cur))
         queued = self.c.update(change)
         if queued is None:
             return False, f"gh-{n} is no longer Failed or Blocked"

@@ -373,3 +373,26 @@ def test_the_loops_own_alert_causes_and_a_snapshot_that_does_not_tick(project, g
         "disk nearly full: little space free for /srv, below min_free_disk_mb 2048"
     assert steady("GitHub rate limit reached, resets in 1 h 5 min; no poll of GitHub for 12 min") == \
         "GitHub rate limit reached; no poll of GitHub"
+
+
+def test_a_workflow_shows_its_stage_and_a_retry_keeps_its_workflow(project, github):
+    """In process: an Active task of a workflow shows its stage on the
+    status issue ("build (2 of 3)", as tasks.md says it), and a retry
+    ordered there queues it with its workflow, from its first stage, not
+    with the default one."""
+    turn_on(project)
+    (project.dir / "tasks.md").write_text(
+        "# Tasks\n\n## Active\n\n[ ] gh-7: Plan it first\n- Workflow: plan-build-review\n- Stage: build (2 of 3)\n"
+        "- Stage plan: completed in 2 min, $0.10\n\n"
+        "## Failed\n\n[ ] gh-8: Failed at its review\n- Workflow: plan-build-review\n"
+        "- Stage plan: completed in 2 min, $0.10\n- Stage build: completed in 5 min, $0.50\n"
+        "- Stage review: failed in 1 min, $0.05\n- Reason: exit status 1\n", encoding="utf-8")
+    cfg = co.load_config(project.config)
+    c = co.Coordinator(cfg, GitHub(cfg.repo, env=project.env))
+    doc = project.tasks()
+    assert str(doc.governing(7).stage) == "build (2 of 3)" and doc.governing(8).workflow == "plan-build-review"
+    active, = c.steering.snapshot(c.clock()).active
+    assert (active.issue, active.stage) == (7, "build (2 of 3)")
+    assert c.steering.requeue(8, "alice", {"number": 8, "title": "Failed at its review", "state": "open"}) == (True, "")
+    again = project.tasks().governing(8)
+    assert (again.state, again.workflow, again.stage_runs) == (tasks.PENDING, "plan-build-review", [])
