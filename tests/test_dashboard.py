@@ -351,6 +351,9 @@ def test_every_chart_has_its_points_and_they_add_up(dash, state):
     runs, cost = EXPECTED["30d"]
     assert sum(values(svgs["cost-per-day"])) == pytest.approx(cost)
     assert len(values(svgs["cost-per-day"])) == 31          # a bar for each day of the range, empty ones too
+    totals = re.findall(r'<circle class="cum"[^>]*><title>running total [^:<]+: ([^<]+)</title>', svgs["cost-per-day"])
+    assert len(totals) == 31 and totals[-1] == ledger.usd(cost)   # the running total ends at the range's cost
+    assert '<line class="s-budget"' in svgs["cost-per-day"] and "monthly budget " + ledger.usd(50.0) in svgs["cost-per-day"]
     assert sum(values(svgs["cost-by-model"])) == pytest.approx(cost)
     assert sum(values(svgs["activity"])) == runs
     assert sorted(values(svgs["cost-vs-duration"])) == [0.25, 0.5, 0.75, 1.0, 2.0]
@@ -481,6 +484,28 @@ def test_missing_files_are_notices_not_errors(tmp_path):
         for path in ("/?range=all", "/api/status", "/api/usage"):
             d.get(path)
         assert d.request("/issue/7")[0] == 404
+    finally:
+        assert "Traceback" not in d.stop()
+
+
+def test_why_spawning_is_paused_is_said_at_the_top(tmp_path):
+    """A person's pause with its reason, and the daemon's own block (the
+    startup breaker), each said once above everything else."""
+    s = State(tmp_path).populate()
+    data = json.loads(s.metrics.read_text())
+    data.update(paused=True, pause_reason="PAUSE file: alice is upgrading the Pi",
+                spawn_block="spawning paused: claude login expired? (Invalid API key · run claude /login); "
+                            "next probe 10:42")
+    metrics.write(s.metrics, data)
+    d = Dashboard(s.config)
+    try:
+        page = d.get("/")
+        block = "spawning paused: claude login expired? (Invalid API key · run claude /login); next probe 10:42"
+        assert page.count('<div class="notice" role="status">Spawning is paused by the user: '
+                          'PAUSE file: alice is upgrading the Pi</div>') == 1
+        assert page.count('<div class="notice bad" role="status">{}</div>'.format(block)) == 1
+        assert '<span class="badge degraded">degraded</span> <span>{}'.format(block) in page  # the health reason
+        assert page.index("Spawning is paused by the user") < page.index("<h2>Queue</h2>")
     finally:
         assert "Traceback" not in d.stop()
 
