@@ -159,19 +159,6 @@ def _last_verdict(runs: Sequence[StageRun]) -> Optional[Verdict]:
     return None
 
 
-def failed_runs(runs: Sequence[StageRun], stage: str) -> int:
-    """How many runs of `stage` failed since the workflow last moved on (a
-    completed run of any stage): the per-stage count for max_attempts.
-    Startup errors are not the task's failures and do not count."""
-    count = 0
-    for run in reversed(runs):
-        if run.outcome == "completed":
-            break
-        if run.name == stage and run.outcome == "failed":
-            count += 1
-    return count
-
-
 def last_session(runs: Sequence[StageRun]) -> str:
     """The session of the last completed stage run that recorded one: what
     a stage with resume = true continues (`claude -p --resume <id>`), or ""

@@ -268,9 +268,6 @@ def test_failed_runs_are_retried_alone_and_counted_per_stage():
     runs = [done("plan"), StageRun("build", "failed", 600, 1.0, note="worker exited without commits"),
             StageRun("build", "startup_error"), StageRun("build", "failed")]
     assert next_stage(PBR, runs, 1) == "build"                   # the plan is not run again
-    assert workflow.failed_runs(runs, "build") == 2               # startup errors are not the task's failures
-    assert workflow.failed_runs(runs + [done("build")], "review") == 0
-    assert workflow.failed_runs([StageRun("plan", "failed"), done("plan")], "plan") == 0
 
 
 def test_the_one_stage_workflow():
