@@ -19,15 +19,17 @@ from adws.github import COMMENT_MARKER
 from harness import trace_runs, overlaps
 
 
-def completed_pr(project, github, script: dict, **followup_cfg) -> tuple:
-    """An issue the daemon completed with a PR that it now watches.
+def completed_pr(project, github, script: dict, store: bool = True, **followup_cfg) -> tuple:
+    """An issue the daemon completed with a PR that it now watches; with
+    `store` the scripted worker keeps its sessions where the CLI does.
     Returns (issue, PR number)."""
     github.track_pushes = True
     github.set_permission("mallory", "read")
     cfg = {"quiet": 1}
     cfg.update(followup_cfg)
     project.write_config(followup=cfg)
-    project.env["CLAUDE_CONFIG_DIR"] = str(project.dir / "claude")
+    if store:
+        project.env["CLAUDE_CONFIG_DIR"] = str(project.dir / "claude")
     project.env["TAC_ARGV_COPY"] = str(project.dir / "argv-{issue}-{round}.json")
     project.env["TAC_PROMPT_COPY"] = str(project.dir / "prompt-{issue}-{round}.txt")
     n = project.issue("Add a docstring", "Please add one.")
@@ -67,6 +69,9 @@ def test_a_review_and_a_burst_of_comments_are_answered_by_one_round_that_resumes
         project, github, git_origin):
     n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt", "note": "Done: said why."}]})
     first_session = ledger_lines(project, n)[0]["session_id"]
+    finished = project.task(n).finished
+    project.wait_for(lambda: not project.task(n).outbox, message="the issue told")
+    told = github.comments(n)
     theirs = github.push_commit(pr, {"NOTES.md": "context\n"}, "Notes for the reviewer", author="bob")
     review(github, pr)
     github.add_comment(pr, "alice", "@tac also mind the docs")
@@ -95,6 +100,8 @@ def test_a_review_and_a_burst_of_comments_are_answered_by_one_round_that_resumes
     assert t.round == "2 of 4" and t.pending == "" and len(followup.parse_digests(t.handled)) == 4
     assert t.state == tasks.COMPLETED and t.followups == ""
     assert [r.get("round") for r in ledger_lines(project, n)] == [None, 2]
+    # The issue was told when the task completed: a round tells it nothing again.
+    assert t.finished == finished and t.outbox == "" and github.comments(n) == told
     assert f"gh-{n} round 2 of 4 started" in project.log_text() and f"session=resumed {first_session}" in project.log_text()
     # The round's own answer and push moved the PR; nothing asks again.
     time.sleep(3)
@@ -117,9 +124,13 @@ def test_an_untrusted_request_runs_nothing_and_an_idle_watch_costs_no_request(pr
 
 
 def test_max_rounds_says_so_once_and_a_merged_pr_stops_the_watch(project, github):
-    n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt"}]}, max_rounds=1)
+    n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt"}]}, store=False, max_rounds=1)
     review(github, pr)
     project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended")
+    # The CLI's store has no session for the worktree: a fresh one, told to read the branch.
+    assert "--resume" not in json.loads((project.dir / f"argv-{n}-2.json").read_text())
+    assert "This is a fresh session" in (project.dir / f"prompt-{n}-2.txt").read_text()
+    assert f"gh-{n} round 2 of 2 started" in project.log_text() and "session=fresh" in project.log_text()
     github.add_comment(pr, "alice", "@tac one more thing")
     project.wait_for(lambda: len(answers(github, pr)) == 2, message="the max_rounds notice")
     assert "has had its 1 follow-up round" in answers(github, pr)[1]
@@ -136,11 +147,19 @@ def test_max_rounds_says_so_once_and_a_merged_pr_stops_the_watch(project, github
 def test_kill_9_during_a_round_then_restart_finishes_it_once(project, github, git_origin):
     n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt", "sleep": 3}]})
     review(github, pr)
-    project.wait_for(lambda: project.state(n) == tasks.ACTIVE and project.task(n).pid, timeout=30,
+    project.wait_for(lambda: project.state(n) == tasks.ACTIVE and project.task(n).pid and project.task(n).answer_id,
+                     timeout=30,
                      message="the round running")
     coordinator = project.procs[-1]
     os.kill(coordinator.pid, signal.SIGKILL)
     coordinator.wait()
+    # Also as if it died between posting the "running" answer and recording its id:
+    # the restart finds that comment again by its title and edits it, never a second one.
+    path = project.dir / "tasks.md"
+    doc, _, snap = tasks.load(path)
+    assert doc.governing(n).answer_id
+    doc.governing(n).answer_id = None
+    assert tasks.save(path, doc, snap)
     project.start()
     project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended after the restart")
     time.sleep(2)
