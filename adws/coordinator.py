@@ -19,6 +19,7 @@ This file is the daemon, read top to bottom:
     7. The coordinator          tick(now): housekeeping, reap, supervise, finish, poll,
                                    notify, dispatch, publish (disk retention: adws/retention.py),
                                    the status issue (-> adws/steering.py, adws/status_issue.py)
+                                   follow-up rounds on its PRs (-> adws/rounds.py, adws/followup.py)
     8. Doctor (--check)         -> adws/doctor.py
     9. Signals, systemd, main()
 

@@ -190,6 +190,8 @@ class Rounds:
         if error is not None:
             raise error  # a GitHubError is said by the loop's guard; the next poll reads again
         for pr, key, author, why in watcher.dropped:
+            if why == "own":
+                continue  # our own answers and notices: nothing to say
             c.say_once(("followup dropped", pr, key), "PR #%d: %s by %s does not ask for a follow-up (%s)",
                        pr, key, author or "?", why)
         for d in decisions or []:

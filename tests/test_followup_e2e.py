@@ -19,7 +19,8 @@ from adws.github import COMMENT_MARKER
 from harness import trace_runs, overlaps
 
 
-def completed_pr(project, github, script: dict, store: bool = True, **followup_cfg) -> tuple:
+def completed_pr(project, github, script: dict, store: bool = True, workers: dict = None, budget: dict = None,
+                 **followup_cfg) -> tuple:
     """An issue the daemon completed with a PR that it now watches; with
     `store` the scripted worker keeps its sessions where the CLI does.
     Returns (issue, PR number)."""
@@ -27,7 +28,7 @@ def completed_pr(project, github, script: dict, store: bool = True, **followup_c
     github.set_permission("mallory", "read")
     cfg = {"quiet": 1}
     cfg.update(followup_cfg)
-    project.write_config(followup=cfg)
+    project.write_config(followup=cfg, workers=workers, budget=budget)
     if store:
         project.env["CLAUDE_CONFIG_DIR"] = str(project.dir / "claude")
     project.env["TAC_ARGV_COPY"] = str(project.dir / "argv-{issue}-{round}.json")
@@ -190,3 +191,46 @@ def test_a_restart_before_the_round_started_runs_it_once(project, github):
     time.sleep(2)
     assert runs(project, n) == 2 and len(answers(github, pr)) == 1
     assert "follow-up round was never started" in project.log_text()
+
+
+def test_a_persons_agent_config_commit_holds_the_round_until_a_trusted_person_asks_again(project, github):
+    n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt"}]})
+    theirs = github.push_commit(pr, {".mcp.json": '{"mcpServers": {}}\n'}, "Add a server", author="bob")
+    review(github, pr)
+    project.wait_for(lambda: project.task(n).held, timeout=30, message="held")
+    assert project.task(n).held.split()[0] == theirs
+    hold, = answers(github, pr)
+    assert hold.startswith("No follow-up ran") and "`.mcp.json`" in hold
+    time.sleep(2)
+    t = project.task(n)
+    assert runs(project, n) == 1 and t.state == tasks.COMPLETED and t.round == "" and t.pending
+    # A trusted person looked at it and asks again: the round runs on that head, once.
+    github.add_comment(pr, "alice", "@tac I checked the .mcp.json, go ahead")
+    project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended")
+    time.sleep(2)
+    assert runs(project, n) == 2 and project.task(n).held == "" and len(answers(github, pr)) == 2
+
+
+def test_a_round_waits_for_a_free_slot_and_the_queue_goes_first(project, github):
+    n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt"}]}, workers={"max_concurrent": 1})
+    m = project.issue("Busy")
+    project.script({str(n): {"commit": "fix.txt", "rounds": [{"commit": "fix.txt"}]},
+                    str(m): {"commit": "busy.txt", "sleep": 4}})
+    project.wait_for(lambda: project.state(m) == tasks.ACTIVE, message="the other issue running")
+    review(github, pr)
+    project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended")
+    trace = trace_runs(project.dir / "trace.txt")
+    (busy_start, busy_end), = trace[m].values()
+    round_start = max(start for start, _ in trace[n].values())
+    assert round_start >= busy_end  # max_concurrent 1: the round waited for the slot
+    assert f"gh-{n} follow-up waits for a free slot" in project.log_text()
+
+
+def test_a_round_waits_while_the_daily_budget_is_spent(project, github):
+    n, pr = completed_pr(project, github, {"cost": 0.5, "rounds": [{"commit": "fix.txt"}]},
+                         budget={"daily_usd": 0.4})
+    review(github, pr)
+    project.wait_for(lambda: f"gh-{n} follow-up waits: " in project.log_text(), timeout=30, message="waits")
+    time.sleep(2)
+    assert runs(project, n) == 1 and answers(github, pr) == [] and project.state(n) == tasks.COMPLETED
+    assert project.task(n).pending  # not lost: it runs once the budget allows
