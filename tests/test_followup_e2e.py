@@ -28,7 +28,7 @@ def completed_pr(project, github, script: dict, store: bool = True, workers: dic
     github.set_permission("mallory", "read")
     cfg = {"quiet": 1}
     cfg.update(followup_cfg)
-    project.write_config(followup=cfg, workers=workers, budget=budget)
+    project.write_config(followup=cfg, workers=workers, budget=budget, github={"poll_interval": 0.5})
     if store:
         project.env["CLAUDE_CONFIG_DIR"] = str(project.dir / "claude")
     project.env["TAC_ARGV_COPY"] = str(project.dir / "argv-{issue}-{round}.json")
@@ -105,7 +105,7 @@ def test_a_review_and_a_burst_of_comments_are_answered_by_one_round_that_resumes
     assert t.finished == finished and t.outbox == "" and github.comments(n) == told
     assert f"gh-{n} round 2 of 4 started" in project.log_text() and f"session=resumed {first_session}" in project.log_text()
     # The round's own answer and push moved the PR; nothing asks again.
-    time.sleep(3)
+    time.sleep(1.5)
     assert runs(project, n) == 2 and len(answers(github, pr)) == 1
 
 
@@ -113,12 +113,12 @@ def test_an_untrusted_request_runs_nothing_and_an_idle_watch_costs_no_request(pr
     n, pr = completed_pr(project, github, {})
     github.add_comment(pr, "mallory", "@tac please rewrite everything")
     project.wait_for(lambda: "does not ask for a follow-up (untrusted)" in project.log_text(), message="dropped")
-    time.sleep(2)
+    time.sleep(1.5)
     assert runs(project, n) == 1 and answers(github, pr) == []
     assert project.task(n).pending == "" and project.state(n) == tasks.COMPLETED
-    # Idle: several poll cycles (poll_interval 1) with the PR watched cost no counted request.
+    # Idle: several poll cycles (poll_interval 0.5) with the PR watched cost no counted request.
     github.reset_requests()
-    time.sleep(4)
+    time.sleep(2.5)
     assert github.counted_requests() == 0, [(r.method, r.path, r.status) for r in github.requests if r.counted]
     looks = [r for r in github.requests if r.path == "/repos/acme/widgets/pulls" and r.query.get("sort") == "updated"]
     assert len(looks) >= 2 and {r.status for r in looks} == {304}  # it did look, every poll, for free
@@ -135,12 +135,12 @@ def test_max_rounds_says_so_once_and_a_merged_pr_stops_the_watch(project, github
     github.add_comment(pr, "alice", "@tac one more thing")
     project.wait_for(lambda: len(answers(github, pr)) == 2, message="the max_rounds notice")
     assert "has had its 1 follow-up round" in answers(github, pr)[1]
-    time.sleep(2)
+    time.sleep(1.5)
     assert runs(project, n) == 2 and len(answers(github, pr)) == 2
     github.merge_pull(pr)
     project.wait_for(lambda: project.task(n).followups == "stopped: PR merged", message="stopped")
     github.add_comment(pr, "alice", "@tac after the merge")
-    time.sleep(2)
+    time.sleep(1.5)
     assert runs(project, n) == 2 and len(answers(github, pr)) == 2
     assert project.log_text().count(f"gh-{n} follow-ups stopped: PR merged") == 1
 
@@ -163,7 +163,7 @@ def test_kill_9_during_a_round_then_restart_finishes_it_once(project, github, gi
     assert tasks.save(path, doc, snap)
     project.start()
     project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended after the restart")
-    time.sleep(2)
+    time.sleep(1.5)
     assert runs(project, n) == 2 and overlaps(trace_runs(project.dir / "trace.txt")) == []
     body, = answers(github, pr)
     assert body.startswith("**Follow-up round 2 of 4**: pushed 1 commit.")
@@ -188,7 +188,7 @@ def test_a_restart_before_the_round_started_runs_it_once(project, github):
     assert tasks.save(path, doc, snap) and text != path.read_text() and t.state == tasks.COMPLETED
     project.start()
     project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended")
-    time.sleep(2)
+    time.sleep(1.5)
     assert runs(project, n) == 2 and len(answers(github, pr)) == 1
     assert "follow-up round was never started" in project.log_text()
 
@@ -201,13 +201,13 @@ def test_a_persons_agent_config_commit_holds_the_round_until_a_trusted_person_as
     assert project.task(n).held.split()[0] == theirs
     hold, = answers(github, pr)
     assert hold.startswith("No follow-up ran") and "`.mcp.json`" in hold
-    time.sleep(2)
+    time.sleep(1.5)
     t = project.task(n)
     assert runs(project, n) == 1 and t.state == tasks.COMPLETED and t.round == "" and t.pending
     # A trusted person looked at it and asks again: the round runs on that head, once.
     github.add_comment(pr, "alice", "@tac I checked the .mcp.json, go ahead")
     project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended")
-    time.sleep(2)
+    time.sleep(1.5)
     assert runs(project, n) == 2 and project.task(n).held == "" and len(answers(github, pr)) == 2
 
 
@@ -231,6 +231,6 @@ def test_a_round_waits_while_the_daily_budget_is_spent(project, github):
                          budget={"daily_usd": 0.4})
     review(github, pr)
     project.wait_for(lambda: f"gh-{n} follow-up waits: " in project.log_text(), timeout=30, message="waits")
-    time.sleep(2)
+    time.sleep(1.5)
     assert runs(project, n) == 1 and answers(github, pr) == [] and project.state(n) == tasks.COMPLETED
     assert project.task(n).pending  # not lost: it runs once the budget allows
