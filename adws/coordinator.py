@@ -1189,8 +1189,8 @@ class Coordinator:
         try:
             # In its own session, so it can be stopped as a whole.
             with open(cfg.prompt_path(w.issue), "rb") as stdin, open(w.log_path, "ab") as out, open(w.stderr_path, "ab") as err:
-                w.popen = self.popen(worker_argv(cfg) + w.argv_extra, cwd=str(w.tree), stdin=stdin, stdout=out, stderr=err,
-                                     env=env, start_new_session=True, close_fds=True)
+                w.popen = self.popen(worker_argv(cfg) + w.argv_extra, cwd=str(w.tree), stdin=stdin, stdout=out,
+                                     stderr=err, env=env, start_new_session=True, close_fds=True)
         except OSError as e:
             name = cfg.command[0]
             raise StartError(f"{name}: command not found" if e.errno == errno.ENOENT else f"{name}: {e.strerror}")

@@ -252,8 +252,8 @@ class Rounds:
         # The intent, before anything runs: a crash from here on is resolved
         # by recover() (coordinator.readopt -> never_launched or adopted).
         if c.change_state(n, ACTIVE, expect=COMPLETED, worker=w.worker_id, worktree=str(w.tree),
-                          log=str(w.log_path), log_offset=log_offset, started=tasks.format_time(c.wall(now)), pid=None, pid_start=None, branch=w.branch,
-                          round_from="", **fields) is None:
+                          log=str(w.log_path), log_offset=log_offset, started=tasks.format_time(c.wall(now)),
+                          pid=None, pid_start=None, branch=w.branch, round_from="", **fields) is None:
             c.gates.startup.probe_ended(n, now)
             return False
         c.starting[n] = w

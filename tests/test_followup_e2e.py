@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from adws import followup, tasks
 from adws.github import COMMENT_MARKER
@@ -103,7 +102,8 @@ def test_a_review_and_a_burst_of_comments_are_answered_by_one_round_that_resumes
     assert [r.get("round") for r in ledger_lines(project, n)] == [None, 2]
     # The issue was told when the task completed: a round tells it nothing again.
     assert t.finished == finished and t.outbox == "" and github.comments(n) == told
-    assert f"gh-{n} round 2 of 4 started" in project.log_text() and f"session=resumed {first_session}" in project.log_text()
+    said = project.log_text()
+    assert f"gh-{n} round 2 of 4 started" in said and f"session=resumed {first_session}" in said
     # The round's own answer and push moved the PR; nothing asks again.
     time.sleep(1.5)
     assert runs(project, n) == 2 and len(answers(github, pr)) == 1
@@ -183,8 +183,9 @@ def test_a_restart_before_the_round_started_runs_it_once(project, github):
     review(github, pr)
     # What start() writes before anything runs, as a crash would leave it.
     doc, _, snap = tasks.load(path)
+    transcript = project.dir / "logs" / f"gh-{n}.jsonl"
     tasks.transition(doc, n, tasks.ACTIVE, expect=tasks.COMPLETED, worker="w-abcdef", round="2 of 4",
-                     log=str(project.dir / "logs" / f"gh-{n}.jsonl"), log_offset=Path(project.dir / "logs" / f"gh-{n}.jsonl").stat().st_size)
+                     log=str(transcript), log_offset=transcript.stat().st_size)
     assert tasks.save(path, doc, snap) and text != path.read_text() and t.state == tasks.COMPLETED
     project.start()
     project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended")
