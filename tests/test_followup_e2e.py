@@ -124,11 +124,17 @@ def test_an_untrusted_request_runs_nothing_and_an_idle_watch_costs_no_request(pr
     assert len(looks) >= 2 and {r.status for r in looks} == {304}  # it did look, every poll, for free
 
 
-def test_max_rounds_says_so_once_and_a_merged_pr_stops_the_watch(project, github):
-    n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt"}]}, store=False, max_rounds=1)
+def test_a_push_during_the_round_is_kept_then_max_rounds_and_a_merged_pr_stops_it(project, github):
+    n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt", "sleep": 2}]}, store=False,
+                         max_rounds=1)
     review(github, pr)
+    project.wait_for(lambda: project.state(n) == tasks.ACTIVE and project.task(n).pid, message="the round running")
+    theirs = github.push_commit(pr, {"OTHER.md": "mine\n"}, "A person's change meanwhile", author="bob")
     project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended")
-    # The CLI's store has no session for the worktree: a fresh one, told to read the branch.
+    # Not a fast-forward any more: nothing pushed, nothing of theirs overwritten, and the answer says so.
+    assert github.pulls()[0]["head"]["sha"] == theirs and project.task(n).pushed == ""
+    assert "**not pushed**" in answers(github, pr)[0]
+    # The CLI's store had no session for the worktree: a fresh one, told to read the branch.
     assert "--resume" not in json.loads((project.dir / f"argv-{n}-2.json").read_text())
     assert "This is a fresh session" in (project.dir / f"prompt-{n}-2.txt").read_text()
     assert f"gh-{n} round 2 of 2 started" in project.log_text() and "session=fresh" in project.log_text()
@@ -216,7 +222,7 @@ def test_a_round_waits_for_a_free_slot_and_the_queue_goes_first(project, github)
     n, pr = completed_pr(project, github, {"rounds": [{"commit": "fix.txt"}]}, workers={"max_concurrent": 1})
     m = project.issue("Busy")
     project.script({str(n): {"commit": "fix.txt", "rounds": [{"commit": "fix.txt"}]},
-                    str(m): {"commit": "busy.txt", "sleep": 4}})
+                    str(m): {"commit": "busy.txt", "sleep": 3}})
     project.wait_for(lambda: project.state(m) == tasks.ACTIVE, message="the other issue running")
     review(github, pr)
     project.wait_for(lambda: round_ended(project, n, 2), timeout=40, message="round 2 ended")
