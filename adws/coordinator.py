@@ -19,6 +19,7 @@ This file is the daemon, read top to bottom:
     7. The coordinator          tick(now): housekeeping, reap, supervise, finish, poll,
                                    notify, dispatch, publish (disk retention: adws/retention.py),
                                    the status issue (-> adws/steering.py, adws/status_issue.py)
+                                   follow-up rounds on its PRs (-> adws/rounds.py, adws/followup.py)
     8. Doctor (--check)         -> adws/doctor.py
     9. Signals, systemd, main()
 
@@ -73,6 +74,7 @@ from adws.outbox import DONE_LABELS, Outbox  # noqa: E402,F401
 # Tokens must never reach a log line, an issue comment or a terminal; the
 # patterns are shared with tools/view_worker.py.
 from adws.redact import redact  # noqa: E402
+from adws.rounds import Rounds  # noqa: E402
 from adws.steering import Steering  # noqa: E402
 from adws.flow import NEXT_STAGE, Flow  # noqa: E402
 from adws.status_issue import is_status_issue  # noqa: E402
@@ -382,6 +384,8 @@ class Coordinator:
         self.steering.status = self.steering.issue_for(cfg, self.github)
         # Workflows, stage by stage (adws/flow.py; the rules: adws/workflow.py)
         self.flow = Flow(self, decide_outcome)
+        # Follow-up rounds on the PRs of Completed tasks ([followup]): adws/rounds.py
+        self.followups = Rounds(self)
 
     # -- helpers -----------------------------------------------------------------
     def wall(self, t: float) -> float:
@@ -468,7 +472,9 @@ class Coordinator:
         6. dispatch pending tasks into free slots
         7. publish: tasks.md status line, metrics.json, systemd
         8. the status issue after each poll (a job): shown, alerts posted,
-           the boxes people ticked carried out on the loop (adws/steering.py)"""
+           the boxes people ticked carried out on the loop (adws/steering.py)
+        9. follow-ups after each poll (a job reads the watched PRs): a due
+           round starts in a slot the dispatch left free (adws/rounds.py)"""
         self._offset = self._wall() - self.clock()
         if local_time(self.wall(now))[:10] != self._archived_day:
             self.guarded("archive", self.archive, now)
@@ -491,6 +497,7 @@ class Coordinator:
             self.guarded("dispatch", self.dispatch, now)
         self.guarded("publish", self.publish, now, polled)
         self.guarded("status issue", self.steering.step, now)
+        self.guarded("follow-ups", self.followups.step, now)
 
     def guarded(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         """The error boundary of one tick step (or one task's part of it):
@@ -644,8 +651,9 @@ class Coordinator:
                 # On the loop, where the other workers are known for sure: a
                 # worker started meanwhile must never be taken for an orphan.
                 sweep_tagged(w, self.other_workers(w))  # nothing a worker started outlives it
-                self.jobs.submit(("finish", w.issue), functools.partial(self.finish_work, w, now),
-                                 functools.partial(self.finish_done, w))
+                work, done = ((self.followups.finish_work, self.followups.finish_done) if w.round
+                              else (self.finish_work, self.finish_done))  # a round ends on its PR
+                self.jobs.submit(("finish", w.issue), functools.partial(work, w, now), functools.partial(done, w))
 
     def finish_failed(self, w: Worker, now: float, e: Exception) -> None:
         """Finishing needs git and GitHub. While GitHub is unreachable the
@@ -749,6 +757,8 @@ class Coordinator:
         else:
             self.gates.startup.got_going(w.issue, now)
         self.record_run(w, done.summary, outcome.reason or outcome.kind, now, _LEDGER_OUTCOME[outcome.kind])
+        if outcome.kind != NEXT_STAGE:
+            self.flow.forget(w.issue)  # the workflow is over, or waits for a retry: a later run starts afresh
         if ended is None:
             log.info("%s entry changed by a person while finishing; left as they set it", w.name)
             return
@@ -909,7 +919,7 @@ class Coordinator:
         """One ledger line per run, and the separator the viewer shows.
         ``outcome`` is one of ledger.OUTCOMES (the dashboard colours by it)."""
         record = transcript.ledger_record(w.issue, w.attempt, s, exit_reason, self.wall(now), outcome,
-                                          stage=self.flow.stage_name(w.issue))
+                                          stage=self.flow.stage_name(w.issue), round=w.round)
         if s.overlong_lines:  # their text is gone (issue #11): say so once, where the run ends
             log.warning("%s skipped %d over-long transcript line(s)", w.name, s.overlong_lines)
         try:
@@ -1367,18 +1377,20 @@ class Coordinator:
         env = worker_env(cfg, self.environ, {
             "TAC_ISSUE_NUMBER": str(w.issue), "TAC_BRANCH": w.branch, "TAC_REPO": cfg.repo,
             "TAC_WORKTREE": str(w.tree), "TAC_WORKER_ID": w.worker_id, "TAC_ATTEMPT": str(w.attempt),
-            **self.flow.env(w.issue)})
+            **self.flow.env(w.issue), **w.env_extra})
         with open(w.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"type": "tac", "subtype": "attempt", "issue": w.issue, "attempt": w.attempt,
                                 "worker": w.worker_id, "branch": w.branch,
-                                "started": local_time(self.wall(now)), **self.flow.attempt_fields(w.issue)}) + "\n")
+                                "started": local_time(self.wall(now)), **self.flow.attempt_fields(w.issue),
+                                **w.launch_info}) + "\n")
         w.log_start = w.log_path.stat().st_size
         w.follower = transcript.TranscriptFollower(w.log_path, w.log_start)
         try:
             # In its own session, so it can be stopped as a whole.
             with open(cfg.prompt_path(w.issue), "rb") as stdin, open(w.log_path, "ab") as out, open(w.stderr_path, "ab") as err:
-                w.popen = self.popen(worker_argv(cfg) + self.flow.argv(w.issue), cwd=str(w.tree), stdin=stdin, stdout=out, stderr=err,
-                                     env=env, start_new_session=True, close_fds=True)
+                w.popen = self.popen(worker_argv(cfg) + self.flow.argv(w.issue) + w.argv_extra, cwd=str(w.tree),
+                                     stdin=stdin, stdout=out,
+                                     stderr=err, env=env, start_new_session=True, close_fds=True)
         except OSError as e:
             name = cfg.command[0]
             raise StartError(f"{name}: command not found" if e.errno == errno.ENOENT else f"{name}: {e.strerror}")
@@ -1536,6 +1548,9 @@ class Coordinator:
             # spawn() writes the attempt line just before the process
             # starts; without it we stopped in between and nothing ran.
             # That is our interruption, not a startup error of the task.
+            if tasks.in_round(t):
+                self.followups.never_launched(t)  # back to Completed: the next poll runs it
+                return
             # In a cluster its claim may have been taken: "Claimed by" names
             # its worker, so the claim is known as this node's own.
             mine = {"claimed_by": own_text(self.cfg.node, t.worker)} if self.cluster is not None else {}
@@ -1559,6 +1574,10 @@ class Coordinator:
                    pid=pid or 0, pid_start=start, started_at=now - max(0.0, age),
                    follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now,
                    entry=t, log_start=t.log_offset or 0)
+        if tasks.in_round(t):
+            self.followups.adopted(w, t)  # a follow-up round's worker, never a workflow stage's
+        else:
+            self.flow.adopted(t)  # a workflow stage's worker: which stage it runs
         if alive:
             w.change_state(RUNNING, now)
             log.info("gh-%d re-adopted pid=%d branch=%s", t.issue, pid, w.branch)
@@ -1566,7 +1585,6 @@ class Coordinator:
             w.change_state(EXITED, now)
             log.info("gh-%d worker gone while we were down (pid=%s); finishing from its evidence",
                      t.issue, pid or "none")
-        self.flow.adopted(t)  # a workflow stage's worker: which stage it runs
         self.workers[t.issue] = w
 
     def archive(self, now: float) -> None:
@@ -1577,13 +1595,15 @@ class Coordinator:
         if self.dry_run:
             return
         doc = self.load()
-        if not any(not t.outbox and t.completed[:10] < today for t in doc.in_state(COMPLETED) if t.completed):
+        # An entry still owed to GitHub stays here until the issue is told, and
+        # one whose PR is watched for reviews until the watch stops (merged).
+        if not any(not t.outbox and not self.followups.watching(t) and t.completed[:10] < today
+                   for t in doc.in_state(COMPLETED) if t.completed):
             return
         moved: List[Task] = []
 
         def cut(d: tasks.TaskFile) -> None:
-            # An entry still owed to GitHub stays here until the issue is told.
-            moved[:] = [t for t in tasks.old_completed(d, today) if not t.outbox]
+            moved[:] = [t for t in tasks.old_completed(d, today) if not t.outbox and not self.followups.watching(t)]
             tasks.append_archive(self.cfg.archive_path, moved)
             for t in moved:
                 tasks.transition(d, t.issue, tasks.NEW, expect=COMPLETED, entry=t)

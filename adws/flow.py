@@ -186,6 +186,13 @@ class Flow:
         self.running[t.issue] = Start(name, stages[names.index(stage_name)], t.stage, names,
                                       continuing=True, branch=t.branch, review_round=step.review_round)
 
+    def forget(self, issue: int) -> None:
+        """A stage's run has ended and no next stage follows at once: what
+        runs next on this issue (a retry, a follow-up round) is looked up
+        afresh, never taken for this stage."""
+        self.running.pop(issue, None)
+        self._cfgs.pop(issue, None)
+
     def staged(self, issue: int) -> bool:
         return issue in self.running
 

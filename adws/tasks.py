@@ -71,6 +71,7 @@ _DETAILS = (
     ("Watch since", "watch_since", "str"), ("Watch seen", "watch_seen", "str"),
     ("Pending", "pending", "str"), ("Handled", "handled", "str"),
     ("Answer", "answer_id", "int"), ("Held", "held", "str"), ("Follow-ups", "followups", "str"),
+    ("Round from", "round_from", "str"),
 )
 _BY_KEY = {key.lower(): (attr, kind) for key, attr, kind in _DETAILS}
 # The key exactly as render() writes it after "-" (" PID"): the fast path for
@@ -228,6 +229,7 @@ class Task:
     answer_id: Optional[int] = None  # the PR comment that answers the current round, edited in place
     held: str = ""             # "<sha> <GitHub time>": a head held for others' agent-config changes
     followups: str = ""        # why the PR is no longer watched ("stopped: PR merged"); "" = watched
+    round_from: str = ""       # the head the running round's worktree was made at: its commits come after it
     extra: List[Tuple[str, str]] = field(default_factory=list)  # unknown or unparseable "- Key: value"
     # A person's lines found under this entry, kept verbatim and rendered after
     # its details. They travel with the entry when it moves.
@@ -309,6 +311,10 @@ def _check_state(state: str) -> None:
 #   Completed --archived--> (not in tasks.md; tasks-archive.md has it, notes and all)
 #   (not in tasks.md) --restored--> Active (a live worker's entry that vanished)
 #   Completed/Blocked/Failed --queued again--> Pending (a fresh entry)
+#   Completed --round--> Active --round ended--> Completed (a follow-up on the
+#       task's pull request, adws/rounds.py: an Active entry with a PR and a
+#       Round is a round, not a first run; ending it leaves Finished and the
+#       issue's notice as they were, since the issue was told when it completed)
 #   any state --amended--> itself (fields only)
 
 NEW = None  # "not in tasks.md"
@@ -319,7 +325,8 @@ ARCS: Dict[Tuple[Optional[str], Optional[str]], str] = {
     (PENDING, NEW): "dropped",
     (COMPLETED, NEW): "archived",
     (ACTIVE, PENDING): "back to the queue",
-    (ACTIVE, COMPLETED): "completed",
+    (ACTIVE, COMPLETED): "completed",  # or "round ended": see in_round()
+    (COMPLETED, ACTIVE): "round",
     (ACTIVE, BLOCKED): "blocked",
     (ACTIVE, FAILED): "failed",
     **{(s, PENDING): "queued again" for s in TERMINAL},
@@ -376,13 +383,20 @@ def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: O
             cur.stage = None  # describes a running worker, like the PID; stage_runs say what is done
             if to == PENDING:
                 cur.worker = ""  # a queued entry has no worker (and renders none)
-        if to in TERMINAL:
+        if to in TERMINAL and not (state == ACTIVE and to == COMPLETED and in_round(cur)):
             if now is None:
                 raise IllegalTransition(f"gh-{issue}: ending a task needs the time")
             cur.finished, cur.outbox, cur.next_attempt = format_time(now), "pending", ""
     for name, value in fields.items():
         setattr(cur, name, value)
     return _copy(cur)
+
+
+def in_round(t: Task) -> bool:
+    """Is this entry a follow-up round (Completed -> Active with its PR and
+    a Round) rather than a first run? A first run's entry has neither: a
+    task queued again is a fresh entry."""
+    return bool(t.pr and t.round)
 
 
 def amend(doc: TaskFile, issue: int, *, expect, owner: Optional[str] = None, **fields) -> Optional[Task]:

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set
 
@@ -243,6 +243,12 @@ class Worker:
     # Its tasks.md entry as last read: if the entry vanishes (the file deleted,
     # cut or overwritten) while the worker runs, it is written back from this.
     entry: Any = None
+    # A follow-up round on the task's pull request (adws/rounds.py); 0 = a first run.
+    round: int = 0
+    argv_extra: List[str] = field(default_factory=list)     # after worker_argv(): --resume SESSION
+    env_extra: Dict[str, str] = field(default_factory=dict)  # TAC_ROUND
+    launch_info: Dict[str, Any] = field(default_factory=dict)  # more for the transcript's attempt line
+    followup: Any = None                  # the round's batch and pull request (adws/rounds.py Round)
 
     @property
     def name(self) -> str:

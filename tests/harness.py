@@ -45,7 +45,8 @@ class Project:
         self.procs: List[subprocess.Popen] = []
 
     def write_config(self, workers: Optional[Dict[str, Any]] = None, github: Optional[Dict[str, Any]] = None,
-                     budget: Optional[Dict[str, Any]] = None, command: Optional[List[str]] = None) -> None:
+                     budget: Optional[Dict[str, Any]] = None, command: Optional[List[str]] = None,
+                     followup: Optional[Dict[str, Any]] = None) -> None:
         w = {"max_concurrent": 2, "startup_grace": 0.5, "startup_backoff": [1, 2, 3], "retry_backoff": [1],
              "stop_grace": 1, "min_free_memory_mb": 0, "timeout": 60}
         w.update(workers or {})
@@ -57,6 +58,10 @@ class Project:
         lines += ["[workers]", f"command = {json.dumps(cmd)}"] + [f"{k} = {json.dumps(v)}" for k, v in w.items()]
         if budget:
             lines += ["[budget]"] + [f"{k} = {json.dumps(v)}" for k, v in budget.items()]
+        if followup is not None:
+            f = {"template": str(ROOT / "followup_template.md")}
+            f.update(followup)
+            lines += ["[followup]"] + [f"{k} = {json.dumps(v)}" for k, v in f.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
     def script(self, mapping: Dict[str, Any]) -> None:

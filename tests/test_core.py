@@ -35,6 +35,7 @@ LEGAL = {
     (ACTIVE, PENDING),                                 # back to the queue (retry, never started)
     (ACTIVE, COMPLETED), (ACTIVE, BLOCKED), (ACTIVE, FAILED),
     (COMPLETED, PENDING), (BLOCKED, PENDING), (FAILED, PENDING),  # queued again
+    (COMPLETED, ACTIVE),                               # a follow-up round on its PR (issue #14)
 } | {(s, s) for s in SECTIONS}                          # amended in place
 
 
@@ -70,6 +71,22 @@ def test_every_arc_is_either_legal_and_applied_or_refused(src, dst):
         assert now_there.pid is None and now_there.pid_start is None
     if dst == PENDING and src in (NEW,) + TERMINAL:
         assert now_there.attempts == 0 and now_there.comment_id is None  # a fresh round
+
+
+def test_a_round_goes_completed_active_completed_and_leaves_finished_and_the_notice_alone():
+    """A follow-up round (adws/rounds.py): its entry is Active with its PR and
+    a Round; ending it is no new completion, so the issue is told nothing
+    again. A first run that completes is still stamped and owes its notice."""
+    doc = tasks.TaskFile()
+    doc.add(Task(7, "Fix it", COMPLETED, worker="w-abc", pr="https://x/pull/9", finished="2026-01-02 03:04:05"))
+    got = tasks.transition(doc, 7, ACTIVE, expect=COMPLETED, worker="w-def", round="2 of 4", pid=5)
+    assert got.state == ACTIVE and tasks.in_round(got)
+    back = tasks.transition(doc, 7, COMPLETED, expect=ACTIVE, owner="w-def", now=T0, handled="r1=abcdef")
+    assert (back.state, back.finished, back.outbox, back.pid, back.round) == (
+        COMPLETED, "2026-01-02 03:04:05", "", None, "2 of 4")
+    first = doc_with(ACTIVE)
+    done = tasks.transition(first, 7, COMPLETED, expect=ACTIVE, now=T0, pr="https://x/pull/9")
+    assert not tasks.in_round(doc_with(ACTIVE).governing(7)) and done.outbox == "pending"
 
 
 def test_a_changed_entry_is_left_as_the_person_set_it():

@@ -4,8 +4,8 @@ real `gh`; the trigger and batching rules and the read path's request
 counts (adws/followup.py); the branch checks and the fast-forward push on
 a real bare repository (adws/gitops.py); the prompt, the answer comment,
 tasks.md's fields, [followup], the ledger's round and the scripted worker's
-follow-up mode. The loop that strings them together comes with the
-coordinator's integration; the last test strings them by hand.
+follow-up mode. The last test strings them together by hand;
+tests/test_followup_e2e.py runs them through the daemon.
 """
 from __future__ import annotations
 

@@ -116,13 +116,20 @@ PLAIN_TASK = collections.Counter({
     ("PATCH", "/repos/acme/widgets/issues/comments/C"): 1,   # the same comment: "done"
     ("DELETE", "/repos/acme/widgets/issues/1/labels/rpi-auto"): 1,
     ("POST", "/repos/acme/widgets/issues/1/labels"): 1,      # tac:done
+    # The PR is watched for reviews ([followup], on by default): the PR list
+    # once (a free 304 after that) and the new PR's thread read once.
+    ("GET", "/repos/acme/widgets/pulls"): 1,
+    ("GET", "/repos/acme/widgets/pulls/2/reviews"): 1,
+    ("GET", "/repos/acme/widgets/pulls/2/comments"): 1,
+    ("GET", "/repos/acme/widgets/issues/2/comments"): 1,
 })
 
 
 def test_a_plain_task_costs_exactly_its_writes(project, github):
     """Beside the polls of the list and the events feed (304s while nothing
     changes), a task costs the five writes that tell the issue and open its
-    PR, and the trust check of whoever labelled it: nothing looked up that
+    PR, the trust check of whoever labelled it, and the first read of its
+    PR's review thread when the watch begins: nothing looked up that
     the daemon already knows (its PR, its comment, its labels)."""
     project.write_config(github={"poll_interval": 0.5, "progress_every": 0})
     n = project.issue("Plain")

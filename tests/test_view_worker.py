@@ -259,6 +259,15 @@ def test_all_attempts_show_separators_and_ends(tmp_path):
     assert out.count("Σ 1 turn ·") == 3 and "tokens in 20" in out
 
 
+def test_a_follow_up_round_says_so_and_whether_its_session_was_resumed(tmp_path):
+    log = tmp_path / "gh-7.jsonl"
+    log.write_text(attempt(1, "alpha words") + attempt(1, "bravo words").replace(
+        '"attempt": 1, "worker"', '"attempt": 1, "round": 2, "session": "resumed", "worker"', 1))
+    out = squash_keep(out_of(view("--log", log, cwd=tmp_path)))
+    assert "━━ attempt 1 · worker w-000001" in out
+    assert "━━ follow-up round 2 (session resumed) · worker w-000001" in out
+
+
 def test_attempt_k_shows_only_that_attempt(tmp_path):
     proc = view("--log", three_attempts(tmp_path), "--attempt", "2", cwd=tmp_path)
     assert_clean(proc)

@@ -296,6 +296,8 @@ class Viewer:
         sub = event.get("subtype")
         if sub == "attempt":
             parts = ["attempt {}".format(event.get("attempt", self.separators))]
+            if event.get("round"):  # a follow-up round on the PR (adws/rounds.py): resumed or fresh
+                parts[0] = "follow-up round {} (session {})".format(event["round"], event.get("session") or "?")
             for key, label in (("stage", "stage"), ("worker", "worker"), ("branch", "branch"), ("started", "started")):
                 if event.get(key) not in (None, ""):
                     parts.append("{} {}".format(label, event[key]))

@@ -87,7 +87,10 @@ when the round commits, with the note `note` (default "Done in this
 round." or "Nothing to change."). `answers: false` writes none;
 `answers: "TEXT"` writes TEXT as it is (a malformed file). As the real CLI
 does (seen with CLI 2.1.197 against a local Messages API), `--resume ID` in its arguments
-makes ID the session id of every line it prints.
+makes ID the session id of every line it prints. With $CLAUDE_CONFIG_DIR set it also keeps
+the session where the CLI does, in <dir>/projects/<working directory, each character but
+letters and digits made "-">/<session>.jsonl (one line per run), so the coordinator can
+tell that the session may be resumed; unset, it writes nothing outside the worktree.
 """
 from __future__ import annotations
 
@@ -226,6 +229,12 @@ def main() -> int:
         # Like the CLI's Bash tool: each command in a session of its own.
         subprocess.Popen(["sleep", "600"], start_new_session=True)
     session = arg_value(sys.argv[1:], "--resume") or str(uuid.uuid4())
+    store = os.environ.get("CLAUDE_CONFIG_DIR", "")
+    if store:
+        folder = os.path.join(store, "projects", re.sub(r"[^A-Za-z0-9]", "-", os.getcwd()))
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, session + ".jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps({"type": "run", "round": follow_up_round()}) + "\n")
     model = opts.get("model") or arg_value(sys.argv[1:], "--model") or "claude-sonnet-4-6"
     emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": session, "model": model,
           "tools": ["Bash", "Edit", "Read", "Write"], "permissionMode": "bypassPermissions",
