@@ -58,7 +58,8 @@ log = logging.getLogger("tac")
 # What a claim records when its task ends (the claim's "outcome").
 OUTCOME_WORDS = {tasks.COMPLETED: "completed", tasks.BLOCKED: "blocked", tasks.FAILED: "failed"}
 
-_OWN = re.compile(r"\(this node, (w-[0-9A-Za-z_-]+)\)$")
+_WORKER = r"w-[0-9A-Za-z_-]+"
+_OWN = re.compile(rf"\(this node, ({_WORKER}(?: or {_WORKER})*)\)$")
 
 
 class ClaimLost(Exception):
@@ -86,18 +87,26 @@ def shown(claim: Claim) -> str:
     return f"{claim.node} until {hhmm(claim.expires)}"
 
 
-def own_text(node: str, worker: str, expires: Optional[float] = None) -> str:
-    """The line on a Pending entry whose claim this node holds: the worker
-    named lets a restarted daemon tell its own claim from one of another
-    coordinator that calls itself by the same name."""
+def own_text(node: str, worker: str, expires: Optional[float] = None, *also: str) -> str:
+    """The line on an entry whose claim this node holds: the worker named
+    lets a restarted daemon tell its own claim from one of another
+    coordinator that calls itself by the same name. `also` names workers the
+    claim may name instead, while a write of it may or may not have landed
+    (a retry's hand-over cut short by a kill -9): "(this node, w-new or w-old)"."""
     until = f" until {hhmm(expires)}" if expires else ""
-    return f"{node}{until} (this node, {worker})"
+    names = [worker] + [a for a in also if a and a != worker]
+    return f"{node}{until} (this node, {' or '.join(names)})"
+
+
+def own_workers(text: str, node: str) -> Tuple[str, ...]:
+    """Every worker an own_text line names, () if the line is not this node's."""
+    m = _OWN.search(text or "")
+    return tuple(m.group(1).split(" or ")) if m and text.split(" ", 1)[0] == node else ()
 
 
 def own_worker(text: str, node: str) -> str:
-    """The worker an own_text line names, '' if the line is not this node's."""
-    m = _OWN.search(text or "")
-    return m.group(1) if m and text.split(" ", 1)[0] == node else ""
+    """The (first) worker an own_text line names, '' if the line is not this node's."""
+    return next(iter(own_workers(text, node)), "")
 
 
 class Cluster:
@@ -146,7 +155,8 @@ class Cluster:
         self.say_once(("claims", why), "claims: %s; nothing starts until they can be read", why)
 
     def saw(self, found: Dict[int, Claim], swept: Iterable[Claim], doc: tasks.TaskFile,
-            workers: Dict[int, object], starting: Set[int], wall: float) -> None:
+            workers: Dict[int, object], starting: Set[int], wall: float,
+            listed: Optional[Set[int]] = None) -> None:
         """On the loop, a read's result: remember it, adopt this node's own
         claims (after a restart), and mark live workers whose claim is not ours."""
         if self.read_failures:
@@ -161,7 +171,15 @@ class Cluster:
         for n, c in sorted(found.items()):
             if c.node != self.node or n in self.held or n in starting:
                 continue
-            if self.ours(c, doc.governing(n)):
+            t = doc.governing(n)
+            if t is None and (c.outcome or (listed is not None and n not in listed)):
+                # No entry here: this node's ended claim whose entry was
+                # archived, or one left when the label went (the entry
+                # dropped, killed before the release). Not adopted: it expires
+                # and the sweep deletes it. A twin is told by a claim on an
+                # issue still queued.
+                continue
+            if self.ours(c, t):
                 self.held[n] = c
                 if not c.outcome:  # (an ended one only waits out its lease to be released)
                     log.info("gh-%d claim adopted: held by this node until %s", n, hhmm(c.expires))
@@ -176,12 +194,17 @@ class Cluster:
 
     def ours(self, c: Claim, t: Optional[tasks.Task]) -> bool:
         """Is `c`, which names this node, the claim of this node's entry `t`?
-        The worker it names says so: a Pending entry names it in Claimed by."""
+        The worker it names says so: one the entry records, as its worker
+        (Active, ended) or in its Claimed by line (Pending; and an Active
+        entry whose take or hand-over may not have landed yet). Every write
+        that may leave a claim naming a worker records that worker in tasks.md
+        first, so a restart after a kill -9 at any instant knows its claims."""
         if t is None:
             return False
-        if t.state == tasks.PENDING:
-            return own_worker(t.claimed_by, self.node) == c.worker
-        return t.worker == c.worker
+        recorded = set(own_workers(t.claimed_by, self.node))
+        if t.state != tasks.PENDING and t.worker:
+            recorded.add(t.worker)
+        return c.worker in recorded
 
     def may_run(self, n: int, reading: Dict[int, Claim], wall: float) -> bool:
         """May this node try to start `n` by this reading? The take decides."""

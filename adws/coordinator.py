@@ -66,7 +66,7 @@ from adws.ledger import usd  # noqa: E402
 from adws.metrics import human_duration  # noqa: E402
 from adws.config import EX_CONFIG, Config, ConfigError, load_config  # noqa: E402
 from adws.claims import ClaimError  # noqa: E402
-from adws.cluster import ClaimLost, ClaimUnreachable, Cluster, own_text, own_worker  # noqa: E402
+from adws.cluster import ClaimLost, ClaimUnreachable, Cluster, own_text, own_worker, own_workers, shown  # noqa: E402
 from adws.gates import CLOSED, OPEN, Gates  # noqa: E402
 from adws.jobs import Jobs  # noqa: E402
 from adws.github import GitHub, GitHubError, is_bot  # noqa: E402
@@ -894,6 +894,8 @@ class Coordinator:
                 fields["stage_runs"] = cur.stage_runs + [outcome.stage_run]
             if to == PENDING and outcome.kind != "lost":
                 fields.update(self.own_claim(w.issue, w.worker_id))  # the retry waits holding its claim
+            elif to != PENDING:
+                fields["claimed_by"] = ""  # ended: the entry's worker names the claim
             return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=self.wall(now),
                                     **fields)
         return self.update(apply)
@@ -1041,6 +1043,8 @@ class Coordinator:
                 continue
             entry = entry_fields(issue, task)
             entry.update(self.flow.choose(github, issue))  # a trusted workflow:<name> label (adws/flow.py)
+            if self.held_text(n):  # labelled again while this node's ended claim waits out its lease
+                entry["claimed_by"] = self.held_text(n)
             changes.append(Decision(n, functools.partial(tasks.transition, issue=n, to=PENDING,
                                                          expect=(tasks.NEW,) + tasks.TERMINAL, **entry),
                                     f"gh-{n} queued {{p{entry['priority']}}} labelled by {who[0] if who else '?'}"
@@ -1181,7 +1185,8 @@ class Coordinator:
             self.cluster.read_failed(now, str(error))
             return
         found, swept = result
-        self.cluster.saw(found, swept, self.load(), self.workers, set(self.starting), self.wall(now))
+        self.cluster.saw(found, swept, self.load(), self.workers, set(self.starting), self.wall(now),
+                         set(self.issues) if self.listing_ok else None)
         self.show_claims()
 
     def text_as_labelled(self, t: Task, now: float) -> bool:
@@ -1243,9 +1248,13 @@ class Coordinator:
         # 1. Record the intent before anything runs. A crash after this
         #    leaves an Active entry without PID; recovery looks for a process
         #    tagged with this worker id, else finishes from the evidence.
+        #    In a cluster "Claimed by" keeps naming the claim held for the
+        #    retry's last worker: until the hand-over to this one lands, the
+        #    claim names that one (Cluster.ours accepts either).
         if self.change_state(n, ACTIVE, expect=PENDING, worker=w.worker_id, worktree=str(w.tree),
                              log=str(w.log_path), log_offset=log_offset, started=local_time(self.wall(now)),
-                             pid=None, pid_start=None, next_attempt="", claimed_by="", **self.flow.starting(t)) is None:
+                             pid=None, pid_start=None, next_attempt="", claimed_by=self.held_text(n),
+                             **self.flow.starting(t)) is None:
             return
         # 2-3. The claim (in a cluster), the branch, the worktree and the prompt, off the loop.
         self.starting[n] = w
@@ -1312,7 +1321,9 @@ class Coordinator:
         self.workers[n] = w
         self.counters["launched"] += 1
         # 4. Now the PID is known; record it for crash recovery.
-        w.entry = self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start, branch=w.branch)
+        # (The claim names this worker now: the entry's own line says so.)
+        w.entry = self.amend(n, expect=ACTIVE, owner=w.worker_id, pid=w.pid, pid_start=w.pid_start, branch=w.branch,
+                             claimed_by="")
         log.info("gh-%d started pid=%d branch=%s attempt=%d worker=%s", n, w.pid, w.branch, w.attempt, w.worker_id)
         started = f"Started on {self.cfg.node}, on" if self.cluster is not None else "Started work on"
         self.comment(w, f"🤖 {started} branch `{w.branch}` (attempt {w.attempt}, {clock_time(self.wall(now))}).")
@@ -1327,7 +1338,9 @@ class Coordinator:
             self.cluster.seen[n] = holder  # "Claimed by" says who; no read before its expiry
         elif isinstance(e, ClaimUnreachable):
             self.cluster.read_failed(now, str(e))
-        self.change_state(n, PENDING, expect=ACTIVE, owner=w.worker_id, started="")
+        # Still held (a hand-over that did not land): the line names its worker.
+        text = self.held_text(n) or (shown(holder) if holder is not None else "")
+        self.change_state(n, PENDING, expect=ACTIVE, owner=w.worker_id, started="", claimed_by=text)
         self.gates.startup.probe_ended(n, now)
         log.info("gh-%d not started here: %s", n, e)
         self.show_claims()
@@ -1336,7 +1349,7 @@ class Coordinator:
         """The claim taken over says the issue had all its runs elsewhere:
         Failed here without a run, and the issue is told from here."""
         ended = self.change_state(w.issue, FAILED, expect=ACTIVE, owner=w.worker_id, now=now, reason=why,
-                                  attempts=w.attempt - 1)
+                                  attempts=w.attempt - 1, claimed_by="")
         self.gates.startup.probe_ended(w.issue, now)  # nothing started
         if ended is not None:
             self.counters["failed"] += 1
@@ -1353,6 +1366,11 @@ class Coordinator:
             return {}
         return {"claimed_by": own_text(self.cfg.node, worker, claim.expires)}
 
+    def held_text(self, n: int) -> str:
+        """"Claimed by" for the claim this node holds on `n` as it is now ('' for none)."""
+        claim = self.cluster.held.get(n) if self.cluster is not None else None
+        return own_text(self.cfg.node, claim.worker, claim.expires) if claim is not None else ""
+
     def start_failed(self, w: Worker, why: str, now: float) -> None:
         log.warning("gh-%d could not start: %s", w.issue, why)
 
@@ -1364,8 +1382,7 @@ class Coordinator:
                 to, fields = PENDING, {"reason": f"{SPAWNING_PAUSED_START}: {why}", "next_attempt": ""}
             else:
                 to, fields = after_startup_error(cur, self.cfg, self.wall(now), why)
-            if to == PENDING:
-                fields.update(self.own_claim(w.issue, w.worker_id))
+            fields.update(self.own_claim(w.issue, w.worker_id) if to == PENDING else {"claimed_by": ""})
             return tasks.transition(doc, w.issue, to, expect=ACTIVE, owner=w.worker_id, now=self.wall(now),
                                     **fields)
         self.update(back)
@@ -1551,9 +1568,11 @@ class Coordinator:
             if tasks.in_round(t):
                 self.followups.never_launched(t)  # back to Completed: the next poll runs it
                 return
-            # In a cluster its claim may have been taken: "Claimed by" names
-            # its worker, so the claim is known as this node's own.
-            mine = {"claimed_by": own_text(self.cfg.node, t.worker)} if self.cluster is not None else {}
+            # In a cluster its claim may have been taken, or (a retry) still
+            # name the worker before it: "Claimed by" names both, so the
+            # claim is known as this node's own whichever write landed.
+            mine = {"claimed_by": own_text(self.cfg.node, t.worker, None, *own_workers(t.claimed_by, self.cfg.node))
+                    } if self.cluster is not None else {}
             self.change_state(t.issue, PENDING, expect=ACTIVE, owner=t.worker, worker="", started="", **mine)
             log.info("gh-%d was never started (the coordinator stopped first); back to Pending", t.issue)
             return

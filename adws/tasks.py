@@ -202,7 +202,8 @@ class Task:
     next_attempt: str = ""
     # A cluster's claim on the issue, as this node last saw it (adws/cluster.py):
     # "pi-garage until 10:42" for another node's; on a Pending entry of this
-    # node's own, "(this node, w-…)" follows, naming the worker the claim is for.
+    # node's own, "(this node, w-…)" follows, naming the worker the claim is for
+    # ("w-new or w-old" after a restart cut a retry's hand-over short: either).
     claimed_by: str = ""
     completed: str = ""
     pr: str = ""

@@ -144,6 +144,84 @@ def test_a_retry_is_written_naming_its_claim_so_a_restart_right_after_still_hold
     assert restarted.cluster.held == {7: claim}  # adopted: renewed and handed over to the retry here
 
 
+class Killed(BaseException):
+    """kill -9 at that instant: nothing after it runs (not an Exception: no guard catches it)."""
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["before-the-hand-over-landed", "after-it-landed"])
+def test_a_retry_killed_while_its_claim_is_handed_over_is_still_known_as_its_own_after_the_restart(
+        tmp_path, git_origin, clone, landed, caplog):
+    """kill -9 after spawn() wrote the retry's Active entry (a new worker id)
+    and before, or just after, the hand-over of the claim to that worker
+    landed on the origin. Restarted, the node finds the entry never started
+    and puts it back to Pending; its claim names the retry's last worker or
+    the new one. Either must be known as this node's own: adopted, not
+    reported as a twin coordinator called pi-a."""
+    config = tmp_path / "config.toml"
+    config.write_text('[github]\nrepo = "acme/widgets"\n[workers]\nmax_attempts = 2\nretry_backoff = [1]\n'
+                      '[cluster]\nnode = "pi-a"\nlease_ttl = 60\n')
+    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
+                                 trees=tmp_path / "trees")
+    now = time.time()
+    claims = Claims(clone, str(git_origin), "pi-a", 60)
+    first = claims.take(7, 1, "w-abc379", now, attempt=1)  # the failed run's claim, kept for its retry
+    assert first
+
+    def coordinator() -> co.Coordinator:
+        c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
+        c.cluster.claims = claims
+        return c
+
+    c = coordinator()
+    c.cluster.held[7] = first.claim
+    c.update(lambda doc: tasks.transition(doc, 7, tasks.PENDING, expect=tasks.NEW, title="t", attempts=1,
+                                          claimed_by=own_text("pi-a", "w-abc379", first.claim.expires)))
+
+    def prepare(w, issue, run):  # the start job, killed before or after its hand-over
+        if landed:
+            c.cluster.take_job(w.issue, run, w.worker_id, w.attempt, now)
+        raise Killed()
+    c.prepare = prepare
+    with pytest.raises(Killed):
+        c.spawn(c.load().governing(7), {"number": 7, "title": "t", "body": ""}, now)
+    retry = c.load().governing(7)
+    assert retry.state == tasks.ACTIVE and retry.worker != "w-abc379"
+    on_origin = claims.read_all()[7]
+    assert on_origin.worker == (retry.worker if landed else "w-abc379")
+
+    restarted = coordinator()
+    restarted.readopt(restarted.load().governing(7), now)  # never started: back to Pending
+    assert restarted.load().governing(7).state == tasks.PENDING
+    with caplog.at_level("INFO", logger="tac"):
+        restarted.adopt_claims(now)
+    assert restarted.cluster.held == {7: on_origin}, restarted.load().governing(7)
+    assert "is not this coordinator" not in caplog.text
+    restarted.show_claims()  # the line names the claim's worker alone once it is held
+    assert restarted.load().governing(7).claimed_by == own_text("pi-a", on_origin.worker, on_origin.expires)
+
+
+def test_an_ended_claim_whose_entry_is_gone_is_no_twin(tmp_path, caplog):
+    """This node's claim, ended, waits out its lease after the label swap; the
+    Completed entry is archived (or dropped with the label) meanwhile. After a
+    restart the claim is left to the sweep, not reported as another
+    coordinator's."""
+    config = tmp_path / "config.toml"
+    config.write_text('[github]\nrepo = "acme/widgets"\n[cluster]\nnode = "pi-a"\nlease_ttl = 60\n')
+    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
+                                 trees=tmp_path / "trees")
+    now = 1_780_000_000.0
+    c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
+    ended = Claim(7, "a" * 40, "pi-a", 1, "w-abc379", int(now) + 60, outcome="completed", attempt=1)
+    left = Claim(8, "b" * 40, "pi-a", 1, "w-def379", int(now) + 60, attempt=1)  # label gone, killed before release
+    twin = Claim(9, "c" * 40, "pi-a", 1, "w-0ther1", int(now) + 60, attempt=1)
+    c.update(lambda doc: tasks.transition(doc, 9, tasks.PENDING, expect=tasks.NEW, title="queued here too"))
+    with caplog.at_level("INFO", logger="tac"):
+        c.cluster.saw({7: ended, 8: left, 9: twin}, [], c.load(), {}, set(), now, listed={9})
+    assert c.cluster.held == {}
+    assert "gh-7 is claimed" not in caplog.text and "gh-8 is claimed" not in caplog.text
+    assert "gh-9 is claimed by a node called pi-a (worker w-0ther1) that is not this coordinator" in caplog.text
+
+
 # -- without [cluster]: as before ----------------------------------------------------------------------
 
 def test_a_single_coordinator_without_cluster_claims_nothing(project, github, git_origin, shim):
