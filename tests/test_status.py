@@ -171,6 +171,21 @@ def test_json_gives_a_workers_stage_and_round_from_metrics_else_tasks_md(project
     assert (active["stage"], active["round"]) == ("plan", "1")
 
 
+def test_the_table_says_a_workers_stage_or_follow_up_round(project):
+    now = time.time()
+    project.write_tasks(now)
+    data = project.write_metrics(now)
+    data["active"][0]["title"] = "Short title"
+    metrics.write(project.metrics, data)
+    project.tasks.write_text(project.tasks.read_text().replace(
+        "- Branch: auto/gh-7\n", "- Branch: auto/gh-7\n- Round: 2 of 4\n"))
+    out = project.run(env={"COLUMNS": "160"}).stdout
+    assert "follow-up round 2 of 4" in out
+    project.tasks.write_text(project.tasks.read_text().replace("- Round: 2 of 4\n", "- Stage: build (2 of 3)\n"))
+    out = project.run(env={"COLUMNS": "160"}).stdout
+    assert "build (2 of 3)" in out and "follow-up round" not in out
+
+
 def test_missing_metrics_still_shows_the_queue(project):
     project.write_tasks(time.time())
     r = project.run()

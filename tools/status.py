@@ -179,10 +179,13 @@ def stage_costs(t) -> Dict[str, float]:
 
 
 def _title_with_stage(w: Dict[str, Any]) -> str:
-    """An active worker's title, its stage and what the stages cost so far."""
+    """An active worker's title, its stage or follow-up round and what the
+    stages cost so far."""
     bits = [w["title"]]
     if w.get("stage"):
         bits.append(str(w["stage"]))
+    if w.get("round"):  # a follow-up round on its pull request (adws/rounds.py)
+        bits.append("follow-up round {}".format(w["round"]))
     costs = w.get("stage_costs") or {}
     if costs:
         bits.append(", ".join("{} {}".format(name, ledger.usd(cost)) for name, cost in costs.items()))
