@@ -504,6 +504,20 @@ def test_a_rendered_body_holds_no_order_and_each_ticked_box_is_exactly_its_order
     assert seen == expected
 
 
+def test_the_body_says_what_a_person_looks_for_on_a_phone() -> None:
+    """The active worker's age, cost and stage, the PR of a completed task,
+    the month's spend against its budget, which node and version, and when
+    it last changed; every line short enough for a phone."""
+    body = render(snap(active=[Work(15, "Parser", 600, 0.5, "build (2 of 3)")], spent_month=12.5,
+                       monthly_budget=50.0), 3, 1733320000)
+    assert "- #15 `Parser` — 10 min · $0.50+ · build (2 of 3)" in body
+    assert "- #5 `Readme` → https://github.localhost/acme/widgets/pull/6" in body
+    assert "- today $1.00 of $5.00 (20%)" in body and "- this month $12.50 of $50.00 (25%)" in body
+    last = body.rstrip("\n").split("\n")[-1]
+    assert last.startswith("<sub>node `pi` · version 0.1.0 · last change ") and last.endswith("</sub>")
+    assert max(len(line) for line in body.split("\n")[1:]) <= 80
+
+
 def test_titles_are_inert_on_the_page() -> None:
     body = render(snap(pending=[Item(9, "Fix <!-- the rest is hidden"), Item(10, "ping @carol and #3 `x`")],
                        health_reason="<b>bold</b> @dave"), 3, 1733320000)
