@@ -138,12 +138,17 @@ class Cluster:
         return max(1.0, self.ttl / 15)
 
     # -- reading: before a dispatch that has something due -------------------------------------
-    def read(self, listed: Set[int], wall: float, sweep: bool,
+    def read(self, listed: Optional[Set[int]], wall: float, sweep: bool,
              then: Callable[[Optional[Tuple[Dict[int, Claim], List[Claim]]], Optional[BaseException]], None]) -> None:
         """One read_all as a job; expired claims of issues nobody lists any
-        more are swept with the same read (a crash's leftovers)."""
+        more are swept with the same read (a crash's leftovers). `listed` is
+        None while the labelled issues are unknown (before the first poll
+        that listed them, after one that failed): nothing is swept then, as
+        an ended claim of an issue still labelled must stay (see above)."""
         def work() -> Tuple[Dict[int, Claim], List[Claim]]:
             found = self.claims.read_all()
+            if listed is None:
+                return found, []
             leftovers = {n: c for n, c in found.items() if c.expired(wall) and n not in listed}
             return found, (self.claims.sweep(wall, leftovers) if sweep and leftovers else [])
         self.jobs.submit(("claims",), work, then)

@@ -1174,7 +1174,10 @@ class Coordinator:
         return [t for t in due if c.may_run(t.issue, reading, wall) and not self.jobs.busy(("claim", t.issue))]
 
     def read_claims(self, now: float) -> None:
-        self.cluster.read(set(self.issues), self.wall(now), not self.dry_run, self.claims_read)
+        # Swept only by a current listing: the first read after a restart
+        # comes before the first poll, when self.issues is still empty.
+        self.cluster.read(set(self.issues) if self.listing_ok else None, self.wall(now), not self.dry_run,
+                          self.claims_read)
 
     def claims_read(self, result: Any, error: Optional[BaseException]) -> None:
         """On the loop: what a read of the claims found (adws/cluster.py)."""

@@ -222,6 +222,54 @@ def test_an_ended_claim_whose_entry_is_gone_is_no_twin(tmp_path, caplog):
     assert "gh-9 is claimed by a node called pi-a (worker w-0ther1) that is not this coordinator" in caplog.text
 
 
+def test_no_claim_is_swept_before_the_listing_is_known(tmp_path, git_origin, clone, caplog):
+    """pi-a ended gh-7 (the outcome recorded on its claim) and was killed
+    before the label swap; it restarts after the lease ran out. Its first
+    read of the claims comes before its first poll (or after a failed one):
+    which issues are labelled is unknown then, so no claim is swept. The
+    ended claim of an issue still labelled stays until the label is swapped,
+    and refuses every node's take meanwhile: deleted, it would let the issue
+    run a second time, as a fresh take that forgets the attempts made."""
+    config = tmp_path / "config.toml"
+    config.write_text('[github]\nrepo = "acme/widgets"\n[cluster]\nnode = "pi-a"\nlease_ttl = 60\n')
+    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
+                                 trees=tmp_path / "trees")
+    now = time.time()
+    claims = Claims(clone, str(git_origin), "pi-a", 60)
+    taken = claims.take(7, 1, "w-abc379", now - 200, attempt=2)
+    ended = claims.record(taken.claim, "completed", now - 190)  # a lease before the restart: expired
+    assert ended and ended.claim.expired(now)
+    c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
+    c.cluster.claims = claims
+    c.update(lambda doc: tasks.transition(doc, 7, tasks.ACTIVE, expect=tasks.NEW, title="t", worker="w-abc379",
+                                          attempts=1))
+    c.update(lambda doc: tasks.transition(doc, 7, tasks.COMPLETED, expect=tasks.ACTIVE, attempts=2, now=now - 190))
+    assert c.load().governing(7).outbox  # the notice, and the label swap, are still owed
+    failed = [None, co.GitHubError(0, "cannot connect"), co.GitHubError(200, "a dict for a list", unexpected=True)]
+    for error in failed:  # before the first poll; a poll that failed; an answer of the wrong shape
+        if error is not None:
+            c.issues, c.listing_ok = {}, True  # (a listing before the label, say)
+            c.poll_done(c.github, now, None, error)
+        assert not c.listing_ok
+        with caplog.at_level("INFO", logger="tac"):
+            c.adopt_claims(now)
+        assert claims.read_all() == {7: ended.claim}, caplog.text
+        assert "swept" not in caplog.text
+    # Another node, whose poll lists the issue (still labelled), does not run it.
+    b = co.Coordinator(co.dataclasses.replace(cfg, node="pi-b", tasks_path=tmp_path / "b.md"), object(),
+                       clock=lambda: now, wall=lambda: now, environ={})
+    b.cluster.claims = Claims(clone, str(git_origin), "pi-b", 60)
+    b.issues, b.listing_ok = {7: {"number": 7, "title": "t", "body": ""}}, True
+    b.update(lambda doc: tasks.transition(doc, 7, tasks.PENDING, expect=tasks.NEW, title="t"))
+    assert b.claimable(b.load().in_state(tasks.PENDING), now) == []
+    assert not b.cluster.claims.take(7, 1, "w-0ther1", now)
+    assert claims.read_all() == {7: ended.claim}
+    # Once a poll lists the issues, a claim expired for an issue nobody lists any more is swept.
+    c.issues, c.listing_ok = {}, True
+    c.adopt_claims(now)
+    assert claims.read_all() == {}
+
+
 # -- without [cluster]: as before ----------------------------------------------------------------------
 
 def test_a_single_coordinator_without_cluster_claims_nothing(project, github, git_origin, shim):
