@@ -59,6 +59,7 @@ S, E = "adws/steering.py", "tests/test_status_issue_e2e.py::"
 FU, FT = "adws/followup.py", "tests/test_followup.py::"
 FL, WE = "adws/flow.py", "tests/test_workflow_e2e.py::"
 R, RE = "adws/rounds.py", "tests/test_followup_e2e.py::"
+RC = "tests/test_real_cli_e2e.py::"
 
 BREAKAGES: List[Breakage] = [
     # -- caught before issue #19 ----------------------------------------------------------
@@ -991,11 +992,20 @@ BREAKAGES: List[Breakage] = [
     Breakage("round-never-resumes", R,
              '            w.argv_extra = ["--resume", ready.session] if ready.session else []',
              "            w.argv_extra = []",
-             [RE + "test_a_review_and_a_burst_of_comments_are_answered_by_one_round_that_resumes_and_pushes"]),
+             [RE + "test_a_review_and_a_burst_of_comments_are_answered_by_one_round_that_resumes_and_pushes",
+              RC + "test_real_cli_followup_round_resumes_the_first_runs_session_and_runs_fresh_once_the_store_lost_it"]),
     Breakage("round-resumes-a-session-the-store-lost", R,
              "        resumed = bool(session) and session_stored(c.environ, w.tree, session)",
              "        resumed = bool(session)",
-             [RE + "test_a_push_during_the_round_is_kept_then_max_rounds_and_a_merged_pr_stops_it"]),
+             [RE + "test_a_push_during_the_round_is_kept_then_max_rounds_and_a_merged_pr_stops_it",
+              RC + "test_real_cli_followup_round_resumes_the_first_runs_session_and_runs_fresh_once_the_store_lost_it"]),
+    # Where the real CLI keeps a worktree's sessions (every character but
+    # letters and digits made "-", not only "/"): the scripted worker copies
+    # the coordinator's belief, only the real CLI can refute it.
+    Breakage("round-looks-for-sessions-where-the-cli-keeps-none", R,
+             '    names = {re.sub(r"[^A-Za-z0-9]", "-", str(tree)), str(tree).replace("/", "-")}',
+             '    names = {str(tree).replace("/", "-")}',
+             [RC + "test_real_cli_followup_round_resumes_the_first_runs_session_and_runs_fresh_once_the_store_lost_it"]),
     Breakage("round-items-never-handled", R,
              "        fields = followup.round_ended(watch, ended.batch, ended.pushed)",
              "        fields = followup.round_ended(watch, Batch(0, []), ended.pushed)",

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from harness import ROOT, Project
 from claude_cli import CLAUDE_CLI_VERSION, claude_path
 from fake_anthropic import FakeAnthropic
-from adws import tasks
+from adws import followup, tasks
+from adws.prompt import SESSION_FRESH, SESSION_RESUMED
 
 pytestmark = pytest.mark.real_cli
 
@@ -41,7 +45,7 @@ def real(tmp_path, github, gh_env, clone, git_origin, cli):
     home.mkdir()
     fakes = []
 
-    def setup(script, mode=None, budget=None, **workers):
+    def setup(script, mode=None, budget=None, followup=None, github_cfg=None, argv_log=None, **workers):
         fake = FakeAnthropic(script).start()
         if mode:
             fake.mode = mode
@@ -59,8 +63,17 @@ def real(tmp_path, github, gh_env, clone, git_origin, cli):
         project.env["NO_PROXY"] = project.env["no_proxy"] = "127.0.0.1"
         w = {"max_concurrent": 1, "startup_grace": 2, "max_attempts": 1, "timeout": 120}
         w.update(workers)
-        project.write_config(command=[cli, "-p", "--output-format", "stream-json", "--verbose",
-                                      "--dangerously-skip-permissions"], workers=w, budget=budget)
+        command = [cli]
+        if argv_log:  # the CLI behind a wrapper that writes down each run's argv (one JSON list a line), then execs it
+            wrapper = tmp_path / "claude-argv"
+            wrapper.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                               f"with open({str(argv_log)!r}, 'a') as f:\n    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                               f"os.execv({cli!r}, [{cli!r}] + sys.argv[1:])\n")
+            wrapper.chmod(0o755)
+            command = [str(wrapper)]
+        project.write_config(command=command + ["-p", "--output-format", "stream-json", "--verbose",
+                                                "--dangerously-skip-permissions"], workers=w, budget=budget,
+                             followup=followup, github=github_cfg)
         return fake
 
     project.setup = setup
@@ -231,3 +244,79 @@ def test_real_cli_two_stage_workflow_resumes_the_plan_session_in_build(real, git
     assert len(main[2]["body"]["messages"]) > 2 and "PLAN-STAGE-MARK" in first_of_build
     assert "Add calc.add with a test" in first_of_build  # the build prompt carries the plan too
     assert "**Plan:** Add calc.add with a test in test_calc.py." in github.pulls()[0]["body"]
+
+
+def test_real_cli_followup_round_resumes_the_first_runs_session_and_runs_fresh_once_the_store_lost_it(real, github):
+    """Issue #14 with the real CLI: a trusted review on the PR makes a round
+    that continues the first run's session (`--resume`: its first request
+    carries the first run's conversation); once the CLI's session store for
+    the worktree is gone, the next round runs in a fresh session (its first
+    request carries none of it, and its prompt says so)."""
+    github.track_pushes = True
+    argv_log = real.dir / "argv.jsonl"
+    n = real.issue("Add a docstring", "Please add one.")
+    real.setup([
+        # the first run
+        {"tool": "Bash", "input": {"command": f"printf 'one\\n' > fix.txt && git add fix.txt && "
+                                              f"git commit -q -m 'Add fix.txt (Closes #{n})'"}},
+        {"text": "First run done: FIRST-RUN-MARK."},
+        # round 2, resumed
+        {"tool": "Bash", "input": {"command": "printf 'one, because\\n' > fix.txt && git commit -qam 'Say why'"}},
+        {"text": "Round two done: ROUND-TWO-MARK."},
+        # round 3, fresh
+        {"text": "Round three done."},
+    ], followup={"quiet": 1}, github_cfg={"poll_interval": 0.5}, argv_log=argv_log)
+    real.start()
+    real.wait_for(lambda: real.state(n) == tasks.COMPLETED and real.task(n).watch_since, timeout=60,
+                  message="completed and watched")
+    pr, = [p["number"] for p in github.pulls()]
+    (first,) = result_events(real, n)
+    session = first["session_id"]
+    assert session and len(real.fake.main_requests) == 2
+
+    def round_ended(k):
+        t = real.task(n)
+        return t.state == tasks.COMPLETED and followup.parse_round(t.round)[0] == k and not t.pending
+
+    def view():
+        out = subprocess.run([sys.executable, str(ROOT / "tools" / "view_worker.py"), str(n), "--config",
+                              str(real.config)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    # Round 2: a trusted changes-requested review.
+    github.submit_review(pr, "alice", body="Say why, please: REVIEW-ONE.")
+    real.wait_for(lambda: round_ended(2), timeout=40, message="round 2 ended")
+    argvs = [json.loads(line) for line in argv_log.read_text().splitlines()]
+    assert len(argvs) == 2 and "--resume" not in argvs[0]
+    assert argvs[1][-2:] == ["--resume", session]
+    main = real.fake.main_requests
+    assert len(main) == 4
+    resumed = main[2]["body"]["messages"]
+    text = json.dumps(resumed)
+    # The whole first exchange (its prompt, tool call and answer), then the round's prompt.
+    assert len(resumed) > 2 and "Please add one." in json.dumps(resumed[0]) and "FIRST-RUN-MARK" in text
+    assert "REVIEW-ONE" in json.dumps(resumed[-1]) and SESSION_RESUMED.splitlines()[0] in json.dumps(resumed[-1])
+    assert "REVIEW-ONE" not in json.dumps(resumed[:-1])
+    round2 = result_events(real, n)[-1]
+    assert round2["subtype"] == "success" and round2["session_id"] == session
+    assert f"gh-{n} round 2 of 4 started" in real.log_text() and f"session=resumed {session}" in real.log_text()
+    assert "follow-up round 2 (session resumed)" in view()
+    assert real.task(n).pushed == github.pulls()[0]["head"]["sha"]
+
+    # The CLI's store for the worktree is where the coordinator looks: remove it.
+    store = Path(real.env["CLAUDE_CONFIG_DIR"]) / "projects" / re.sub(r"[^A-Za-z0-9]", "-", real.task(n).worktree)
+    assert (store / f"{session}.jsonl").is_file()
+    shutil.rmtree(store)
+    github.add_comment(pr, "alice", "@tac and a third thing: ASK-TWO")
+    real.wait_for(lambda: round_ended(3), timeout=40, message="round 3 ended")
+    argvs = [json.loads(line) for line in argv_log.read_text().splitlines()]
+    assert len(argvs) == 3 and "--resume" not in argvs[2]
+    main = real.fake.main_requests
+    assert len(main) == 5
+    fresh = json.dumps(main[4]["body"]["messages"])
+    assert "ASK-TWO" in fresh and SESSION_FRESH.splitlines()[0] in fresh
+    assert "FIRST-RUN-MARK" not in fresh and "ROUND-TWO-MARK" not in fresh and "REVIEW-ONE" not in fresh
+    assert result_events(real, n)[-1]["session_id"] != session
+    assert f"gh-{n} round 3 of 4 started" in real.log_text() and "session=fresh" in real.log_text()
+    assert "follow-up round 3 (session fresh)" in view()
