@@ -994,6 +994,7 @@ FAST = {"turns": 1, "commit": "x.txt"}  # a worker that finishes at once
 LIST_RE = "^" + re.escape(LIST_PATH) + "$"
 # Endpoints as endpoint() names them.
 LIST_EP, FEED_EP = "GET /repos/{o}/{r}/issues", "GET /repos/{o}/{r}/issues/events"
+PULLS_EP = "GET /repos/{o}/{r}/pulls"  # the follow-up watch's conditional list of PRs by update (#14)
 ISSUE_EVENTS_EP, PERMISSION_EP = "GET /repos/{o}/{r}/issues/{n}/events", "GET /repos/{o}/{r}/collaborators/{login}/permission"
 INTAKE_KINDS = (("list pages", LIST_EP), ("feed pages", FEED_EP), ("per-issue events", ISSUE_EVENTS_EP),
                 ("permission checks", PERMISSION_EP))
@@ -1308,7 +1309,7 @@ def measure_per_task(size: Dict[str, Any], out: Dict[str, Any]) -> None:
         if len(outside) < n / 2:
             raise BenchError(f"only {len(outside)} of {n} tasks were seen Active in tasks.md")
         counted = by_endpoint(records)
-        polls = sum(v for k, v in counted.items() if k in (LIST_EP, FEED_EP))
+        polls = sum(v for k, v in counted.items() if k in (LIST_EP, FEED_EP, PULLS_EP))
         total = sum(counted.values())
         result[variant] = {
             "job_threads": threads, "wall_s": wall, "workers_s": workers, "wall_per_task_s": wall / n,
@@ -1481,7 +1482,7 @@ def rows_for(r: Dict[str, Any]) -> List[Tuple[str, str, str, str]]:
     add(f"Counted requests per completed task, {pt['tasks']} tasks, no progress edits, poll every "
         f"{pt['poll_interval_s']:g} s",
         f"{o['counted_per_task']:.2f} ({o['own_counted_per_task']:.2f} the task's own + "
-        f"{o['polls_counted_per_task']:.2f} list and feed polls)",
+        f"{o['polls_counted_per_task']:.2f} list, feed and PR-list polls)",
         f"{nv['counted_per_task']:.2f} (job_threads = 0)")
     add(f"Coordinator overhead per task, {pt['tasks']} tasks at max_concurrent {pt['max_concurrent']}, worker ends at "
         f"once: (wall − workers' time ÷ {pt['max_concurrent']}) ÷ tasks",

@@ -41,7 +41,7 @@ def test_quick_benchmark_runs_and_prints_its_table():
         return row(prefix, naives)
 
     for prefix in ("Worker exit → tasks.md shows Completed", "SIGHUP → poll", "Idle CPU",
-                   "tasks.md parse / render, 10,000 entries", "status.py start-up"):
+                   "tasks.md parse / render, 1,000 entries", "status.py start-up"):
         assert row(prefix), prefix
     viewer = {k.rsplit(": ", 1)[-1]: v for k, v in ours.items() if k.startswith("view_worker, ")}
     assert sorted(viewer) == ["peak RSS", "time"] and re.fullmatch(r"[0-9.]+ MB", viewer["peak RSS"]), viewer
@@ -99,7 +99,7 @@ def test_quick_benchmark_runs_and_prints_its_table():
     writes = {"POST /repos/{o}/{r}/issues/{n}/comments", "PATCH /repos/{o}/{r}/issues/comments/{id}",
               "POST /repos/{o}/{r}/pulls", "DELETE /repos/{o}/{r}/issues/{n}/labels/{name}",
               "POST /repos/{o}/{r}/issues/{n}/labels"}
-    reads = {"GET /repos/{o}/{r}/issues", "GET /repos/{o}/{r}/issues/events",
+    reads = {"GET /repos/{o}/{r}/issues", "GET /repos/{o}/{r}/issues/events", "GET /repos/{o}/{r}/pulls",
              "GET /repos/{o}/{r}/collaborators/{login}/permission"}
     for variant in ("ours", "naive"):
         counts = per_task[variant]["by_endpoint"]
