@@ -460,6 +460,9 @@ def test_hand_edits_to_tasks_md_survive_and_are_obeyed(project, github):
         project.script({"default": {"turns": 1, "commit": "e.txt", "sleep": 600}})
         e = project.issue("Stopped by moving its entry")
         project.wait_for(lambda: (project.task(e) or tasks.Task(0, "")).pid, message="e running")
+        # The worker itself up (its trace line), not only launched: a loaded
+        # machine can stop it before its Python has started.
+        project.wait_for(lambda: e in trace_runs(project.dir / "trace.txt"), message="e's worker up")
         wid = project.task(e).worker
         t0 = time.time()
         hand_edit(path, move_entry(e, tasks.FAILED))
