@@ -24,6 +24,16 @@ COORDINATOR = ROOT / "adws" / "coordinator.py"
 WORKER = ROOT / "adws" / "sandbox" / "scripted_worker.py"
 
 
+def poll(what: Callable[[], Any], timeout: float) -> Any:
+    """what()'s first true value within `timeout` seconds, else its last."""
+    deadline = time.time() + timeout
+    value = what()
+    while not value and time.time() < deadline:
+        time.sleep(0.1)
+        value = what()
+    return value
+
+
 class Project:
     def __init__(self, tmp_path: Path, github: Any, gh_env: Dict[str, str], clone: Path, origin: Path):
         self.dir = tmp_path / "state"
@@ -119,12 +129,9 @@ class Project:
         return self.tasks().governing(n)
 
     def wait_for(self, what: Callable[[], Any], timeout: float = 30, message: str = "") -> Any:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            value = what()
-            if value:
-                return value
-            time.sleep(0.1)
+        value = poll(what, timeout)
+        if value:
+            return value
         raise AssertionError(f"timed out after {timeout}s waiting for {message or what}\n--- log ---\n"
                              f"{self.log_text()[-4000:]}\n--- tasks.md ---\n"
                              f"{(self.dir / 'tasks.md').read_text() if (self.dir / 'tasks.md').exists() else ''}")

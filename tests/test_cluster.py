@@ -23,7 +23,7 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from harness import ROOT, Node, Project, claim_at, claim_refs, overlaps, trace_runs
+from harness import ROOT, Node, Project, claim_at, claim_refs, overlaps, poll, trace_runs
 from adws import coordinator as co
 from adws import tasks
 from adws.claims import Claim, Claims
@@ -81,12 +81,9 @@ def cluster(tmp_path, github, gh_env, git_origin):
 
 
 def wait_for(nodes: List[Node], what: Callable[[], object], timeout: float = 30, message: str = "") -> object:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
+    value = poll(what, timeout)
+    if value:
+        return value
     logs = "\n".join(f"--- {n.name} log ---\n{n.log_text()[-2500:]}\n--- {n.name} tasks.md ---\n"
                      f"{(n.dir / 'tasks.md').read_text() if (n.dir / 'tasks.md').exists() else ''}" for n in nodes)
     raise AssertionError(f"timed out after {timeout}s waiting for {message or what}\n{logs}")
