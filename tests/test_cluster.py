@@ -23,7 +23,7 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from harness import ROOT, Node, Project, claim_at, claim_refs, overlaps, poll, trace_runs
+from harness import ROOT, Node, claim_at, claim_refs, overlaps, poll, trace_runs
 from adws import coordinator as co
 from adws import tasks
 from adws.claims import Claim, Claims
@@ -598,7 +598,7 @@ def test_chaos_kill_9_across_three_nodes_never_two_workers_for_one_issue(cluster
 def test_check_says_whether_the_remote_accepts_claim_refs(cluster, git_origin):
     a, = cluster(["pi-a"])
     out = a.run("--check").stdout
-    assert f"✓ claim refs accepted by origin under refs/tac/claims/" in out and "✓ cluster node pi-a" in out
+    assert "✓ claim refs accepted by origin under refs/tac/claims/" in out and "✓ cluster node pi-a" in out
     assert re.search(r"^[✓✗?] clock ", out, re.M)
     assert claim_refs(git_origin) == {}  # the probe is gone again
     hook = git_origin / "hooks" / "pre-receive"
