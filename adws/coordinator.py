@@ -307,6 +307,7 @@ EDITED_AFTER_LABEL = "issue edited after it was labelled; a trusted person must 
 SPAWNING_PAUSED_START = "startup error while spawning is paused, not counted"
 FINISH_TRIES, FINISH_GIVE_UP_AFTER = 3, 3600.0  # a finish that keeps failing ends Blocked
 HOUSEKEEPING_EVERY = 3600.0
+STOP_JOBS_GRACE = 3.0  # seconds a stop waits for jobs in flight (a push, a poll) to end
 
 
 class Coordinator:
@@ -1935,6 +1936,16 @@ class Daemon:
                 sd_notify("STOPPING=1")  # `systemctl status` says deactivating at once
                 self.c.publish_stopped(self.c.clock())
                 self.c.steering.mark_stopped()  # a clean stop: no crash to tell at the next start
+                self.c.jobs.wait(STOP_JOBS_GRACE)
+                left = self.c.jobs.in_flight()
+                if left:
+                    # A hung gh or git call must not hold the stop until its
+                    # timeout (the interpreter joins the job threads at exit).
+                    # Leaving it is safe: its work is redone from tasks.md at
+                    # the next start, as after a crash.
+                    log.info("stopped with %d job(s) still waiting on git or GitHub: not waited for", left)
+                    logging.shutdown()
+                    os._exit(EX_OK)
                 return EX_OK
             now = self.c.clock()
             self.c.tick(now, force_poll=poll_now)

@@ -112,6 +112,10 @@ class Jobs:
             from concurrent.futures import wait
             wait(futures, timeout=timeout)
 
+    def in_flight(self) -> int:
+        """Jobs still running in their threads."""
+        return sum(1 for e in self._running.values() if e is not None and not e[0].done())
+
     def _wake(self) -> None:
         if self.wake_fd is not None:
             try:

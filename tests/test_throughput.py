@@ -8,6 +8,7 @@ import collections
 import json
 import re
 import subprocess
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ def test_a_workers_exit_is_recorded_while_a_poll_hangs(project, github):
     n = project.issue("Ends while GitHub hangs on the list")
     project.script({"default": {"commit": "fix.txt", "sleep": 3}})
     project.write_config(github={"poll_interval": 0.5})
-    project.start()
+    p = project.start()
     project.wait_for(lambda: (project.task(n) or tasks.Task(0, "")).pid, message="running")
     github.delay(LIST, 20)
     hung_at = time.time()
@@ -42,6 +43,11 @@ def test_a_workers_exit_is_recorded_while_a_poll_hangs(project, github):
         recorded = time.time()
         assert recorded - hung_at < 18, "recorded before the hanging poll could have returned"
         assert project.task(n).pr
+        # A stop does not wait for the hanging poll: a short grace, then out.
+        stopped_at = time.time()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0 and time.time() - stopped_at < 10 and time.time() - hung_at < 18
+        assert "stopped with 1 job(s) still waiting on git or GitHub: not waited for" in project.log_text()
     finally:
         github.delay(LIST, 0)
     print(f"\nexit -> Completed {recorded - exit_time(project, n):.2f} s while a poll hung")

@@ -216,6 +216,7 @@ class FakeGitHub:
         self._overrides: Dict[str, Tuple[int, bytes, str]] = {}
         self._tokens: Optional[set] = None  # None: any token is accepted
         self._delays: List[Tuple[str, str, float]] = []  # (method or "", path pattern, seconds)
+        self._stopping = threading.Event()  # set by stop(): a held-back answer goes at once
         # False: 422 for a draft PR, as on a private repository of a Free or Pro account
         self.drafts_supported = True
         self._rl_limit, self._rl_remaining = 5000, 5000
@@ -234,6 +235,7 @@ class FakeGitHub:
 
     def stop(self) -> None:
         if self._server is not None:
+            self._stopping.set()  # closing waits for every request's thread: none may sleep on
             self._server.shutdown()
             self._server.server_close()
             self._server = None
@@ -829,7 +831,7 @@ class FakeGitHub:
         wait = max((s for m, pattern, s in list(self._delays)
                     if (not m or m == method) and re.search(pattern, path)), default=0.0)
         if wait:
-            time.sleep(wait)
+            self._stopping.wait(wait)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         with self._lock:
             extra: List[Tuple[str, str]] = []
