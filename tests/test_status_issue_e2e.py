@@ -25,7 +25,9 @@ ISSUES = "/repos/acme/widgets/issues"
 
 
 def turn_on(project, workers=None, **github) -> None:
-    project.write_config(workers=workers, github=dict({"status_issue": True, "notify": ["alice", "bob"]}, **github))
+    # Polls every 0.5 s: the status issue is read and edited once per poll, so the waits are counted in polls.
+    project.write_config(workers=workers, github=dict({"status_issue": True, "notify": ["alice", "bob"],
+                                                       "poll_interval": 0.5}, **github))
 
 
 def status_number(github) -> Optional[int]:
