@@ -225,6 +225,7 @@ class FakeGitHub:
     # -- lifecycle --
 
     def start(self) -> "FakeGitHub":
+        self._stopping.clear()  # started again: held-back answers are held back again
         self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.fake = self
         self.port = self._server.server_address[1]
