@@ -38,7 +38,6 @@ import dataclasses
 import errno
 import fcntl
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -379,7 +378,7 @@ class Coordinator:
         self._dry_doc: Optional[tasks.TaskFile] = None
         self._archived_day = ""
         self._housekept_at = 0.0
-        self._loaded: Tuple[Optional[bytes], tasks.TaskFile] = (None, tasks.TaskFile())  # load()'s cache
+        self.store = tasks.Store(cfg.tasks_path)  # tasks.md, parsed again only when its bytes change
         self.health: Tuple[str, str] = (metrics.OK, "")  # (level, reason) as write_metrics last judged
         # The status issue (opt-in, [github] status_issue): adws/steering.py
         self.steering = Steering(self, entry_fields)
@@ -403,21 +402,10 @@ class Coordinator:
             log.info(message, *args)
 
     def load(self) -> tasks.TaskFile:
-        """tasks.md as it is now, for reading: changes go through update().
-        A tick reads it several times and a 10,000-entry file takes a good
-        part of a second to parse on a Pi, so it is parsed again only when
-        its bytes changed. (Comparing bytes, not mtime and size: two writes
-        within one clock tick can leave both equal.)"""
+        """tasks.md as it is now, for reading: changes go through update()."""
         if self.dry_run and self._dry_doc is not None:
             return self._dry_doc  # --dry-run: changes live in memory only
-        try:
-            data = self.cfg.tasks_path.read_bytes()
-        except FileNotFoundError:
-            data = b""  # as tasks.load: no file is an empty queue
-        if data == self._loaded[0]:
-            return self._loaded[1]
-        doc, problems = tasks.parse(data.decode("utf-8", "surrogateescape"), self.cfg.tasks_path.name)
-        self._loaded = (data, doc)
+        doc, problems = self.store.read()
         if self.dry_run:
             self._dry_doc = doc
         for p in problems:  # at most tasks.MAX_PROBLEMS + a count: parse() summarises
@@ -431,7 +419,7 @@ class Coordinator:
         version: their edit is never overwritten."""
         if self.dry_run:
             return change(self.load())
-        _, result = tasks.update(self.cfg.tasks_path, change)
+        _, result = self.store.update(change)
         return result
 
     def other_workers(self, w: Worker) -> Set[int]:
@@ -1800,7 +1788,7 @@ def _one_line(text: str) -> str:
 
 def _body_sha(issue: dict) -> str:
     data = f"{issue.get('title', '')}\n{issue.get('body') or ''}".encode("utf-8", "replace")
-    return hashlib.sha256(data).hexdigest()[:12]
+    return tasks.short_sha(data)
 
 
 def _run_facts(s: Any, elapsed: float) -> str:

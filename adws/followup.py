@@ -39,7 +39,6 @@ Why the data is shaped this way:
 from __future__ import annotations
 
 import calendar
-import hashlib
 import json
 import re
 import time
@@ -49,6 +48,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from adws.github import COMMENT_MARKER, GitHub, is_bot, pull_state
 from adws.prompt import clean_issue_text
+from adws.tasks import COMPLETED, short_sha
 
 # -- The data ------------------------------------------------------------------
 
@@ -64,7 +64,7 @@ _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\[bot\])?")
 def digest(text: str) -> str:
     """The hash of an item's text recorded in tasks.md: 12 hex digits of
     its SHA-256 (line endings as GitHub may send them folded to \\n)."""
-    return hashlib.sha256((text or "").replace("\r\n", "\n").encode("utf-8")).hexdigest()[:12]
+    return short_sha((text or "").replace("\r\n", "\n").encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,6 @@ class Watch:
 def watches(doc: Any) -> List[Watch]:
     """The pull requests to watch in a TaskFile: those of Completed
     entries (an entry Active again is running its round)."""
-    from adws.tasks import COMPLETED
     return [w for w in (Watch.of(t) for t in doc.tasks if t.state == COMPLETED) if w is not None]
 
 

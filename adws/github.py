@@ -20,7 +20,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass
-from http.client import responses
+from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 COMMENT_MARKER = "<!-- tac-coordinator -->"  # every comment we write carries it
@@ -194,7 +194,7 @@ class GitHub:
         details = [str(e.get("message") or e.get("code", "")) for e in errors]
         if any(details):
             message = f"{message}: {'; '.join(d for d in details if d)}"
-        message = _first_line(message) if message else responses.get(status, "error")
+        message = _first_line(message) if message else _phrase(status)
         if status == 401:
             env = os.environ if self.env is None else self.env
             token = next((v for v in _TOKEN_VARS if env.get(v)), "")
@@ -656,6 +656,14 @@ REVIEW_COMMENT_KEYS = ("id", "body", "user", "path", "diff_hunk", "created_at")
 COMMENT_KEYS = ("id", "body", "user", "created_at")
 DRAFT_UNAVAILABLE = ("**Needs review before merging:** draft pull requests are not available "
                      "in this repository, so this one was opened ready for review.")
+
+
+def _phrase(status: int) -> str:
+    """"Unprocessable Entity" for 422 (http.client's table would load OpenSSL: 3.7 MB)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
 
 
 def _unexpected(status: int, method: str, path: str, why: str) -> GitHubError:
