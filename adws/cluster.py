@@ -127,6 +127,9 @@ class Cluster:
         self.lost: Dict[int, str] = {}
         self.failing: Dict[int, str] = {}               # why the last renewal did not land
         self.retry_at: Dict[int, float] = {}            # steady: next try after an unreachable remote
+        # A take or hand-over whose answer was lost: the worker its claim may
+        # name, until a read shows what landed (see unanswered()).
+        self.unsure: Dict[int, str] = {}
         self.read_error = ""
         self.read_failures = 0
         self.next_read_at = 0.0                         # steady: no read before (after a failed one)
@@ -159,6 +162,21 @@ class Cluster:
         self.next_read_at = now + min(self.ttl / 3, 5.0 * 2 ** (self.read_failures - 1))
         self.say_once(("claims", why), "claims: %s; nothing starts until they can be read", why)
 
+    def unanswered(self, n: int, worker: str) -> None:
+        """A take or hand-over for `worker` got no answer: its push may have
+        landed. The entry's line names the worker (own_line) until a read
+        says, so the claim is adopted as this node's, not taken for a twin's,
+        and the next start hands it over without counting an attempt."""
+        self.unsure[n] = worker
+
+    def own_line(self, n: int) -> str:
+        """"Claimed by" for this node's claim on `n` ('' for none): the held
+        claim's worker, and one whose take or hand-over may have landed."""
+        held, unsure = self.held.get(n), self.unsure.get(n, "")
+        if held is not None:
+            return own_text(self.node, held.worker, held.expires, unsure)
+        return own_text(self.node, unsure) if unsure else ""
+
     def saw(self, found: Dict[int, Claim], swept: Iterable[Claim], doc: tasks.TaskFile,
             workers: Dict[int, object], starting: Set[int], wall: float,
             listed: Optional[Set[int]] = None) -> None:
@@ -174,7 +192,9 @@ class Cluster:
             self.held.pop(c.issue, None)
         self.seen, self.seen_at, self.fresh = dict(found), wall, dict(found)
         for n, c in sorted(found.items()):
-            if c.node != self.node or n in self.held or n in starting:
+            mine = self.held.get(n)
+            if c.node != self.node or n in starting or (mine is not None and (mine.sha == c.sha
+                                                                              or not self.ours(c, doc.governing(n)))):
                 continue
             t = doc.governing(n)
             if t is None and (c.outcome or (listed is not None and n not in listed)):
@@ -185,13 +205,17 @@ class Cluster:
                 # issue still queued.
                 continue
             if self.ours(c, t):
-                self.held[n] = c
+                self.held[n] = c  # (held already: a hand-over or renewal that landed unanswered)
                 if not c.outcome:  # (an ended one only waits out its lease to be released)
                     log.info("gh-%d claim adopted: held by this node until %s", n, hhmm(c.expires))
             else:
                 self.say_once(("twin", n, c.worker), "gh-%d is claimed by a node called %s (worker %s) that "
                               "is not this coordinator: is another coordinator called %s too? Give each its own "
                               "[cluster] node", n, c.node, c.worker, c.node)
+        for n in list(self.unsure):
+            c, mine = found.get(n), self.held.get(n)
+            if c is not None and not (mine is not None and mine.sha == c.sha and c.worker != self.unsure[n]):
+                del self.unsure[n]  # the read shows what landed (a read from before the push shows nothing new)
         for n in sorted(workers):
             if n not in self.held and self.live(n):
                 c = found.get(n)
@@ -290,6 +314,7 @@ class Cluster:
 
     def _hold(self, n: int, claim: Claim) -> None:
         self.held[n] = claim
+        self.unsure.pop(n, None)
         self.seen[n] = claim
         self.retry_at.pop(n, None)
         if self.failing.pop(n, None) is not None:
@@ -413,13 +438,13 @@ class Cluster:
         be: this node's claim, another's as last read, or none. Nothing
         before the first read (a line written before a restart stays until
         the claims say)."""
-        if self.seen_at is None and not self.held:
+        if self.seen_at is None and not self.held and not self.unsure:
             return {}
         out = {}
         for t in doc.in_state(tasks.PENDING):
             held, seen = self.held.get(t.issue), self.seen.get(t.issue)
-            if held is not None:
-                want = own_text(self.node, held.worker, held.expires)
+            if held is not None or t.issue in self.unsure:
+                want = self.own_line(t.issue)
             elif self.seen_at is None:
                 continue
             else:

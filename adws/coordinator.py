@@ -1338,6 +1338,7 @@ class Coordinator:
             self.cluster.seen[n] = holder  # "Claimed by" says who; no read before its expiry
         elif isinstance(e, ClaimUnreachable):
             self.cluster.read_failed(now, str(e))
+            self.cluster.unanswered(n, w.worker_id)  # in the same write: a restart knows it too
         # Still held (a hand-over that did not land): the line names its worker.
         text = self.held_text(n) or (shown(holder) if holder is not None else "")
         self.change_state(n, PENDING, expect=ACTIVE, owner=w.worker_id, started="", claimed_by=text)
@@ -1368,8 +1369,7 @@ class Coordinator:
 
     def held_text(self, n: int) -> str:
         """"Claimed by" for the claim this node holds on `n` as it is now ('' for none)."""
-        claim = self.cluster.held.get(n) if self.cluster is not None else None
-        return own_text(self.cfg.node, claim.worker, claim.expires) if claim is not None else ""
+        return self.cluster.own_line(n) if self.cluster is not None else ""
 
     def start_failed(self, w: Worker, why: str, now: float) -> None:
         log.warning("gh-%d could not start: %s", w.issue, why)

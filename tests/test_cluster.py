@@ -26,8 +26,8 @@ import pytest
 from harness import ROOT, Node, claim_at, claim_refs, overlaps, poll, trace_runs
 from adws import coordinator as co
 from adws import tasks
-from adws.claims import Claim, Claims
-from adws.cluster import own_text, own_worker
+from adws.claims import UNREACHABLE, Claim, Claims, Result
+from adws.cluster import own_text, own_worker, own_workers
 
 from test_chaos import Watcher, finals
 
@@ -195,6 +195,65 @@ def test_a_retry_killed_while_its_claim_is_handed_over_is_still_known_as_its_own
     assert "is not this coordinator" not in caplog.text
     restarted.show_claims()  # the line names the claim's worker alone once it is held
     assert restarted.load().governing(7).claimed_by == own_text("pi-a", on_origin.worker, on_origin.expires)
+
+
+@pytest.mark.parametrize("retry", [False, True], ids=["a-take", "a-retrys-hand-over"])
+def test_a_claim_whose_answer_was_lost_is_known_as_this_nodes_own_not_a_twins(
+        tmp_path, git_origin, clone, retry, caplog):
+    """The push of a take (or of a retry's hand-over) landed, but its answer
+    never came back and the read after it failed too: the start goes back to
+    Pending, not knowing. The claim on the origin names this node and the
+    new worker; the next read must adopt it, not report a twin coordinator
+    called pi-a, and the next start must not count another attempt."""
+    config = tmp_path / "config.toml"
+    config.write_text('[github]\nrepo = "acme/widgets"\n[workers]\nmax_attempts = 3\nretry_backoff = [1]\n'
+                      '[cluster]\nnode = "pi-a"\nlease_ttl = 60\n')
+    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
+                                 trees=tmp_path / "trees")
+    now = time.time()
+    claims = Claims(clone, str(git_origin), "pi-a", 60)
+    c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
+    c.cluster.claims = claims
+    attempts, claimed_by = 0, ""
+    if retry:
+        first = claims.take(7, 1, "w-abc379", now, attempt=1)
+        c.cluster.held[7] = first.claim
+        attempts, claimed_by = 1, own_text("pi-a", "w-abc379", first.claim.expires)
+    c.update(lambda doc: tasks.transition(doc, 7, tasks.PENDING, expect=tasks.NEW, title="t", attempts=attempts,
+                                          claimed_by=claimed_by))
+
+    class AnswerLost:  # the push lands; what comes back is a cut connection, and the read after it fails
+        def __getattr__(self, name):
+            return getattr(claims, name)
+
+        def _lost(self, landed):
+            assert landed
+            return Result(UNREACHABLE, None, "the remote hung up")
+
+        def take(self, *args, **kwargs):
+            return self._lost(claims.take(*args, **kwargs))
+
+        def hand_over(self, *args, **kwargs):
+            return self._lost(claims.hand_over(*args, **kwargs))
+
+    def prepare(w, issue, run):
+        c.cluster.claims = AnswerLost()
+        try:
+            c.cluster.take_job(w.issue, run, w.worker_id, w.attempt, now)
+        finally:
+            c.cluster.claims = claims
+    c.prepare = prepare
+    c.spawn(c.load().governing(7), {"number": 7, "title": "t", "body": ""}, now)
+    entry = c.load().governing(7)
+    on_origin = claims.read_all()[7]
+    assert entry.state == tasks.PENDING and on_origin.worker not in ("", "w-abc379")
+    assert on_origin.worker in own_workers(entry.claimed_by, "pi-a"), entry.claimed_by
+    with caplog.at_level("INFO", logger="tac"):
+        c.cluster.saw(claims.read_all(), [], c.load(), {}, set(), now + 1)
+    assert c.cluster.held == {7: on_origin} and "is not this coordinator" not in caplog.text
+    # The next start hands the claim over and runs as the same attempt, not the one after it.
+    assert c.cluster.take_job(7, 1, "w-next01", attempts + 1, now + 2) == attempts + 1
+    assert claims.read_all()[7].worker == "w-next01"
 
 
 def test_an_ended_claim_whose_entry_is_gone_is_no_twin(tmp_path, caplog):

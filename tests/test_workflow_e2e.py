@@ -220,3 +220,17 @@ def test_resume_true_continues_the_previous_stage_session(project, github):
     # A plan and a build without review: the pull request carries the plan, no verdict.
     body = github.pulls()[0]["body"]
     assert "**Plan:**" in body and "**Review:**" not in body
+
+
+def test_a_stage_is_stopped_by_its_own_timeout_not_the_workers(project, github):
+    """[stages.plan] timeout = 2 while [workers] timeout is 600: the plan
+    that hangs is stopped after 2 s, counted a failed attempt and run again."""
+    use_workflows(project, default="plan-build", extra=(
+        '[workflows.plan-build]\nstages = ["plan", "build"]\n[stages.plan]\ntimeout = 2\n'))
+    flow = {"plan": {"runs": [{"sleep": 60}, {"plan": PLAN}]}, "build": FLOW["build"]}
+    project.script({"default": {"stages": flow}})
+    n = project.issue("Fix the widget")
+    project.start()
+    project.wait_for(lambda: project.state(n) == tasks.COMPLETED, timeout=40, message="completed")
+    assert summary(project.task(n)) == [("plan", "failed"), ("plan", "completed"), ("build", "completed")]
+    assert f"gh-{n} stopping pid=" in project.log_text() and "timed out after 2 s" in project.log_text()
