@@ -82,10 +82,9 @@ BREAKAGES: List[Breakage] = [
              "and not v[0].isspace() and not v[-1].isspace()",
              ["tests/test_tasks.py::test_nasty_titles_round_trip"]),
     Breakage("save-conflict-check", T,
-             "        if save(path, doc, snapshot):",
-             "        if save(path, doc, load(path)[2]):",
-             ["tests/test_tasks.py::test_save_refuses_when_a_person_edited_meanwhile",
-              "tests/test_tasks.py::test_update_reapplies_the_change_on_the_new_content"]),
+             "            if _save(self.path, written, data):",
+             "            if _save(self.path, written, _read(self.path)):",
+             ["tests/test_tasks.py::test_update_reapplies_the_change_on_the_new_content"]),
     Breakage("sigchld-handler-waitpid-any", C,
              "    def _record(self, signum: int, frame: Any) -> None:\n        self.signals.append(signum)\n",
              "    def _record(self, signum: int, frame: Any) -> None:\n        self.signals.append(signum)\n"
