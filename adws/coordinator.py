@@ -1586,9 +1586,18 @@ class Coordinator:
         if age is None:
             started = tasks.parse_time(t.started)
             age = self.wall(now) - started if started is not None else 0.0
+        tree = Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue)
+        branch = t.branch
+        if not t.pid and not tasks.in_round(t):
+            # Killed between the worker's start and the write of its PID and
+            # branch: the Branch line is still an earlier run's (a retry's
+            # first run). This run's work is on what its worktree has out.
+            branch = self.git.checked_out(tree) or branch
+            if branch != t.branch:
+                t = self.amend(t.issue, expect=ACTIVE, owner=t.worker, branch=branch) or t
         w = Worker(issue=t.issue, worker_id=t.worker, attempt=t.attempts + 1,
-                   branch=t.branch or branch_for(self.cfg, t.issue, run_number(t)),
-                   tree=Path(t.worktree) if t.worktree else self.cfg.worktree_path(t.issue),
+                   branch=branch or branch_for(self.cfg, t.issue, run_number(t)),
+                   tree=tree,
                    log_path=log_path, stderr_path=self.cfg.stderr_path(t.issue), stderr_offset=0,
                    pid=pid or 0, pid_start=start, started_at=now - max(0.0, age),
                    follower=follower, last_output_at=now, comment_id=t.comment_id, comment_at=now,

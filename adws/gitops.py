@@ -138,6 +138,16 @@ def commits_ahead(cfg: Config, branch: str) -> int:
         raise GitError(f"git rev-list --count: unexpected answer {out.strip()[:40]!r}")
 
 
+def checked_out(tree: Path) -> str:
+    """The branch `tree` has checked out; '' when git cannot say (no such
+    worktree, a detached HEAD)."""
+    try:
+        head = git(["rev-parse", "--abbrev-ref", "HEAD"], tree, timeout=60).strip()
+    except (GitError, OSError):
+        return ""
+    return "" if head == "HEAD" else head
+
+
 def unused_branch(cfg: Config, issue: int, run: int) -> str:
     """The branch for run `run` of `issue`, or of a later run when that
     branch already carries commits: starting a run resets its branch to the
@@ -427,6 +437,9 @@ class Git:
 
     def unused_branch(self, issue: int, run: int) -> str:
         return unused_branch(self.cfg, issue, run)
+
+    def checked_out(self, tree: Path) -> str:
+        return checked_out(tree)
 
     def commits_ahead(self, branch: str) -> int:
         return commits_ahead(self.cfg, branch)

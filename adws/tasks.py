@@ -295,10 +295,16 @@ class TaskFile:
         self.tasks.append(task)
 
     def move(self, task: Task, state: str) -> None:
-        """Put `task` (this very object) at the end of section `state`."""
+        """Put `task` (this very object) at the end of section `state`. What
+        that section's marker cannot carry goes, as it would in the file: a
+        commit outside Completed, a worker in Pending ("[]")."""
         _check_state(state)
         del self.tasks[self._index(task)]
         task.state = state
+        if state != COMPLETED:
+            task.commit = ""
+        if state == PENDING:
+            task.worker = ""
         self.tasks.append(task)
 
     def remove(self, task: Task, notes_stay: bool = True) -> None:
@@ -406,8 +412,6 @@ def transition(doc: TaskFile, issue: int, to: Optional[str], *, expect, owner: O
         if state == ACTIVE:
             cur.pid = cur.pid_start = None
             cur.stage = None  # describes a running worker, like the PID; stage_runs say what is done
-            if to == PENDING:
-                cur.worker = ""  # a queued entry has no worker (and renders none)
         if to in TERMINAL and not (state == ACTIVE and to == COMPLETED and in_round(cur)):
             if now is None:
                 raise IllegalTransition(f"gh-{issue}: ending a task needs the time")

@@ -10,6 +10,7 @@ spec promises.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import re
@@ -599,6 +600,38 @@ def test_a_failed_run_is_retried_on_schedule_across_a_restart(project, github):
     t = project.task(n)
     assert t.attempts == 2 and t.branch == f"auto/gh-{n}-2"
     assert attempts_logged(project, n) == 2 and len(github.pulls()) == 1
+
+
+def test_a_retry_killed_before_its_pid_was_written_is_judged_on_its_own_branch(project, github):
+    """kill -9 after a retry's worker started and before the write of its
+    PID and branch: tasks.md still names the first run's branch. Finished
+    from its evidence after the restart, the run is judged by the commits
+    on the branch its worktree has out (auto/gh-N-2), which become the pull
+    request, not "exited without commits" (found by the chaos test)."""
+    n = project.issue("Killed before the write")
+    tree = project.dir / "trees" / f"gh-{n}"
+
+    def git(cwd, *args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd, check=True,
+                       capture_output=True)
+    git(project.clone, "branch", f"auto/gh-{n}")  # the first run's, which failed without commits
+    git(project.clone, "worktree", "add", "-q", "-b", f"auto/gh-{n}-2", str(tree), "origin/main")
+    (tree / "fix.txt").write_text("fixed\n")
+    git(tree, "add", "fix.txt")
+    git(tree, "commit", "-qm", f"Fix #{n}")
+    log = project.dir / "logs" / f"gh-{n}.jsonl"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(json.dumps({"type": "tac", "subtype": "attempt", "issue": n, "attempt": 2, "worker": "w-abcdef"})
+                   + "\n" + json.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
+                                        "total_cost_usd": 0.01, "result": "Done."}) + "\n")
+    (project.dir / "tasks.md").write_text(
+        f"## Active\n[🟡 w-abcdef] gh-{n}: Killed before the write {{p2}}\n- Started: {tasks.format_time(time.time())}\n"
+        f"- Branch: auto/gh-{n}\n- Worktree: {tree}\n- Log: {log}\n- Log offset: 0\n- Attempts: 1\n")
+    r = project.run("--once")
+    assert r.returncode == 0, r.stderr
+    t = project.task(n)
+    assert (t.state, t.branch) == (tasks.COMPLETED, f"auto/gh-{n}-2"), (t, r.stderr)
+    assert [p["head"]["ref"] for p in github.pulls()] == [f"auto/gh-{n}-2"]
 
 
 def test_restart_never_adopts_an_unrelated_process_named_by_a_hand_written_pid(project):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -601,6 +601,8 @@ _changes = st.lists(st.tuples(st.integers(0, 7), st.sampled_from(SECTIONS + (tas
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 @given(task_files(), _changes)
+@example(TaskFile([Task(6, "a round", COMPLETED, commit="3fa2c1d")]), [(0, ACTIVE, "", 2)])  # the marker drops it
+@example(TaskFile([Task(6, "a retry", ACTIVE, worker="w-ee4608")]), [(0, PENDING, "", 2)])
 def test_property_the_store_remembers_what_it_wrote_as_a_read_of_the_file_gives_it(doc, changes):
     """Store.update keeps the document it wrote, so the next read parses
     nothing: that document must be the one a parse of the file gives."""
