@@ -54,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
@@ -1508,9 +1509,15 @@ def markdown(m: Dict[str, str], mode: str, rows: List[Tuple[str, str, str, str]]
 # main
 # ---------------------------------------------------------------------------
 
-def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Dict[str, Any]:
+def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None],
+        side_by_side: bool = False) -> Dict[str, Any]:
+    """Every section, one after the other. side_by_side (--quick): the
+    throughput sections, which make rigs of their own, run in a thread
+    beside the rest; that halves the smoke test's time and blurs figures
+    nobody reads from a quick run."""
     out: Dict[str, Any] = {}
     rig = Rig(keep)
+    beside = ThreadPoolExecutor(1).submit(measure_throughput, size, out, progress) if side_by_side else None
     try:
         progress(f"idle daemon for {size['idle_window']:g} s, then SIGHUP")
         queue = measure_idle_and_hup(rig, size, out)
@@ -1539,18 +1546,25 @@ def run(size: Dict[str, Any], keep: bool, progress: Callable[[str], None]) -> Di
         big_log = measure_viewer(rig, size, out)
         progress(f"the dashboard: a {size['ledger_runs']:,}-run ledger, then the {size['log_mb']} MB log")
         measure_dashboard(rig, size, out, big_log)
-        progress(f"intake of {size['intake_issues']:,} labelled issues: the daemon, then the look-ups both ways")
-        measure_intake(size, out)
-        progress(f"worker exit during a {size['loop_intake']:,}-issue intake, while a poll hangs and while a fetch "
-                 f"takes {size['hang']:g} s, job_threads 4 and 0")
-        measure_loop(size, out)
-        progress(f"{size['overhead_tasks']} quick tasks at max_concurrent 2, job_threads 4 and 0")
-        measure_per_task(size, out)
+        if beside is None:
+            measure_throughput(size, out, progress)
+        else:
+            beside.result()
     finally:
         rig.close()
         if keep:
             progress(f"kept {rig.tmp}")
     return out
+
+
+def measure_throughput(size: Dict[str, Any], out: Dict[str, Any], progress: Callable[[str], None]) -> None:
+    progress(f"intake of {size['intake_issues']:,} labelled issues: the daemon, then the look-ups both ways")
+    measure_intake(size, out)
+    progress(f"worker exit during a {size['loop_intake']:,}-issue intake, while a poll hangs and while a fetch "
+             f"takes {size['hang']:g} s, job_threads 4 and 0")
+    measure_loop(size, out)
+    progress(f"{size['overhead_tasks']} quick tasks at max_concurrent 2, job_threads 4 and 0")
+    measure_per_task(size, out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -1567,7 +1581,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"bench: {time.time() - started:5.1f}s {message}", file=sys.stderr, flush=True)
 
     try:
-        results = run(size, args.keep, progress)
+        results = run(size, args.keep, progress, side_by_side=args.quick)
     except BenchError as e:
         print(f"bench: broken: {e}", file=sys.stderr)
         return 1
