@@ -99,6 +99,16 @@ def runner_of(nodes: List[Node], n: int) -> List[str]:
     return [node.name for node in nodes if node.state(n) in tasks.TERMINAL]
 
 
+def node_a(tmp_path: Path, workers: str = "", lease_ttl: int = 60) -> co.Config:
+    """The config of a coordinator called pi-a whose state lives in tmp_path,
+    for the tests that drive one in-process."""
+    config = tmp_path / "config.toml"
+    config.write_text('[github]\nrepo = "acme/widgets"\n' + (f"[workers]\n{workers}" if workers else "")
+                      + f'[cluster]\nnode = "pi-a"\nlease_ttl = {lease_ttl}\n')
+    return co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
+                                  trees=tmp_path / "trees")
+
+
 # -- tasks.md: the Claimed by line -------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["pi-garage until 10:42", own_text("pi-kitchen", "w-ee4608", 1_780_000_000),
@@ -119,11 +129,7 @@ def test_a_retry_is_written_naming_its_claim_so_a_restart_right_after_still_hold
     retry: tasks.md, as that one write left it, must name the claim's worker,
     or the restarted node takes its own claim for another's, neither renews
     nor hands it over, and after the lease another node runs the issue."""
-    config = tmp_path / "config.toml"
-    config.write_text('[github]\nrepo = "acme/widgets"\n[workers]\nmax_attempts = 2\nretry_backoff = [600]\n'
-                      '[cluster]\nnode = "pi-a"\nlease_ttl = 10\n')
-    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
-                                 trees=tmp_path / "trees")
+    cfg = node_a(tmp_path, workers='max_attempts = 2\nretry_backoff = [600]\n', lease_ttl=10)
     now = 1_780_000_000.0
     c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
     c.update(lambda doc: tasks.transition(doc, 7, tasks.ACTIVE, expect=tasks.NEW, worker="w-abc123", title="t"))
@@ -154,11 +160,7 @@ def test_a_retry_killed_while_its_claim_is_handed_over_is_still_known_as_its_own
     and puts it back to Pending; its claim names the retry's last worker or
     the new one. Either must be known as this node's own: adopted, not
     reported as a twin coordinator called pi-a."""
-    config = tmp_path / "config.toml"
-    config.write_text('[github]\nrepo = "acme/widgets"\n[workers]\nmax_attempts = 2\nretry_backoff = [1]\n'
-                      '[cluster]\nnode = "pi-a"\nlease_ttl = 60\n')
-    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
-                                 trees=tmp_path / "trees")
+    cfg = node_a(tmp_path, workers='max_attempts = 2\nretry_backoff = [1]\n')
     now = time.time()
     claims = Claims(clone, str(git_origin), "pi-a", 60)
     first = claims.take(7, 1, "w-abc379", now, attempt=1)  # the failed run's claim, kept for its retry
@@ -205,11 +207,7 @@ def test_a_claim_whose_answer_was_lost_is_known_as_this_nodes_own_not_a_twins(
     Pending, not knowing. The claim on the origin names this node and the
     new worker; the next read must adopt it, not report a twin coordinator
     called pi-a, and the next start must not count another attempt."""
-    config = tmp_path / "config.toml"
-    config.write_text('[github]\nrepo = "acme/widgets"\n[workers]\nmax_attempts = 3\nretry_backoff = [1]\n'
-                      '[cluster]\nnode = "pi-a"\nlease_ttl = 60\n')
-    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
-                                 trees=tmp_path / "trees")
+    cfg = node_a(tmp_path, workers='max_attempts = 3\nretry_backoff = [1]\n')
     now = time.time()
     claims = Claims(clone, str(git_origin), "pi-a", 60)
     c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
@@ -261,10 +259,7 @@ def test_an_ended_claim_whose_entry_is_gone_is_no_twin(tmp_path, caplog):
     Completed entry is archived (or dropped with the label) meanwhile. After a
     restart the claim is left to the sweep, not reported as another
     coordinator's."""
-    config = tmp_path / "config.toml"
-    config.write_text('[github]\nrepo = "acme/widgets"\n[cluster]\nnode = "pi-a"\nlease_ttl = 60\n')
-    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
-                                 trees=tmp_path / "trees")
+    cfg = node_a(tmp_path)
     now = 1_780_000_000.0
     c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
     ended = Claim(7, "a" * 40, "pi-a", 1, "w-abc379", int(now) + 60, outcome="completed", attempt=1)
@@ -286,10 +281,7 @@ def test_no_claim_is_swept_before_the_listing_is_known(tmp_path, git_origin, clo
     ended claim of an issue still labelled stays until the label is swapped,
     and refuses every node's take meanwhile: deleted, it would let the issue
     run a second time, as a fresh take that forgets the attempts made."""
-    config = tmp_path / "config.toml"
-    config.write_text('[github]\nrepo = "acme/widgets"\n[cluster]\nnode = "pi-a"\nlease_ttl = 60\n')
-    cfg = co.dataclasses.replace(co.load_config(config), tasks_path=tmp_path / "tasks.md", logs=tmp_path / "logs",
-                                 trees=tmp_path / "trees")
+    cfg = node_a(tmp_path)
     now = time.time()
     claims = Claims(clone, str(git_origin), "pi-a", 60)
     taken = claims.take(7, 1, "w-abc379", now - 200, attempt=2)
