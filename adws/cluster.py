@@ -193,8 +193,10 @@ class Cluster:
         self.seen, self.seen_at, self.fresh = dict(found), wall, dict(found)
         for n, c in sorted(found.items()):
             mine = self.held.get(n)
-            if c.node != self.node or n in starting or (mine is not None and (mine.sha == c.sha
-                                                                              or not self.ours(c, doc.governing(n)))):
+            # A held claim gives way only to the hand-over whose answer was
+            # lost (unanswered()): any other sha read for it may be older than
+            # the one held (a read begun before a renewal or the outcome landed).
+            if c.node != self.node or n in starting or (mine is not None and c.worker != self.unsure.get(n)):
                 continue
             t = doc.governing(n)
             if t is None and (c.outcome or (listed is not None and n not in listed)):
@@ -205,17 +207,19 @@ class Cluster:
                 # issue still queued.
                 continue
             if self.ours(c, t):
-                self.held[n] = c  # (held already: a hand-over or renewal that landed unanswered)
+                self.held[n] = c  # (held already: a hand-over that landed unanswered)
                 if not c.outcome:  # (an ended one only waits out its lease to be released)
                     log.info("gh-%d claim adopted: held by this node until %s", n, hhmm(c.expires))
-            else:
+            elif mine is None:
                 self.say_once(("twin", n, c.worker), "gh-%d is claimed by a node called %s (worker %s) that "
                               "is not this coordinator: is another coordinator called %s too? Give each its own "
                               "[cluster] node", n, c.node, c.worker, c.node)
-        for n in list(self.unsure):
+        for n, worker in list(self.unsure.items()):
+            # Resolved once the read shows a claim other than the one held
+            # before the push: a read from before it shows nothing new.
             c, mine = found.get(n), self.held.get(n)
-            if c is not None and not (mine is not None and mine.sha == c.sha and c.worker != self.unsure[n]):
-                del self.unsure[n]  # the read shows what landed (a read from before the push shows nothing new)
+            if c is not None and (c.worker == worker or mine is None or mine.sha != c.sha):
+                del self.unsure[n]
         for n in sorted(workers):
             if n not in self.held and self.live(n):
                 c = found.get(n)

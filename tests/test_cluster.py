@@ -254,6 +254,23 @@ def test_a_claim_whose_answer_was_lost_is_known_as_this_nodes_own_not_a_twins(
     assert claims.read_all()[7].worker == "w-next01"
 
 
+def test_a_read_older_than_the_claim_held_never_replaces_it(tmp_path):
+    """A read begun before this node's outcome (or a renewal) landed answers
+    after it: the claim it shows is this node's too, but older. The newer
+    one stays held, or the ended claim is released at once and another node,
+    still seeing the label, runs the issue a second time (found by the
+    twelve-issue test)."""
+    cfg = node_a(tmp_path)
+    now = 1_780_000_000.0
+    c = co.Coordinator(cfg, object(), clock=lambda: now, wall=lambda: now, environ={})
+    c.update(lambda doc: tasks.transition(doc, 7, tasks.ACTIVE, expect=tasks.NEW, worker="w-abc379", title="t"))
+    older = Claim(7, "a" * 40, "pi-a", 1, "w-abc379", int(now) + 60, attempt=1)
+    ended = Claim(7, "b" * 40, "pi-a", 1, "w-abc379", int(now) + 60, outcome="completed", attempt=1)
+    c.cluster.held[7] = ended
+    c.cluster.saw({7: older}, [], c.load(), {}, set(), now)
+    assert c.cluster.held == {7: ended}
+
+
 def test_an_ended_claim_whose_entry_is_gone_is_no_twin(tmp_path, caplog):
     """This node's claim, ended, waits out its lease after the label swap; the
     Completed entry is archived (or dropped with the label) meanwhile. After a
